@@ -1,0 +1,50 @@
+"""Reading a JSON request body defensively: type, size, encoding and nesting are checked
+before anything else sees it, each with its own clear 4xx."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from embedgate.errors import ErrorKind, ServiceError
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Iterative depth check (no recursion, so hostile nesting cannot blow the stack)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+async def read_json_body(request: Request, max_depth: int) -> Any:
+    content_type = request.headers.get("content-type", "application/json")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ServiceError(
+            ErrorKind.UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type {media!r} is not supported; send a JSON body with "
+            "Content-Type: application/json",
+        )
+    raw = await request.body()
+    if not raw.strip():
+        raise ServiceError(ErrorKind.INVALID_REQUEST, "the request body is empty; send JSON")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = "it is not valid UTF-8" if "utf-8" in str(exc).lower() else str(exc)
+        raise ServiceError(
+            ErrorKind.INVALID_REQUEST, f"the request body is not valid JSON: {reason}"
+        ) from None
+    if json_depth_exceeds(data, max_depth):
+        raise ServiceError(
+            ErrorKind.INVALID_REQUEST, f"the JSON body is nested deeper than {max_depth} levels"
+        )
+    return data

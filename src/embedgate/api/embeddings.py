@@ -1,0 +1,79 @@
+"""`POST /v1/embeddings`: parse, hand to the engine, serialise. No model logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from embedgate.api.body import read_json_body
+from embedgate.api.errors import validation_error
+from embedgate.api.schemas import EmbeddingsRequest, embeddings_response
+from embedgate.api.state import ServiceState, service
+from embedgate.engine import Embeddings, EmbedRequest
+from embedgate.errors import ErrorKind, ServiceError
+
+router = APIRouter()
+
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _wait_for_disconnect(request: Request, flag: threading.Event) -> None:
+    """The body has been read, so the next ASGI message can only be the disconnect."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            flag.set()
+            return
+
+
+@router.post(
+    "/v1/embeddings",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EmbeddingsRequest.model_json_schema()}},
+        }
+    },
+)
+async def create_embeddings(request: Request, state: ServiceState = Depends(service)) -> Response:
+    engine = state.require_engine()
+    data = await read_json_body(request, state.settings.max_json_depth)
+    try:
+        body = EmbeddingsRequest.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
+    if not engine.serves(body.model):
+        raise ServiceError(
+            ErrorKind.MODEL_NOT_FOUND,
+            f"The model {body.model!r} does not exist here; this server serves {engine.name!r} "
+            "(see GET /v1/models)",
+            "model",
+        )
+    job = EmbedRequest(
+        inputs=body.input,
+        dimensions=body.dimensions,
+        input_type=body.input_type,
+        instruction=body.instruction,
+        truncate=body.truncate,
+    )
+    gone = threading.Event()
+    work = asyncio.ensure_future(engine.embed(job, gone))
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request, gone))
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not work.done():
+        work.cancel()
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    result: Embeddings = work.result()
+    state.metrics.tokens.inc(result.prompt_tokens)
+    state.metrics.inputs.inc(len(result.vectors))
+    payload = embeddings_response(
+        result.vectors, engine.name, result.prompt_tokens, body.encoding_format
+    )
+    return Response(payload, media_type="application/json")

@@ -1,0 +1,118 @@
+"""The one place where error kinds become HTTP statuses, in OpenAI's envelope.
+
+`{"error": {"message", "type", "param", "code"}}` for every failure: our own errors, FastAPI's
+validation errors, unknown routes, wrong methods and unexpected exceptions alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from embedgate.errors import ErrorKind, ServiceError
+
+log = logging.getLogger(__name__)
+
+# kind -> (status, type, code)
+_MAPPING: dict[ErrorKind, tuple[int, str, str | None]] = {
+    ErrorKind.INVALID_REQUEST: (400, "invalid_request_error", "invalid_request"),
+    ErrorKind.INVALID_INPUT: (400, "invalid_request_error", "invalid_input"),
+    ErrorKind.INPUT_TOO_LONG: (400, "invalid_request_error", "context_length_exceeded"),
+    ErrorKind.TOO_MANY_INPUTS: (400, "invalid_request_error", "too_many_inputs"),
+    ErrorKind.INVALID_DIMENSIONS: (400, "invalid_request_error", "invalid_dimensions"),
+    ErrorKind.TOKEN_OUT_OF_VOCABULARY: (400, "invalid_request_error", "invalid_token_id"),
+    ErrorKind.REQUEST_TOO_LARGE: (413, "invalid_request_error", "request_too_large"),
+    ErrorKind.UNSUPPORTED_MEDIA_TYPE: (415, "invalid_request_error", "unsupported_media_type"),
+    ErrorKind.MODEL_NOT_FOUND: (404, "invalid_request_error", "model_not_found"),
+    ErrorKind.NOT_FOUND: (404, "invalid_request_error", "not_found"),
+    ErrorKind.METHOD_NOT_ALLOWED: (405, "invalid_request_error", "method_not_allowed"),
+    ErrorKind.OVERLOADED: (429, "overloaded", "overloaded"),
+    ErrorKind.NOT_READY: (503, "service_unavailable", "not_ready"),
+    ErrorKind.BACKEND_FAILURE: (500, "server_error", "model_error"),
+    ErrorKind.INTERNAL: (500, "server_error", "internal_error"),
+}
+
+
+def status_for(kind: ErrorKind) -> int:
+    return _MAPPING[kind][0]
+
+
+def envelope(message: str, type_: str, param: str | None, code: str | None) -> bytes:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return orjson.dumps(body)
+
+
+def error_response(error: ServiceError, headers: dict[str, str] | None = None) -> Response:
+    status, type_, code = _MAPPING[error.kind]
+    all_headers = dict(headers or {})
+    if error.kind is ErrorKind.OVERLOADED:
+        all_headers.setdefault("Retry-After", "1")
+    return Response(
+        envelope(error.message, type_, error.param, code),
+        status_code=status,
+        media_type="application/json",
+        headers=all_headers,
+    )
+
+
+def validation_error(errors: Sequence[Any]) -> ServiceError:
+    """The first pydantic / FastAPI validation error as one readable 400."""
+    if not errors:
+        return ServiceError(ErrorKind.INVALID_REQUEST, "the request is invalid")
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    param = ".".join(loc) or None
+    where = f"'{param}'" if param else "the request"
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "extra_forbidden":
+        return ServiceError(
+            ErrorKind.INVALID_REQUEST, f"Unrecognized request argument supplied: {param}", param
+        )
+    if first.get("type") == "missing":
+        return ServiceError(ErrorKind.INVALID_REQUEST, f"Missing required field {where}", param)
+    return ServiceError(ErrorKind.INVALID_REQUEST, f"Invalid value for {where}: {message}", param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_service_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServiceError)
+        return error_response(exc)
+
+    async def on_validation_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(validation_error(exc.errors()))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            error = ServiceError(
+                ErrorKind.NOT_FOUND, f"no route {request.method} {request.url.path}; see /docs"
+            )
+        elif exc.status_code == 405:
+            error = ServiceError(
+                ErrorKind.METHOD_NOT_ALLOWED,
+                f"method {request.method} is not allowed on {request.url.path}",
+            )
+        else:
+            return Response(
+                envelope(str(exc.detail), "invalid_request_error", None, None),
+                status_code=exc.status_code,
+                media_type="application/json",
+            )
+        return error_response(error)
+
+    async def on_unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(ServiceError(ErrorKind.INTERNAL, "internal server error"))
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,34 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import JSONResponse, Response
+
+from embedgate.api.state import ServiceState, service
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is up and serving HTTP (says nothing about the model)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(state: ServiceState = Depends(service)) -> Response:
+    """Green only after the model loaded and passed its self-test."""
+    if state.ready:
+        return JSONResponse(
+            {"status": "ready", "model": state.engine.name if state.engine else None}
+        )
+    return JSONResponse({"status": "not_ready", "reason": state.reason}, status_code=503)
+
+
+@router.get("/metrics")
+async def metrics(state: ServiceState = Depends(service)) -> Response:
+    if state.engine is not None:
+        state.metrics.queue_tokens.set(state.engine.queued_tokens)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

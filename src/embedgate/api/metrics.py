@@ -1,0 +1,81 @@
+"""Prometheus metrics, one registry per app (no global state, so tests can build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+
+class Metrics:
+    """Request, queue and batch metrics; also the engine scheduler's observer."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "embedgate_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "embedgate_request_duration_seconds",
+            "HTTP request latency.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "embedgate_input_tokens", "Input tokens embedded (what usage reports).", registry=r
+        )
+        self.inputs = Counter("embedgate_inputs", "Inputs embedded.", registry=r)
+        self.queue_items = Gauge(
+            "embedgate_queue_items", "Inputs waiting for the model.", registry=r
+        )
+        self.queue_tokens = Gauge(
+            "embedgate_queue_tokens", "Tokens waiting for the model.", registry=r
+        )
+        self.batch_rows = Histogram(
+            "embedgate_batch_size", "Inputs per forward pass.", buckets=SIZE_BUCKETS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "embedgate_batch_tokens",
+            "Real tokens per forward pass.",
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.padded_tokens = Counter(
+            "embedgate_batch_padded_tokens", "Padded tokens computed (rows x longest).", registry=r
+        )
+        self.forward_seconds = Histogram(
+            "embedgate_forward_duration_seconds",
+            "Time in one forward pass.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dropped_counter = Counter(
+            "embedgate_dropped_inputs",
+            "Inputs dropped because their client disconnected.",
+            registry=r,
+        )
+        self.ready = Gauge("embedgate_ready", "1 when the model passed its self-test.", registry=r)
+
+    # --- SchedulerObserver ---------------------------------------------------------------
+    def queue_changed(self, items: int, tokens: int) -> None:
+        self.queue_items.set(items)
+        self.queue_tokens.set(tokens)
+
+    def batch_done(self, rows: int, tokens: int, padded_tokens: int, seconds: float) -> None:
+        self.batch_rows.observe(rows)
+        self.batch_tokens.observe(tokens)
+        self.padded_tokens.inc(padded_tokens)
+        self.forward_seconds.observe(seconds)
+
+    def dropped(self, items: int) -> None:
+        self.dropped_counter.inc(items)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,113 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware, which would break disconnect detection):
+a request id, the body size limit, metrics and one access-log line per request."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from embedgate.api.errors import error_response
+from embedgate.api.metrics import Metrics
+from embedgate.errors import ErrorKind, ServiceError
+
+log = logging.getLogger("embedgate.access")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Wraps every HTTP request: id, size limit, status/latency metrics, access log."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = {"code": 500, "sent": False}
+        too_large = self._declared_too_large(scope)
+        if too_large:
+            await self._send_too_large(scope, receive, send)
+            status["code"] = 413
+        else:
+            try:
+                await self.app(
+                    scope, self._limited(receive), self._tracking(send, status, request_id)
+                )
+            except _BodyTooLarge:
+                if status["sent"]:
+                    raise
+                await self._send_too_large(scope, receive, send)
+                status["code"] = 413
+        self._record(scope, int(status["code"]), time.perf_counter() - started, request_id)
+
+    def _declared_too_large(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    return int(value) > self.max_body_bytes
+                except ValueError:
+                    return True
+        return False
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        return limited_receive
+
+    def _tracking(self, send: Send, status: dict[str, Any], request_id: str) -> Send:
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                status["sent"] = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return tracking_send
+
+    async def _send_too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = ServiceError(
+            ErrorKind.REQUEST_TOO_LARGE,
+            f"the request body is larger than {self.max_body_bytes} bytes; split the input",
+        )
+        await error_response(error, {"Connection": "close"})(scope, receive, send)
+
+    def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        self.metrics.requests.labels(template, str(status)).inc()
+        self.metrics.latency.labels(template).observe(seconds)
+        log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": scope.get("method"),
+                "route": template,
+                "status": status,
+                "latency_ms": round(seconds * 1000, 2),
+                "client": (scope.get("client") or ("", 0))[0],
+            },
+        )

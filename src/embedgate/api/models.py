@@ -1,0 +1,30 @@
+"""`GET /v1/models`: what is served, with its dimensions and token limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from embedgate.api.state import ServiceState, service
+
+router = APIRouter()
+
+
+@router.get("/v1/models")
+async def list_models(state: ServiceState = Depends(service)) -> dict[str, Any]:
+    engine = state.require_engine()
+    spec = engine.spec
+    entry = {
+        "id": engine.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "embedgate",
+        "aliases": list(engine.aliases),
+        "dimensions": spec.native_dimensions,
+        "dimensions_range": [spec.min_dimensions, spec.native_dimensions],
+        "max_input_tokens": engine.max_input_tokens,
+        "pooling": spec.pooling,
+        "family": spec.family,
+    }
+    return {"object": "list", "data": [entry]}

@@ -1,0 +1,121 @@
+"""The `embedgate` command line (also `python -m embedgate`).
+
+Options only override settings; every setting can also come from `EMBEDGATE_<NAME>` or the TOML
+file. No option takes a secret (command lines show up in `ps`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from embedgate.config import DType, Settings
+
+app = typer.Typer(
+    name="embedgate",
+    help="Private, self-hosted text embeddings with an OpenAI-compatible API.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Model directory or Hugging Face id.")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file.", exists=True, dir_okay=False)
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except Exception as exc:
+        typer.echo(f"embedgate: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    model: ModelOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="State directory (default ./data).")] = None,
+    config: ConfigOpt = None,
+    dtype: Annotated[DType | None, typer.Option(help="float32 or bfloat16.")] = None,
+) -> None:
+    """Serve the OpenAI-compatible API (the main job)."""
+    import uvicorn
+
+    from embedgate.app import create_app
+    from embedgate.engine.loading import resolve_model
+    from embedgate.logs import configure_logging
+
+    settings = _settings(
+        model=model, host=host, port=port, data_dir=data_dir, config=config, dtype=dtype
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    try:  # fail fast on a wrong --model before binding a port
+        resolve_model(settings.model, settings.model_name, settings.model_aliases)
+    except FileNotFoundError as exc:
+        typer.echo(f"embedgate: {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"embedgate: serving on http://{settings.host}:{settings.port}", err=True)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@app.command()
+def embed(
+    text: Annotated[str, typer.Argument(help="The text to embed.")],
+    dimensions: Annotated[int | None, typer.Option(help="Matryoshka size.")] = None,
+    query: Annotated[bool, typer.Option("--query", help="Embed as a query.")] = False,
+    instruction: Annotated[str | None, typer.Option(help="Query task (Qwen3).")] = None,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Embed one text in-process (no server) and print JSON."""
+    from embedgate.engine import EmbedRequest, build_engine
+    from embedgate.errors import ServiceError
+    from embedgate.logs import configure_logging
+
+    settings = _settings(model=model, config=config)
+    configure_logging("warning", settings.log_format)
+    engine = build_engine(settings)
+    engine.start()
+    try:
+        result = engine.embed_sync(
+            EmbedRequest(
+                [text],
+                dimensions=dimensions,
+                input_type="query" if query or instruction else None,
+                instruction=instruction,
+            )
+        )
+    except ServiceError as exc:
+        typer.echo(f"embedgate: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.stop()
+    vector = result.vectors[0]
+    out = {
+        "model": engine.name,
+        "dimensions": len(vector),
+        "tokens": result.prompt_tokens,
+        "embedding": [float(x) for x in vector],
+    }
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,131 @@
+"""Settings as data: one pydantic-settings class, read from init arguments, the environment
+(`EMBEDGATE_<NAME>`) and a TOML file, in that order of precedence.
+
+There is no module-level settings object: `create_app(settings)` and the CLI build one and pass
+it down. Every field carries a description; `docs/configuration.md` must document each of them
+(a test enforces it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "EMBEDGATE_"
+
+DType = Literal["float32", "bfloat16"]
+Device = Literal["auto", "cpu", "cuda"]
+LogFormat = Literal["json", "text"]
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Names are part of the product: keep them stable."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    config: Path | None = Field(
+        default=None, description="TOML file with settings (keys are the field names)."
+    )
+
+    # --- serving -----------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address to bind; loopback by default.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
+    data_dir: Path = Field(default=Path("./data"), description="Directory for all local state.")
+    log_level: str = Field(default="info", description="Python log level name.")
+    log_format: LogFormat = Field(
+        default="json", description="`json` (one object per line, for ELK / Loki) or `text`."
+    )
+
+    # --- model -------------------------------------------------------------------------------
+    model: str | None = Field(
+        default=None,
+        description="Local model directory or Hugging Face id; empty = bundled all-MiniLM-L6-v2.",
+    )
+    model_name: str | None = Field(
+        default=None,
+        description="Name clients send in `model`; defaults to the model directory's name.",
+    )
+    model_aliases: list[str] = Field(
+        default_factory=list, description="Extra names accepted in the `model` field."
+    )
+    dtype: DType = Field(default="float32", description="Compute dtype: float32 or bfloat16.")
+    device: Device = Field(default="auto", description="auto (GPU when present), cpu or cuda.")
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="Intra-op threads for torch; empty = torch's default."
+    )
+
+    # --- batching and admission control ----------------------------------------------------
+    max_batch_tokens: int = Field(
+        default=16384, ge=64, description="Token budget (padded) of one forward micro-batch."
+    )
+    max_queued_tokens: int = Field(
+        default=1_048_576,
+        ge=1,
+        description="Queued tokens above which new requests get 429 `overloaded`.",
+    )
+    tokenizer_threads: int = Field(
+        default=1, ge=1, description="Threads that tokenise while the model runs a batch."
+    )
+
+    # --- request limits ----------------------------------------------------------------------
+    max_inputs_per_request: int = Field(
+        default=2048, ge=1, le=2048, description="Most inputs one request may carry."
+    )
+    max_input_tokens: int | None = Field(
+        default=None, ge=2, description="Per-input token limit; empty = the model's maximum."
+    )
+    max_request_tokens: int = Field(
+        default=1_048_576, ge=1, description="Most tokens (all inputs together) in one request."
+    )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Largest accepted request body, in bytes."
+    )
+    max_json_depth: int = Field(
+        default=32, ge=4, description="Deepest JSON nesting accepted in a request body."
+    )
+
+    # --- startup -----------------------------------------------------------------------------
+    self_test: bool = Field(
+        default=True, description="Run the embedding self-test before /ready turns green."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
+        toml_file = init_kwargs.get("config") or os.environ.get(f"{ENV_PREFIX}CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            path = Path(toml_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        levels = {"critical", "error", "warning", "info", "debug"}
+        if value.lower() not in levels:
+            raise ValueError(f"log_level must be one of {sorted(levels)}")
+        return value.lower()
+
+
+def setting_names() -> list[str]:
+    """All setting names, for docs checks and `--help` texts."""
+    return list(Settings.model_fields)

@@ -1,0 +1,38 @@
+"""The model boundary: tokenise, forward, post-process.
+
+The engine core only talks to this interface. `TorchBackend` is the real implementation;
+`FakeBackend` is a deterministic stand-in for tests of everything around the model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from embedgate.engine.model_spec import ModelSpec
+from embedgate.engine.pooling import FloatArray, finalize
+from embedgate.engine.sequences import SequenceTemplate
+
+
+class Backend(ABC):
+    """A loaded model: its facts, its tokenizer and its forward pass."""
+
+    spec: ModelSpec
+    template: SequenceTemplate
+    dtype_name: str = "float32"
+    device_name: str = "cpu"
+
+    @abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Content token ids per text, without special tokens (the template adds them)."""
+
+    @abstractmethod
+    def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
+        """Pooled, not yet normalised vectors (n, native_dimensions) for full sequences."""
+
+    def postprocess(self, pooled: FloatArray, dimensions: int | None) -> FloatArray:
+        """Matryoshka slice and normalisation, as the model's rules say."""
+        return finalize(pooled, dimensions, self.spec.normalize)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (weights, threads); the default has none."""

@@ -1,0 +1,94 @@
+"""Pure batch planning: which queued sequences go into which forward pass.
+
+Work is taken oldest-first (so nothing starves) up to the token budget, then sorted by length
+and cut into micro-batches whose padded size (rows x longest row) stays within the budget, so
+similar lengths share a forward pass and padding is small.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from embedgate.engine.pooling import FloatArray
+
+
+@dataclass(eq=False)
+class PendingRequest:
+    """The rows of one request, filled in by the scheduler as its micro-batches finish."""
+
+    size: int
+    dimensions: int
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    future: Future[FloatArray] = field(default_factory=Future)
+
+    def __post_init__(self) -> None:
+        self._rows = np.zeros((self.size, self.dimensions), dtype=np.float32)
+        self._remaining = self.size
+        self._lock = threading.Lock()
+
+    @property
+    def dead(self) -> bool:
+        """True when nobody waits for the result any more (client gone or already failed)."""
+        return self.cancelled.is_set() or self.future.done()
+
+    def deliver(self, indices: Sequence[int], vectors: FloatArray) -> None:
+        with self._lock:
+            self._rows[list(indices)] = vectors
+            self._remaining -= len(indices)
+            finished = self._remaining == 0
+        if finished and not self.future.done():
+            self.future.set_result(self._rows)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+    def drop(self) -> None:
+        self.future.cancel()
+
+
+@dataclass(eq=False)
+class WorkItem:
+    """One input of one request, already tokenised."""
+
+    sequence: list[int]
+    request: PendingRequest
+    index: int
+
+    @property
+    def tokens(self) -> int:
+        return len(self.sequence)
+
+
+def take_window(queue: deque[WorkItem], max_batch_tokens: int) -> list[WorkItem]:
+    """Pop the oldest items whose real tokens fit the budget (always at least one)."""
+    window: list[WorkItem] = []
+    used = 0
+    while queue:
+        nxt = queue[0].tokens
+        if window and used + nxt > max_batch_tokens:
+            break
+        window.append(queue.popleft())
+        used += nxt
+    return window
+
+
+def plan_micro_batches(items: Sequence[WorkItem], max_batch_tokens: int) -> list[list[WorkItem]]:
+    """Sort by length and cut so each batch's padded size stays within the budget."""
+    batches: list[list[WorkItem]] = []
+    current: list[WorkItem] = []
+    for item in sorted(items, key=lambda it: it.tokens):
+        # sorted ascending: the newest item is the longest, so padded = rows * its length
+        if current and (len(current) + 1) * item.tokens > max_batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(item)
+    if current:
+        batches.append(current)
+    return batches

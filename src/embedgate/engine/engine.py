@@ -1,0 +1,212 @@
+"""The embedding engine: validation, prompts, tokenisation, batching and post-processing.
+
+Pure Python around a `Backend`; no HTTP. The API, the CLI, the self-test and the benchmarks all
+call `EmbeddingEngine.embed` (async) or `embed_sync` (threads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from embedgate.engine.backend import Backend
+from embedgate.engine.batching import PendingRequest, WorkItem
+from embedgate.engine.pooling import FloatArray
+from embedgate.engine.scheduler import BatchScheduler, SchedulerObserver
+from embedgate.errors import ErrorKind, ServiceError
+
+InputType = Literal["query", "document"]
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    """Inputs are all texts or all token-id lists (the API layer enforces the shape)."""
+
+    inputs: Sequence[str] | Sequence[Sequence[int]]
+    dimensions: int | None = None
+    input_type: InputType | None = None
+    instruction: str | None = None
+    truncate: bool = False
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: FloatArray
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    max_inputs: int = 2048
+    max_request_tokens: int = 1_048_576
+    max_batch_tokens: int = 16384
+    max_queued_tokens: int = 1_048_576
+    tokenizer_threads: int = 1
+
+
+class EmbeddingEngine:
+    """One served model: its names, its limits and its batching queue."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        name: str,
+        aliases: Sequence[str] = (),
+        limits: EngineLimits | None = None,
+        observer: SchedulerObserver | None = None,
+    ) -> None:
+        self.backend = backend
+        self.spec = backend.spec
+        self.name = name
+        self.aliases = tuple(aliases)
+        self.limits = limits or EngineLimits()
+        self._scheduler = BatchScheduler(
+            backend.forward, self.limits.max_batch_tokens, self.limits.max_queued_tokens, observer
+        )
+        self._tokenizers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.limits.tokenizer_threads, thread_name_prefix="embedgate-tokenize"
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        self._scheduler.stop()
+        self._tokenizers.shutdown(wait=False, cancel_futures=True)
+        self.backend.close()
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.backend.template.max_tokens
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._scheduler.queued_tokens
+
+    def serves(self, model: str | None) -> bool:
+        return model is None or model == self.name or model in self.aliases
+
+    # --- the pipeline ------------------------------------------------------------------------
+    def validate(self, request: EmbedRequest) -> None:
+        """Checks that need no tokenizer; cheap, so they run before any work is queued."""
+        count = len(request.inputs)
+        if count == 0:
+            raise ServiceError(ErrorKind.INVALID_INPUT, "input must not be empty", "input")
+        if count > self.limits.max_inputs:
+            raise ServiceError(
+                ErrorKind.TOO_MANY_INPUTS,
+                f"input has {count} items; at most {self.limits.max_inputs} are allowed per "
+                "request, split it into several requests",
+                "input",
+            )
+        self.check_dimensions(request.dimensions)
+        if request.instruction is not None:
+            if not self.spec.takes_instructions:
+                raise ServiceError(
+                    ErrorKind.INVALID_REQUEST,
+                    f"model {self.name} does not take instructions; use input_type instead",
+                    "instruction",
+                )
+            if request.input_type == "document":
+                raise ServiceError(
+                    ErrorKind.INVALID_REQUEST,
+                    "instruction applies to queries only; documents are embedded without one",
+                    "instruction",
+                )
+
+    def check_dimensions(self, dimensions: int | None) -> None:
+        if dimensions is None:
+            return
+        low, high = self.spec.min_dimensions, self.spec.native_dimensions
+        if (
+            isinstance(dimensions, bool)
+            or not isinstance(dimensions, int)
+            or not (low <= dimensions <= high)
+        ):
+            if low == high:
+                message = f"model {self.name} only supports dimensions={high} (its native size)"
+            else:
+                message = f"dimensions must be an integer from {low} to {high} for {self.name}"
+            raise ServiceError(
+                ErrorKind.INVALID_DIMENSIONS, f"{message}; got {dimensions!r}", "dimensions"
+            )
+
+    def tokenize(self, request: EmbedRequest) -> list[list[int]]:
+        """Prompts, tokenizer and template: the exact sequences the model will see."""
+        template = self.backend.template
+        if request.inputs and isinstance(request.inputs[0], str):
+            texts = [
+                self.spec.apply_prompt(str(text), request.input_type, request.instruction)
+                for text in request.inputs
+            ]
+            contents = self.backend.tokenize(texts)
+            sequences = [
+                template.wrap(content, i, request.truncate) for i, content in enumerate(contents)
+            ]
+        else:
+            if request.input_type is not None or request.instruction is not None:
+                raise ServiceError(
+                    ErrorKind.INVALID_REQUEST,
+                    "input_type and instruction apply to text inputs, not token ids",
+                    "input_type",
+                )
+            sequences = [
+                template.wrap_token_ids(list(ids), i, request.truncate)  # type: ignore[arg-type]
+                for i, ids in enumerate(request.inputs)
+            ]
+        total = sum(len(s) for s in sequences)
+        if total > self.limits.max_request_tokens:
+            raise ServiceError(
+                ErrorKind.INPUT_TOO_LONG,
+                f"the request has {total} tokens in all, over the per-request limit of "
+                f"{self.limits.max_request_tokens}; split it into several requests",
+                "input",
+            )
+        return sequences
+
+    def _enqueue(self, sequences: list[list[int]], cancelled: threading.Event) -> PendingRequest:
+        pending = PendingRequest(len(sequences), self.spec.native_dimensions, cancelled)
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        self._scheduler.submit([WorkItem(sequences[i], pending, i) for i in order])
+        return pending
+
+    def _finish(self, rows: FloatArray, request: EmbedRequest, tokens: int) -> Embeddings:
+        vectors = self.backend.postprocess(rows, request.dimensions)
+        if not np.isfinite(vectors).all():
+            raise ServiceError(
+                ErrorKind.BACKEND_FAILURE,
+                "the model produced non-finite values (NaN or Inf) for this input",
+            )
+        return Embeddings(vectors, tokens)
+
+    async def embed(
+        self, request: EmbedRequest, cancelled: threading.Event | None = None
+    ) -> Embeddings:
+        """Embed from the event loop; set `cancelled` when the caller goes away."""
+        self.validate(request)
+        loop = asyncio.get_running_loop()
+        sequences = await loop.run_in_executor(self._tokenizers, self.tokenize, request)
+        flag = cancelled or threading.Event()
+        if flag.is_set():
+            raise asyncio.CancelledError
+        pending = self._enqueue(sequences, flag)
+        try:
+            rows = await asyncio.wrap_future(pending.future)
+        except asyncio.CancelledError:
+            flag.set()
+            raise
+        return self._finish(rows, request, sum(len(s) for s in sequences))
+
+    def embed_sync(self, request: EmbedRequest) -> Embeddings:
+        """Embed from a plain thread (CLI, benchmarks, self-test)."""
+        self.validate(request)
+        sequences = self.tokenize(request)
+        pending = self._enqueue(sequences, threading.Event())
+        return self._finish(pending.future.result(), request, sum(len(s) for s in sequences))

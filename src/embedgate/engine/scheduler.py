@@ -1,0 +1,153 @@
+"""The dynamic batcher: one forward thread fed by a token-bounded queue.
+
+Requests from many clients are tokenised on their own threads and enqueued here; the forward
+thread takes whatever is queued when the model becomes free, so tokenising the next batch
+overlaps the forward pass of the current one. Admission control refuses work beyond a queued
+token bound instead of growing the queue forever, and items of requests whose client has gone
+are dropped before they reach the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from embedgate.engine.batching import WorkItem, plan_micro_batches, take_window
+from embedgate.engine.pooling import FloatArray
+from embedgate.errors import ErrorKind, ServiceError
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerObserver(Protocol):
+    """What the scheduler reports (implemented by the Prometheus metrics)."""
+
+    def queue_changed(self, items: int, tokens: int) -> None: ...
+
+    def batch_done(self, rows: int, tokens: int, padded_tokens: int, seconds: float) -> None: ...
+
+    def dropped(self, items: int) -> None: ...
+
+
+class BatchScheduler:
+    """Owns the queue and the single thread that calls the model."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[Sequence[int]]], FloatArray],
+        max_batch_tokens: int,
+        max_queued_tokens: int,
+        observer: SchedulerObserver | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch_tokens = max_batch_tokens
+        self._max_queued_tokens = max_queued_tokens
+        self._observer = observer
+        self._queue: deque[WorkItem] = deque()
+        self._queued_tokens = 0
+        self._cond = threading.Condition()
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    def start(self) -> None:
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
+        self._thread = threading.Thread(target=self._loop, name="embedgate-forward", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            pending = list(self._queue)
+            self._queue.clear()
+            self._queued_tokens = 0
+            self._cond.notify_all()
+        stopped = ServiceError(ErrorKind.NOT_READY, "the server is shutting down")
+        for item in pending:
+            item.request.fail(stopped)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def submit(self, items: Sequence[WorkItem]) -> None:
+        """Enqueue one request's items, or refuse the whole request when overloaded."""
+        tokens = sum(item.tokens for item in items)
+        with self._cond:
+            if not self._running:
+                raise ServiceError(ErrorKind.NOT_READY, "the embedding engine is not running")
+            if self._queued_tokens and self._queued_tokens + tokens > self._max_queued_tokens:
+                raise ServiceError(
+                    ErrorKind.OVERLOADED,
+                    f"the server is overloaded ({self._queued_tokens} tokens queued, bound "
+                    f"{self._max_queued_tokens}); retry shortly",
+                )
+            self._queue.extend(items)
+            self._queued_tokens += tokens
+            self._report_queue()
+            self._cond.notify()
+
+    def _report_queue(self) -> None:
+        if self._observer is not None:
+            self._observer.queue_changed(len(self._queue), self._queued_tokens)
+
+    def _next_window(self) -> list[WorkItem] | None:
+        with self._cond:
+            while self._running and not self._queue:
+                self._cond.wait()
+            if not self._running:
+                return None
+            window = take_window(self._queue, self._max_batch_tokens)
+            self._queued_tokens -= sum(item.tokens for item in window)
+            self._report_queue()
+            return window
+
+    def _loop(self) -> None:
+        while True:
+            window = self._next_window()
+            if window is None:
+                return
+            for batch in plan_micro_batches(window, self._max_batch_tokens):
+                self._run(batch)
+
+    def _run(self, batch: list[WorkItem]) -> None:
+        live = [item for item in batch if not item.request.dead]
+        dropped = [item for item in batch if item.request.dead]
+        for item in dropped:
+            item.request.drop()
+        if dropped and self._observer is not None:
+            self._observer.dropped(len(dropped))
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            vectors = self._run_batch([item.sequence for item in live])
+        except Exception as exc:
+            log.exception("forward pass failed for a batch of %d inputs", len(live))
+            error = ServiceError(
+                ErrorKind.BACKEND_FAILURE, f"the model failed: {type(exc).__name__}"
+            )
+            for item in live:
+                item.request.fail(error)
+            return
+        elapsed = time.perf_counter() - started
+        by_request: dict[int, tuple[list[int], list[int]]] = {}
+        for row, item in enumerate(live):
+            rows, indices = by_request.setdefault(id(item.request), ([], []))
+            rows.append(row)
+            indices.append(item.index)
+        requests = {id(item.request): item.request for item in live}
+        for key, (rows, indices) in by_request.items():
+            requests[key].deliver(indices, vectors[rows])
+        if self._observer is not None:
+            longest = max(item.tokens for item in live)
+            tokens = sum(item.tokens for item in live)
+            self._observer.batch_done(len(live), tokens, longest * len(live), elapsed)

@@ -1,0 +1,43 @@
+"""One error type for the whole service.
+
+Every part (engine, API, later security and knowledge base) raises `ServiceError` with an
+`ErrorKind`; the HTTP layer maps kinds to status codes in exactly one place
+(`embedgate.api.errors`). The core therefore never knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ErrorKind(Enum):
+    """What went wrong, independent of the transport."""
+
+    INVALID_REQUEST = "invalid_request"
+    INVALID_INPUT = "invalid_input"
+    INPUT_TOO_LONG = "input_too_long"
+    TOO_MANY_INPUTS = "too_many_inputs"
+    REQUEST_TOO_LARGE = "request_too_large"
+    INVALID_DIMENSIONS = "invalid_dimensions"
+    TOKEN_OUT_OF_VOCABULARY = "token_out_of_vocabulary"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    MODEL_NOT_FOUND = "model_not_found"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    OVERLOADED = "overloaded"
+    NOT_READY = "not_ready"
+    BACKEND_FAILURE = "backend_failure"
+    INTERNAL = "internal"
+
+
+class ServiceError(Exception):
+    """An error with a message a person can act on, and the request field it is about."""
+
+    def __init__(self, kind: ErrorKind, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.param = param
+
+    def __repr__(self) -> str:
+        return f"ServiceError({self.kind.name}, {self.message!r}, param={self.param!r})"
