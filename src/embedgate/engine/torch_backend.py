@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 import torch
 
 from embedgate.engine.backend import Backend
@@ -89,18 +90,20 @@ class TorchBackend(Backend):
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
         return [encoding.ids for encoding in encodings]
 
-    def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
+    def collate(self, sequences: Sequence[Sequence[int]]) -> tuple[NDArray[Any], NDArray[Any]]:
+        """Pad to the longest row on the model's side: (input_ids, attention_mask)."""
         longest = max(len(s) for s in sequences)
         ids = np.full((len(sequences), longest), self._pad_id, dtype=np.int64)
         mask = np.zeros((len(sequences), longest), dtype=np.int64)
         left = self.spec.padding_side == "left"
         for row, seq in enumerate(sequences):
-            if left:
-                ids[row, longest - len(seq) :] = seq
-                mask[row, longest - len(seq) :] = 1
-            else:
-                ids[row, : len(seq)] = seq
-                mask[row, : len(seq)] = 1
+            span = slice(longest - len(seq), longest) if left else slice(0, len(seq))
+            ids[row, span] = seq
+            mask[row, span] = 1
+        return ids, mask
+
+    def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
+        ids, mask = self.collate(sequences)
         input_ids = torch.from_numpy(ids).to(self._device)
         attention_mask = torch.from_numpy(mask).to(self._device)
         with torch.inference_mode():

@@ -1,0 +1,42 @@
+"""Batch planning properties: every item planned once, budgets respected, oldest first."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from embedgate.engine.batching import PendingRequest, WorkItem, plan_micro_batches, take_window
+
+
+def items(lengths: list[int]) -> list[WorkItem]:
+    request = PendingRequest(len(lengths), 4)
+    return [WorkItem([1] * n, request, i) for i, n in enumerate(lengths)]
+
+
+@given(st.lists(st.integers(1, 600), min_size=1, max_size=200), st.integers(64, 4096))
+def test_micro_batches_cover_everything_within_budget(lengths: list[int], budget: int) -> None:
+    work = items(lengths)
+    batches = plan_micro_batches(work, budget)
+    planned = [item for batch in batches for item in batch]
+    assert sorted(id(i) for i in planned) == sorted(id(i) for i in work)
+    for batch in batches:
+        padded = len(batch) * max(item.tokens for item in batch)
+        assert padded <= budget or len(batch) == 1
+        assert [i.tokens for i in batch] == sorted(i.tokens for i in batch)
+
+
+@given(st.lists(st.integers(1, 600), min_size=1, max_size=200), st.integers(64, 4096))
+def test_window_takes_oldest_first_and_always_progresses(lengths: list[int], budget: int) -> None:
+    queue = deque(items(lengths))
+    first = queue[0]
+    window = take_window(queue, budget)
+    assert window[0] is first
+    assert sum(i.tokens for i in window) <= budget or len(window) == 1
+    assert len(window) + len(queue) == len(lengths)
+
+
+def test_similar_lengths_share_a_batch() -> None:
+    batches = plan_micro_batches(items([500, 10, 490, 12, 11, 505]), 1600)
+    assert [[i.tokens for i in b] for b in batches] == [[10, 11, 12], [490, 500, 505]]
