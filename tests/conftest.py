@@ -13,10 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from embedgate.config import Settings  # noqa: E402
-from embedgate.engine import EmbeddingEngine, build_engine  # noqa: E402
-from embedgate.engine.loading import bundled_model_dir  # noqa: E402
-from support import models  # noqa: E402
+from embedgate.config import Settings
+from embedgate.engine import EmbeddingEngine, build_engine
+from embedgate.engine.loading import bundled_model_dir
+from support import models
 
 
 def free_port() -> int:
@@ -41,7 +41,9 @@ def tiny_qwen3_no_eos_dir(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPat
 def qwen_vocab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny random Qwen3 weights behind the real 151,669-token Qwen3 tokenizer."""
     root = tmp_path_factory.mktemp("qwen-vocab")
-    return models.build_tiny_qwen3(root / "qwen-vocab", models.real_qwen_tokenizer(), hidden=32, layers=1)
+    return models.build_tiny_qwen3(
+        root / "qwen-vocab", models.real_qwen_tokenizer(), hidden=32, layers=1
+    )
 
 
 @pytest.fixture(scope="session")

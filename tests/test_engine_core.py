@@ -58,7 +58,9 @@ def test_concurrent_requests_get_their_own_results(engine: EmbeddingEngine) -> N
 
 
 def test_limits_give_clear_errors(engine: EmbeddingEngine) -> None:
-    assert kind_of(lambda: engine.embed_sync(EmbedRequest(["a"] * 2049))) is ErrorKind.TOO_MANY_INPUTS
+    assert (
+        kind_of(lambda: engine.embed_sync(EmbedRequest(["a"] * 2049))) is ErrorKind.TOO_MANY_INPUTS
+    )
     with pytest.raises(ServiceError) as info:
         engine.embed_sync(EmbedRequest(["word " * 600]))
     assert info.value.kind is ErrorKind.INPUT_TOO_LONG
@@ -163,7 +165,9 @@ def test_admission_control_refuses_when_queue_is_full(fake: FakeBackend) -> None
         e.stop()
 
 
-def test_cancelled_requests_never_reach_the_model(engine: EmbeddingEngine, fake: FakeBackend) -> None:
+def test_cancelled_requests_never_reach_the_model(
+    engine: EmbeddingEngine, fake: FakeBackend
+) -> None:
     fake.gate = threading.Event()
     marker = fake.word_id("abandoned")
 

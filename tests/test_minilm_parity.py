@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from conftest import start_engine
 
+from conftest import start_engine
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 
 SENTENCES = [

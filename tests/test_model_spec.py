@@ -26,7 +26,9 @@ def test_qwen3_is_recognised_from_its_config(tmp_path: Path) -> None:
     assert (spec.pooling, spec.padding_side, spec.normalize) == ("last", "left", True)
     assert (spec.min_dimensions, spec.native_dimensions, spec.max_tokens) == (32, 1024, 32768)
     assert spec.default_task == "Retrieve parallel sentences"
-    assert spec.apply_prompt("hi", "query", None) == "Instruct: Retrieve parallel sentences\nQuery:hi"
+    assert (
+        spec.apply_prompt("hi", "query", None) == "Instruct: Retrieve parallel sentences\nQuery:hi"
+    )
     assert spec.apply_prompt("hi", "document", None) == "hi"
     assert spec.apply_prompt("hi", None, None) == "hi"
 

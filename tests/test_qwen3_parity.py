@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import start_engine
 from transformers import AutoModel, AutoTokenizer
 
+from conftest import start_engine
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 
 TASK = "Given a web search query, retrieve relevant passages that answer the query"
@@ -45,7 +45,9 @@ def test_single_inputs_match_reference(qwen3_engine: EmbeddingEngine, tiny_qwen3
         assert np.abs(ours - reference(tiny_qwen3_dir, [text])).max() <= TOL
 
 
-def test_padded_batch_matches_reference(qwen3_engine: EmbeddingEngine, tiny_qwen3_dir: Path) -> None:
+def test_padded_batch_matches_reference(
+    qwen3_engine: EmbeddingEngine, tiny_qwen3_dir: Path
+) -> None:
     ours = embed(qwen3_engine, DOCS)
     theirs = reference(tiny_qwen3_dir, DOCS)
     assert np.abs(ours - theirs).max() <= TOL
@@ -112,7 +114,9 @@ def test_token_id_input_equals_text_input(qwen3_engine: EmbeddingEngine) -> None
     assert np.array_equal(with_eos, from_text)
 
 
-def test_bfloat16_stays_close_to_float32(tiny_qwen3_dir: Path, qwen3_engine: EmbeddingEngine) -> None:
+def test_bfloat16_stays_close_to_float32(
+    tiny_qwen3_dir: Path, qwen3_engine: EmbeddingEngine
+) -> None:
     engine = start_engine(tiny_qwen3_dir, dtype="bfloat16")
     try:
         assert engine.backend.dtype_name == "bfloat16"

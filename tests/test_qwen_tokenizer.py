@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import start_engine
 
+from conftest import start_engine
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.engine.torch_backend import TorchBackend
 

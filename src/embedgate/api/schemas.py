@@ -53,7 +53,10 @@ def _check_input(value: Any) -> list[str] | list[list[int]]:
 def _check_ids(ids: list[Any], where: str) -> None:
     for j, token in enumerate(ids):
         if isinstance(token, bool) or not isinstance(token, int):
-            raise ValueError(f"{where}[{j}] is {type(token).__name__}; token ids must be integers")
+            raise ValueError(
+                f"{where}[{j}] is {token!r}, not a token id; token ids are integers from the "
+                "model's vocabulary (text goes in as strings)"
+            )
 
 
 class EmbeddingsRequest(BaseModel):

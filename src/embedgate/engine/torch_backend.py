@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 import torch
+from numpy.typing import NDArray
 
 from embedgate.engine.backend import Backend
 from embedgate.engine.model_spec import QWEN3_EOS_TOKEN, read_model_spec

@@ -1,0 +1,65 @@
+"""Apps and real uvicorn servers for HTTP tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from embedgate.config import Settings
+from embedgate.engine import EmbeddingEngine, EngineLimits
+from embedgate.engine.fake_backend import FakeBackend
+from embedgate.engine.scheduler import SchedulerObserver
+
+
+def fake_factory(
+    backend: FakeBackend | None = None, **limits: Any
+) -> Callable[[Settings, SchedulerObserver], EmbeddingEngine]:
+    def factory(settings: Settings, observer: SchedulerObserver) -> EmbeddingEngine:
+        return EmbeddingEngine(
+            backend or FakeBackend(), "fake-qwen3", ("fake",), EngineLimits(**limits), observer
+        )
+
+    return factory
+
+
+def wait_ready(get: Callable[[str], Any], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if get("/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("server never became ready")
+
+
+@contextmanager
+def client_for(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client.get)
+        yield client
+
+
+@contextmanager
+def running_server(app: FastAPI, port: int) -> Iterator[str]:
+    """A real uvicorn server on a loopback port, in a thread of this process."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(lambda path: httpx.get(base + path, timeout=5))
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,0 +1,91 @@
+"""The real commands: `embedgate embed` and `embedgate serve` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from conftest import free_port
+from support.servers import wait_ready
+
+
+def run(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "embedgate", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def test_embed_prints_json() -> None:
+    result = run("embed", "hello world")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["model"] == "all-MiniLM-L6-v2" and out["dimensions"] == 384
+    assert abs(sum(x * x for x in out["embedding"]) - 1.0) < 1e-4
+
+
+def test_embed_qwen3_with_dimensions_and_query(tiny_qwen3_dir: Path) -> None:
+    result = run(
+        "embed",
+        "capital of France",
+        "--dimensions",
+        "32",
+        "--query",
+        "--model",
+        str(tiny_qwen3_dir),
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["dimensions"] == 32
+    bad = run("embed", "x", "--dimensions", "31", "--model", str(tiny_qwen3_dir))
+    assert bad.returncode == 1 and "from 32 to 64" in bad.stderr
+
+
+def test_serve_runs_the_bundled_model(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "EMBEDGATE_LOG_LEVEL": "info"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "embedgate",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "d"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(lambda p: httpx.get(base + p, timeout=5), timeout=180)
+        response = httpx.post(
+            base + "/v1/embeddings", json={"input": ["a", "b"], "model": "all-MiniLM-L6-v2"}
+        )
+        assert response.status_code == 200 and len(response.json()["data"]) == 2
+        assert (tmp_path / "d").is_dir()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    # uvicorn re-raises SIGTERM after a graceful shutdown
+    assert proc.returncode in (0, -signal.SIGTERM), err
+    assert "Application shutdown complete" in err
+    lines = [line for line in err.splitlines() if line.startswith("{")]
+    assert any(json.loads(line).get("message") == "self-test passed" for line in lines)
+
+
+def test_serve_refuses_a_missing_model_directory(tmp_path: Path) -> None:
+    result = run("serve", "--model", str(tmp_path / "missing"), "--port", str(free_port()))
+    assert result.returncode == 2 and "not a directory" in result.stderr
