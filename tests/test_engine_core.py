@@ -186,3 +186,38 @@ def test_cancelled_requests_never_reach_the_model(
 
     asyncio.run(run())
     assert not any(marker in seq for seq in fake.seen)
+
+
+def test_requests_arriving_together_share_a_batch(fake: FakeBackend) -> None:
+    """After a slow forward pass, a burst of clients is coalesced instead of running one by one."""
+    e = EmbeddingEngine(fake, "fake", limits=EngineLimits(batch_wait_ms=200))
+    e.start()
+    try:
+        fake.delay = 0.3
+        e.embed_sync(EmbedRequest(["warm up"]))  # the last forward took ~0.3 s
+        fake.delay = 0.0
+
+        async def burst() -> None:
+            async def one(i: int) -> None:
+                await asyncio.sleep(i * 0.002)
+                await e.embed(EmbedRequest([f"client {i}"]))
+
+            await asyncio.gather(*(one(i) for i in range(5)))
+
+        asyncio.run(burst())
+        assert fake.batches[1:] == [5]
+    finally:
+        e.stop()
+
+
+def test_no_coalescing_wait_when_disabled(fake: FakeBackend) -> None:
+    e = EmbeddingEngine(fake, "fake", limits=EngineLimits(batch_wait_ms=0))
+    e.start()
+    try:
+        fake.delay = 0.05
+        e.embed_sync(EmbedRequest(["warm up"]))
+        started = time.perf_counter()
+        e.embed_sync(EmbedRequest(["alone"]))
+        assert time.perf_counter() - started < 0.5
+    finally:
+        e.stop()

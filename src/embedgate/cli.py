@@ -63,6 +63,9 @@ def serve(
     except FileNotFoundError as exc:
         typer.echo(f"embedgate: {exc}", err=True)
         raise typer.Exit(2) from None
+    # The forward thread re-takes the GIL after every torch op; with the default 5 ms switch
+    # interval a busy event loop stalls it (a GIL convoy). 1 ms measured faster under load.
+    sys.setswitchinterval(0.001)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     typer.echo(f"embedgate: serving on http://{settings.host}:{settings.port}", err=True)
     uvicorn.run(

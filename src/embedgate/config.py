@@ -64,13 +64,21 @@ class Settings(BaseSettings):
     )
 
     # --- batching and admission control ----------------------------------------------------
-    max_batch_tokens: int = Field(
-        default=16384, ge=64, description="Token budget (padded) of one forward micro-batch."
+    max_batch_tokens: int | None = Field(
+        default=None,
+        ge=64,
+        description="Padded-token budget of one forward pass; empty = 4096 on CPU, 16384 on GPU.",
     )
     max_queued_tokens: int = Field(
         default=1_048_576,
         ge=1,
         description="Queued tokens above which new requests get 429 `overloaded`.",
+    )
+    batch_wait_ms: float = Field(
+        default=20.0,
+        ge=0,
+        le=1000,
+        description="Most time a batch waits for more requests to join while they keep arriving.",
     )
     tokenizer_threads: int = Field(
         default=1, ge=1, description="Threads that tokenise while the model runs a batch."

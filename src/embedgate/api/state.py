@@ -26,6 +26,7 @@ class ServiceState:
         return self.engine
 
 
-def service(request: Request) -> ServiceState:
+async def service(request: Request) -> ServiceState:
+    """Async on purpose: a sync dependency would cost a thread-pool hop per request."""
     state: ServiceState = request.app.state.embedgate
     return state

@@ -22,11 +22,14 @@ def build_engine(settings: Settings, observer: SchedulerObserver | None = None) 
     backend = TorchBackend.load(
         source.path, settings.dtype, settings.device, settings.max_input_tokens
     )
+    # small batches keep a CPU's caches warm; GPUs need large ones to be busy
+    on_gpu = backend.device_name.startswith("cuda")
     limits = EngineLimits(
         max_inputs=settings.max_inputs_per_request,
         max_request_tokens=settings.max_request_tokens,
-        max_batch_tokens=settings.max_batch_tokens,
+        max_batch_tokens=settings.max_batch_tokens or (16384 if on_gpu else 4096),
         max_queued_tokens=settings.max_queued_tokens,
         tokenizer_threads=settings.tokenizer_threads,
+        batch_wait_ms=settings.batch_wait_ms,
     )
     return EmbeddingEngine(backend, source.name, source.aliases, limits, observer)

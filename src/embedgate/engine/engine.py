@@ -48,6 +48,17 @@ class EngineLimits:
     max_batch_tokens: int = 16384
     max_queued_tokens: int = 1_048_576
     tokenizer_threads: int = 1
+    batch_wait_ms: float = 0.0
+
+
+INLINE_TOKENIZE_CHARS = 2048
+
+
+def _is_small(request: EmbedRequest) -> bool:
+    """Requests cheap enough to tokenise on the event loop without stalling it."""
+    if len(request.inputs) > 8:
+        return False
+    return sum(len(item) for item in request.inputs) <= INLINE_TOKENIZE_CHARS
 
 
 class EmbeddingEngine:
@@ -67,7 +78,11 @@ class EmbeddingEngine:
         self.aliases = tuple(aliases)
         self.limits = limits or EngineLimits()
         self._scheduler = BatchScheduler(
-            backend.forward, self.limits.max_batch_tokens, self.limits.max_queued_tokens, observer
+            backend.forward,
+            self.limits.max_batch_tokens,
+            self.limits.max_queued_tokens,
+            observer,
+            batch_wait=self.limits.batch_wait_ms / 1000,
         )
         self._tokenizers = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.limits.tokenizer_threads, thread_name_prefix="embedgate-tokenize"
@@ -191,8 +206,11 @@ class EmbeddingEngine:
     ) -> Embeddings:
         """Embed from the event loop; set `cancelled` when the caller goes away."""
         self.validate(request)
-        loop = asyncio.get_running_loop()
-        sequences = await loop.run_in_executor(self._tokenizers, self.tokenize, request)
+        if _is_small(request):  # a thread hop would cost more than tokenising
+            sequences = self.tokenize(request)
+        else:
+            loop = asyncio.get_running_loop()
+            sequences = await loop.run_in_executor(self._tokenizers, self.tokenize, request)
         flag = cancelled or threading.Event()
         if flag.is_set():
             raise asyncio.CancelledError

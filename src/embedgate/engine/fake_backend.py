@@ -7,6 +7,7 @@ hooks let tests hold a forward pass open, see what reached the model, or make it
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 
@@ -45,6 +46,7 @@ class FakeBackend(Backend):
         )
         self.poison_token = poison_token
         self.gate: threading.Event | None = None
+        self.delay = 0.0
         self.entered = threading.Event()
         self.seen: list[list[int]] = []
         self.batches: list[int] = []
@@ -60,6 +62,8 @@ class FakeBackend(Backend):
         self.entered.set()
         if self.gate is not None:
             self.gate.wait(timeout=30)
+        if self.delay:
+            time.sleep(self.delay)
         with self._lock:
             self.seen.extend(list(s) for s in sequences)
             self.batches.append(len(sequences))

@@ -1,0 +1,356 @@
+"""Throughput: sentence-transformers (baseline) vs the embedgate engine vs the HTTP server.
+
+Everything is measured in one run on the same model and corpus, and reported as tokens/s and
+as ratios to the baseline, so the numbers compare across noisy machines:
+
+    python benchmarks/throughput.py                      # bundled all-MiniLM-L6-v2
+    python benchmarks/throughput.py --model DIR --quick  # another model, smaller corpus
+
+Corpus: 2,000 sentences of ~50 tokens and 200 passages of ~256 tokens, generated from a fixed
+seed. Targets on a 2-core CPU: engine bf16 >= 1.8x baseline (cosine >= 0.999 to fp32), HTTP
+with 64 concurrent single-input clients >= 0.9x the in-process engine in the same dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from embedgate.config import Settings
+from embedgate.engine import EmbeddingEngine, EmbedRequest, build_engine
+from embedgate.engine.loading import resolve_model
+
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "that",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "his",
+    "an",
+    "were",
+    "are",
+    "which",
+    "this",
+    "be",
+    "has",
+    "had",
+    "one",
+    "their",
+    "its",
+    "new",
+    "after",
+    "who",
+    "first",
+    "also",
+    "two",
+    "been",
+    "they",
+    "have",
+    "her",
+    "more",
+    "she",
+    "other",
+    "time",
+    "would",
+    "some",
+    "these",
+    "many",
+    "most",
+    "only",
+    "over",
+    "such",
+    "into",
+    "than",
+    "when",
+    "people",
+    "city",
+    "world",
+    "state",
+    "system",
+    "company",
+    "government",
+    "embedding",
+    "retrieval",
+    "passage",
+    "document",
+    "vector",
+    "search",
+    "query",
+    "language",
+    "model",
+    "service",
+    "security",
+    "enterprise",
+    "knowledge",
+    "database",
+    "network",
+    "private",
+    "cluster",
+    "财务",
+    "法律",
+    "医疗",
+    "机器",
+    "学习",
+    "检索",
+    "文档",
+    "向量",
+    "搜索",
+    "知识",
+    "数据",
+    "模型",
+    "安全",
+    "企业",
+    "服务",
+]
+
+
+def make_corpus(engine: EmbeddingEngine, count: int, tokens: int, seed: int) -> list[str]:
+    """Texts whose token count (special tokens included) is close to `tokens`."""
+    rng = random.Random(seed)
+    texts: list[str] = []
+    while len(texts) < count:
+        words = [rng.choice(WORDS) for _ in range(tokens)]
+        text = " ".join(words)
+        ids = engine.backend.tokenize([text])[0]
+        room = tokens - engine.backend.template.overhead
+        if len(ids) > room:  # cut at a word boundary near the target
+            keep = max(1, int(len(words) * room / len(ids)))
+            text = " ".join(words[:keep])
+        texts.append(text.capitalize() + ".")
+    return texts
+
+
+def count_tokens(engine: EmbeddingEngine, texts: list[str]) -> int:
+    return sum(len(s) for s in engine.tokenize(EmbedRequest(texts)))
+
+
+@dataclass
+class Row:
+    name: str
+    corpus: str
+    tokens: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.tokens / self.seconds
+
+
+def best_of(repeats: int, fn: object) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def baseline(
+    model_dir: Path, corpora: dict[str, list[str]], tokens: dict[str, int], repeats: int
+) -> list[Row]:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    model.max_seq_length = 512
+    rows = []
+    for name, texts in corpora.items():
+        model.encode(texts[:64], normalize_embeddings=True)  # warm-up
+        seconds = best_of(repeats, lambda t=texts: model.encode(t, normalize_embeddings=True))
+        rows.append(Row("sentence-transformers fp32 (baseline)", name, tokens[name], seconds))
+    return rows
+
+
+def engine_rows(
+    engine: EmbeddingEngine,
+    label: str,
+    corpora: dict[str, list[str]],
+    tokens: dict[str, int],
+    repeats: int,
+) -> tuple[list[Row], dict[str, np.ndarray]]:
+    rows, vectors = [], {}
+    for name, texts in corpora.items():
+        engine.embed_sync(EmbedRequest(texts[:64]))  # warm-up
+        out: dict[str, np.ndarray] = {}
+
+        def run(t: list[str] = texts, o: dict[str, np.ndarray] = out) -> None:
+            o["v"] = engine.embed_sync(EmbedRequest(t)).vectors
+
+        seconds = best_of(repeats, run)
+        vectors[name] = out["v"]
+        rows.append(Row(label, name, tokens[name], seconds))
+    return rows, vectors
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _client(port: int, bodies: list[bytes], next_index: list[int], tokens: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while next_index[0] < len(bodies):
+            body = bodies[next_index[0]]
+            next_index[0] += 1
+            writer.write(
+                b"POST /v1/embeddings HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+                if line.startswith(b"HTTP/1.1 ") and not line.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"server answered {line!r}")
+            payload = await reader.readexactly(length)
+            tokens[0] += json.loads(payload)["usage"]["prompt_tokens"]
+    finally:
+        writer.close()
+
+
+async def _load(port: int, texts: list[str], clients: int) -> tuple[int, float]:
+    bodies = [json.dumps({"input": t, "encoding_format": "base64"}).encode() for t in texts]
+    tokens, index = [0], [0]
+    start = time.perf_counter()
+    await asyncio.gather(*(_client(port, bodies, index, tokens) for _ in range(clients)))
+    return tokens[0], time.perf_counter() - start
+
+
+def http_rows(
+    model: str | None, dtype: str, corpora: dict[str, list[str]], clients: int, repeats: int
+) -> list[Row]:
+    port = free_port()
+    env = {**os.environ, "EMBEDGATE_LOG_LEVEL": "warning", "EMBEDGATE_DTYPE": dtype}
+    if model:
+        env["EMBEDGATE_MODEL"] = model
+    server = subprocess.Popen(
+        [sys.executable, "-m", "embedgate", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        import httpx
+
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not become ready")
+            time.sleep(0.2)
+        rows = []
+        for name, texts in corpora.items():
+            asyncio.run(_load(port, texts[:128], clients))  # warm-up
+            best = None
+            for _ in range(repeats):
+                tokens, seconds = asyncio.run(_load(port, texts, clients))
+                if best is None or seconds < best[1]:
+                    best = (tokens, seconds)
+            assert best is not None
+            rows.append(Row(f"HTTP {clients} clients {dtype}", name, best[0], best[1]))
+        return rows
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default=None, help="model directory (default: bundled MiniLM)")
+    parser.add_argument("--quick", action="store_true", help="a quarter of the corpus, one repeat")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else args.repeats
+    scale = 4 if args.quick else 1
+
+    fp32 = build_engine(Settings(model=args.model))
+    fp32.start()
+    corpora = {
+        "sentences~50": make_corpus(fp32, 2000 // scale, 50, seed=1),
+        "passages~256": make_corpus(fp32, 200 // scale, 256, seed=2),
+    }
+    tokens = {name: count_tokens(fp32, texts) for name, texts in corpora.items()}
+    for name, texts in corpora.items():
+        print(
+            f"corpus {name}: {len(texts)} texts, {tokens[name]} tokens, "
+            f"mean {tokens[name] / len(texts):.1f}"
+        )
+
+    model_dir = resolve_model(args.model, None, []).path
+    rows = baseline(model_dir, corpora, tokens, repeats)
+    r32, v32 = engine_rows(fp32, "embedgate engine fp32", corpora, tokens, repeats)
+    fp32.stop()
+    bf16 = build_engine(Settings(model=args.model, dtype="bfloat16"))
+    bf16.start()
+    r16, v16 = engine_rows(bf16, "embedgate engine bf16", corpora, tokens, repeats)
+    bf16.stop()
+    rows += r32 + r16
+    cosine = min(float((v16[n] * v32[n]).sum(axis=1).min()) for n in corpora)
+    if not args.skip_http:
+        rows += http_rows(args.model, "bfloat16", corpora, args.clients, repeats)
+
+    base = {r.corpus: r.rate for r in rows if "baseline" in r.name}
+    engine16 = {r.corpus: r.rate for r in r16}
+    print(f"\n{'run':44} {'corpus':14} {'tokens/s':>10} {'x baseline':>11} {'x engine bf16':>14}")
+    results = []
+    for r in rows:
+        vs_base = r.rate / base[r.corpus]
+        vs_engine = r.rate / engine16[r.corpus]
+        print(f"{r.name:44} {r.corpus:14} {r.rate:10.0f} {vs_base:10.2f}x {vs_engine:13.2f}x")
+        results.append(
+            {
+                "run": r.name,
+                "corpus": r.corpus,
+                "tokens_per_s": round(r.rate, 1),
+                "x_baseline": round(vs_base, 3),
+                "x_engine_bf16": round(vs_engine, 3),
+            }
+        )
+    print(f"\nbf16 vs fp32: minimum cosine {cosine:.6f} (target >= 0.999)")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "bf16_min_cosine": cosine}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
