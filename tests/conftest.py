@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# apps built without an explicit data_dir share this throw-away one, never the repo's ./data
+os.environ["EMBEDGATE_DATA_DIR"] = tempfile.mkdtemp(prefix="embedgate-tests-")
 
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, build_engine

@@ -49,6 +49,11 @@ def test_embed_qwen3_with_dimensions_and_query(tiny_qwen3_dir: Path) -> None:
     assert bad.returncode == 1 and "from 32 to 64" in bad.stderr
 
 
+def proc_output_so_far(proc: subprocess.Popen[str]) -> str:
+    """The command line of the server (secrets must never be on it)."""
+    return Path(f"/proc/{proc.pid}/cmdline").read_text().replace("\0", " ")
+
+
 def test_serve_runs_the_bundled_model(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "EMBEDGATE_LOG_LEVEL": "info"}
@@ -71,9 +76,15 @@ def test_serve_runs_the_bundled_model(tmp_path: Path) -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_ready(lambda p: httpx.get(base + p, timeout=5), timeout=180)
+        key = (tmp_path / "d" / "admin.key").read_text().strip()
+        assert oct((tmp_path / "d" / "admin.key").stat().st_mode & 0o777) == "0o600"
+        assert key not in proc_output_so_far(proc)
         response = httpx.post(
-            base + "/v1/embeddings", json={"input": ["a", "b"], "model": "all-MiniLM-L6-v2"}
+            base + "/v1/embeddings",
+            json={"input": ["a", "b"], "model": "all-MiniLM-L6-v2"},
+            headers={"Authorization": f"Bearer {key}"},
         )
+        assert httpx.post(base + "/v1/embeddings", json={"input": "a"}).status_code == 401
         assert response.status_code == 200 and len(response.json()["data"]) == 2
         assert (tmp_path / "d").is_dir()
     finally:
@@ -84,6 +95,9 @@ def test_serve_runs_the_bundled_model(tmp_path: Path) -> None:
     assert "Application shutdown complete" in err
     lines = [line for line in err.splitlines() if line.startswith("{")]
     assert any(json.loads(line).get("message") == "self-test passed" for line in lines)
+    records = [json.loads(line) for line in lines]
+    assert any(r.get("admin_key_file", "").endswith("admin.key") for r in records)
+    assert key not in err
 
 
 def test_serve_refuses_a_missing_model_directory(tmp_path: Path) -> None:

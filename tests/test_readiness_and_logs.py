@@ -40,7 +40,10 @@ def test_failing_self_test_keeps_server_not_ready(caplog: pytest.LogCaptureFixtu
         assert ready.status_code == 503
         assert "padded batch" in ready.json()["reason"]
         assert client.get("/health").status_code == 200
-        response = client.post("/v1/embeddings", json={"input": "x"})
+        key = (app.state.embedgate.settings.data_dir / "admin.key").read_text().strip()
+        response = client.post(
+            "/v1/embeddings", json={"input": "x"}, headers={"Authorization": f"Bearer {key}"}
+        )
         assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
     assert any("self-test failed" in r.getMessage() for r in caplog.records)
 

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 
-import httpx
 import numpy as np
 import pytest
 from openai import AsyncOpenAI, OpenAI
@@ -18,21 +17,21 @@ from embedgate.app import create_app
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.engine.fake_backend import FakeBackend
-from support.servers import fake_factory, running_server
+from support.servers import Server, fake_factory, running_server
 
 
 @pytest.fixture(scope="module")
-def minilm_server() -> Iterator[str]:
+def minilm_server() -> Iterator[Server]:
     app = create_app(Settings())
-    with running_server(app, free_port()) as base:
-        yield base
+    with running_server(app, free_port()) as server:
+        yield server
 
 
-def sdk(base: str) -> OpenAI:
-    return OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+def sdk(server: Server) -> OpenAI:
+    return OpenAI(base_url=server.base + "/v1", api_key=server.key, max_retries=0)
 
 
-def test_float_and_base64_agree(minilm_server: str, minilm_engine: EmbeddingEngine) -> None:
+def test_float_and_base64_agree(minilm_server: Server, minilm_engine: EmbeddingEngine) -> None:
     client = sdk(minilm_server)
     texts = ["hello world", "a second, longer sentence for padding"]
     as_base64 = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # SDK default
@@ -50,7 +49,7 @@ def test_float_and_base64_agree(minilm_server: str, minilm_engine: EmbeddingEngi
 
 
 def test_token_id_inputs_through_the_sdk(
-    minilm_server: str, minilm_engine: EmbeddingEngine
+    minilm_server: Server, minilm_engine: EmbeddingEngine
 ) -> None:
     ids = minilm_engine.backend.tokenize(["hello world"])[0]
     got = sdk(minilm_server).embeddings.create(model="all-MiniLM-L6-v2", input=[ids])
@@ -59,7 +58,7 @@ def test_token_id_inputs_through_the_sdk(
 
 
 def test_many_concurrent_clients_get_their_own_results(
-    minilm_server: str, minilm_engine: EmbeddingEngine
+    minilm_server: Server, minilm_engine: EmbeddingEngine
 ) -> None:
     texts = [
         f"client number {i} asks about topic {i * 7 % 13}" + " more" * (i % 5) for i in range(64)
@@ -67,7 +66,9 @@ def test_many_concurrent_clients_get_their_own_results(
     expected = minilm_engine.embed_sync(EmbedRequest(texts)).vectors
 
     async def run() -> list[list[list[float]]]:
-        client = AsyncOpenAI(base_url=minilm_server + "/v1", api_key="unused", max_retries=0)
+        client = AsyncOpenAI(
+            base_url=minilm_server.base + "/v1", api_key=minilm_server.key, max_retries=0
+        )
 
         async def one(i: int) -> list[list[float]]:
             pair = [texts[i], texts[(i + 1) % 64]]
@@ -81,11 +82,11 @@ def test_many_concurrent_clients_get_their_own_results(
     for i, pair in enumerate(asyncio.run(run())):
         assert np.allclose(pair[0], expected[i], atol=1e-5)
         assert np.allclose(pair[1], expected[(i + 1) % 64], atol=1e-5)
-    metrics = httpx.get(minilm_server + "/metrics").text
+    metrics = minilm_server.get("/metrics").text
     assert "embedgate_batch_size_bucket" in metrics
 
 
-def test_models_endpoint(minilm_server: str) -> None:
+def test_models_endpoint(minilm_server: Server) -> None:
     models = sdk(minilm_server).models.list()
     [model] = models.data
     assert model.id == "all-MiniLM-L6-v2"
@@ -94,7 +95,7 @@ def test_models_endpoint(minilm_server: str) -> None:
     assert extra["max_input_tokens"] == 512
 
 
-def test_sdk_sees_errors_as_api_errors(minilm_server: str) -> None:
+def test_sdk_sees_errors_as_api_errors(minilm_server: Server) -> None:
     import openai
 
     with pytest.raises(openai.BadRequestError) as info:
@@ -109,11 +110,9 @@ def test_disconnected_clients_are_dropped_before_the_model() -> None:
     fake.gate = threading.Event()
     app = create_app(Settings(self_test=False), fake_factory(fake))
     port = free_port()
-    with running_server(app, port) as base:
+    with running_server(app, port) as server:
         blocker = threading.Thread(
-            target=lambda: httpx.post(
-                base + "/v1/embeddings", json={"input": "blocker"}, timeout=30
-            )
+            target=lambda: server.post("/v1/embeddings", json={"input": "blocker"})
         )
         blocker.start()
         assert fake.entered.wait(10)
@@ -121,11 +120,12 @@ def test_disconnected_clients_are_dropped_before_the_model() -> None:
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(
                 b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {server.key}\r\n".encode()
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
             deadline = time.monotonic() + 10
-            while "embedgate_queue_items 1.0" not in httpx.get(base + "/metrics").text:
+            while "embedgate_queue_items 1.0" not in server.get("/metrics").text:
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
         time.sleep(0.2)  # the server notices the closed socket
@@ -133,9 +133,9 @@ def test_disconnected_clients_are_dropped_before_the_model() -> None:
         blocker.join(10)
         marker = fake.word_id("abandoned")
         assert not any(marker in seq for seq in fake.seen)
-        metrics = httpx.get(base + "/metrics").text
+        metrics = server.get("/metrics").text
         assert "embedgate_dropped_inputs_total 1.0" in metrics
-        ok = httpx.post(base + "/v1/embeddings", json={"input": "after"}, timeout=10)
+        ok = server.post("/v1/embeddings", json={"input": "after"})
         assert ok.status_code == 200
 
 
@@ -143,29 +143,23 @@ def test_overload_is_429_in_the_envelope() -> None:
     fake = FakeBackend()
     fake.gate = threading.Event()
     app = create_app(Settings(self_test=False), fake_factory(fake, max_queued_tokens=8))
-    with running_server(app, free_port()) as base:
+    with running_server(app, free_port()) as server:
         threads = [
-            threading.Thread(
-                target=lambda t=t: httpx.post(
-                    base + "/v1/embeddings", json={"input": t}, timeout=30
-                )
-            )
+            threading.Thread(target=lambda t=t: server.post("/v1/embeddings", json={"input": t}))
             for t in ("first", "second one here")
         ]
         threads[0].start()
         assert fake.entered.wait(10)
         threads[1].start()
         deadline = time.monotonic() + 10
-        while "embedgate_queue_items 1.0" not in httpx.get(base + "/metrics").text:
+        while "embedgate_queue_items 1.0" not in server.get("/metrics").text:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        response = httpx.post(
-            base + "/v1/embeddings", json={"input": "a b c d e f g h i"}, timeout=10
-        )
+        response = server.post("/v1/embeddings", json={"input": "a b c d e f g h i"})
         assert response.status_code == 429
         assert response.json()["error"]["type"] == "overloaded"
         assert response.headers["retry-after"] == "1"
         fake.gate.set()
         for t in threads:
             t.join(10)
-        assert httpx.get(base + "/health").status_code == 200
+        assert server.get("/health").status_code == 200

@@ -12,9 +12,11 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
 
 from embedgate import __version__
-from embedgate.api import embeddings, health, models
+from embedgate.api import admin, embeddings, health, models
 from embedgate.api.errors import install_error_handlers
 from embedgate.api.metrics import Metrics
 from embedgate.api.middleware import RequestContextMiddleware
@@ -23,6 +25,11 @@ from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, build_engine
 from embedgate.engine.scheduler import SchedulerObserver
 from embedgate.engine.selftest import run_self_test
+from embedgate.security.audit import AuditSink
+from embedgate.security.gate import requires
+from embedgate.security.roles import Permission
+from embedgate.security.setup import build_security
+from embedgate.storage.key_store import KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -62,38 +69,80 @@ async def _bring_up(state: ServiceState, factory: EngineFactory) -> None:
     state.metrics.ready.set(1)
 
 
-def create_app(settings: Settings, engine_factory: EngineFactory | None = None) -> FastAPI:
-    """Build the ASGI app; `engine_factory` swaps the model backend (tests use the fake)."""
+async def _flush_last_used(state: ServiceState, every: float = 30.0) -> None:
+    """Key last-used times are buffered off the hot path and written periodically."""
+    while True:
+        await asyncio.sleep(every)
+        if state.keys is not None:
+            try:
+                await asyncio.to_thread(state.keys.flush_last_used)
+            except Exception:
+                log.warning("could not record key last-used times", exc_info=True)
+
+
+def create_app(
+    settings: Settings,
+    engine_factory: EngineFactory | None = None,
+    key_store: KeyStore | None = None,
+    audit_sink: AuditSink | None = None,
+) -> FastAPI:
+    """Build the ASGI app. The optional boundaries swap in fakes: `engine_factory` (model
+    backend), `key_store` and `audit_sink`; by default they are the real ones from settings."""
     metrics = Metrics()
     state = ServiceState(settings=settings, metrics=metrics)
     factory: EngineFactory = engine_factory or build_engine
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        parts = await asyncio.to_thread(build_security, settings, key_store, audit_sink)
+        state.security, state.audit, state.keys = parts.security, parts.audit, parts.keys
         loader = asyncio.create_task(_bring_up(state, factory))
+        flusher = asyncio.create_task(_flush_last_used(state))
         try:
             yield
         finally:
-            loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loader
+            for task in (loader, flusher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             state.ready = False
             if state.engine is not None:
                 state.engine.stop()
+            with contextlib.suppress(Exception):
+                state.keys.flush_last_used()
 
     app = FastAPI(
         title="embedgate",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     app.state.embedgate = state
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(embeddings.router)
+    app.include_router(admin.router)
+    if settings.api_docs == "admin":
+
+        @app.get("/openapi.json", dependencies=[requires(Permission.ADMIN)])
+        async def openapi_schema() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "x-api-key", "content-type"],
+        )
     app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        state=state,
     )
     return app

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -101,6 +101,79 @@ class Settings(BaseSettings):
         default=32, ge=4, description="Deepest JSON nesting accepted in a request body."
     )
 
+    # --- security: identity ---------------------------------------------------------------
+    auth: bool = Field(
+        default=True,
+        description="Require an API key or JWT on every route but /health and /ready.",
+    )
+    pepper: SecretStr | None = Field(
+        default=None, description="Server-side pepper for key hashes (env only; prefer the file)."
+    )
+    pepper_file: Path | None = Field(
+        default=None, description="0600 file with the pepper; default <data_dir>/pepper."
+    )
+    key_cache_ttl_s: float = Field(
+        default=10.0, ge=0, le=300, description="How long a verified key record is cached."
+    )
+    jwt_algorithms: list[str] = Field(
+        default_factory=list,
+        description='Accepted JWT algorithms, e.g. ["RS256"]; empty = JWT off.',
+    )
+    jwt_issuer: str | None = Field(default=None, description="Required JWT `iss`.")
+    jwt_audience: str | None = Field(default=None, description="Required JWT `aud`.")
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 shared secret (env).")
+    jwt_secret_file: Path | None = Field(default=None, description="0600 file with the HS secret.")
+    jwt_jwks_url: str | None = Field(default=None, description="JWKS URL for RS256 / ES256 keys.")
+    jwt_role_claim: str = Field(default="role", description="Claim holding the role.")
+    jwt_collections_claim: str = Field(
+        default="collections", description="Claim holding the granted collections (a list)."
+    )
+    jwt_leeway_s: float = Field(default=30, ge=0, le=60, description="Clock skew allowed.")
+    jwks_ttl_s: float = Field(default=300, ge=1, description="How long JWKS keys are trusted.")
+    jwks_refresh_interval_s: float = Field(
+        default=30, ge=1, description="Fewest seconds between JWKS refreshes (unknown kid)."
+    )
+
+    # --- security: limits ------------------------------------------------------------------
+    redis_url: SecretStr | None = Field(
+        default=None, description="Redis for rate limits shared by replicas (may hold a password)."
+    )
+    redis_failure_mode: Literal["fail_closed", "local"] = Field(
+        default="fail_closed",
+        description="Redis unreachable: `fail_closed` (503) or `local` (per-process limits).",
+    )
+    default_rpm: int | None = Field(
+        default=None, ge=1, description="Requests/min for keys without their own limit."
+    )
+    default_tpm: int | None = Field(
+        default=None, ge=1, description="Input tokens/min for keys without their own limit."
+    )
+    failed_auth_per_minute: int = Field(
+        default=30, ge=1, description="Failed authentications per client IP per minute."
+    )
+
+    # --- security: storage, audit, network ------------------------------------------------
+    database_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy URL (PostgreSQL); default SQLite in the data dir."
+    )
+    audit_path: Path | None = Field(
+        default=None, description="Audit log (JSON lines); default <data_dir>/audit.jsonl."
+    )
+    tls_certfile: Path | None = Field(default=None, description="TLS certificate (PEM).")
+    tls_keyfile: Path | None = Field(default=None, description="TLS private key (PEM, 0600).")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Proxy addresses/CIDRs whose X-Forwarded-For is used."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty = CORS off."
+    )
+    api_docs: Literal["admin", "off"] = Field(
+        default="admin", description="`/openapi.json` for admins only, or off."
+    )
+    max_header_bytes: int = Field(
+        default=16384, ge=1024, description="Largest total request header size (else 431)."
+    )
+
     # --- startup -----------------------------------------------------------------------------
     self_test: bool = Field(
         default=True, description="Run the embedding self-test before /ready turns green."
@@ -124,6 +197,15 @@ class Settings(BaseSettings):
                 raise FileNotFoundError(f"config file {path} does not exist")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _pinned_algorithms(cls, value: list[str]) -> list[str]:
+        allowed = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384"}
+        bad = [a for a in value if a not in allowed]
+        if bad:
+            raise ValueError(f"unsupported JWT algorithms {bad}; choose from {sorted(allowed)}")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -25,6 +25,13 @@ class ErrorKind(Enum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     OVERLOADED = "overloaded"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED_REQUESTS = "rate_limited_requests"
+    RATE_LIMITED_TOKENS = "rate_limited_tokens"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    LIMITS_UNAVAILABLE = "limits_unavailable"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
     NOT_READY = "not_ready"
     BACKEND_FAILURE = "backend_failure"
     INTERNAL = "internal"
@@ -33,11 +40,18 @@ class ErrorKind(Enum):
 class ServiceError(Exception):
     """An error with a message a person can act on, and the request field it is about."""
 
-    def __init__(self, kind: ErrorKind, message: str, param: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.param = param
+        self.headers = headers or {}
 
     def __repr__(self) -> str:
         return f"ServiceError({self.kind.name}, {self.message!r}, param={self.param!r})"

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -42,15 +43,40 @@ def wait_ready(get: Callable[[str], Any], timeout: float = 120) -> None:
     raise TimeoutError("server never became ready")
 
 
+def admin_key(app: FastAPI) -> str:
+    """The bootstrap admin key the app wrote on first start."""
+    settings: Settings = app.state.embedgate.settings
+    return (settings.data_dir / "admin.key").read_text().strip()
+
+
 @contextmanager
-def client_for(app: FastAPI) -> Iterator[TestClient]:
+def client_for(app: FastAPI, authenticated: bool = True) -> Iterator[TestClient]:
+    """A TestClient (lifespan run, model ready) that sends the admin key unless told not to."""
     with TestClient(app, raise_server_exceptions=False) as client:
         wait_ready(client.get)
+        if authenticated and app.state.embedgate.settings.auth:
+            client.headers["Authorization"] = f"Bearer {admin_key(app)}"
         yield client
 
 
+@dataclass
+class Server:
+    base: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.get(self.base + path, headers=self.headers, timeout=30, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.post(self.base + path, headers=self.headers, timeout=30, **kw)
+
+
 @contextmanager
-def running_server(app: FastAPI, port: int) -> Iterator[str]:
+def running_server(app: FastAPI, port: int) -> Iterator[Server]:
     """A real uvicorn server on a loopback port, in a thread of this process."""
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
     server = uvicorn.Server(config)
@@ -59,7 +85,7 @@ def running_server(app: FastAPI, port: int) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(lambda path: httpx.get(base + path, timeout=5))
-        yield base
+        yield Server(base, admin_key(app) if app.state.embedgate.settings.auth else "")
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -12,9 +12,11 @@ from starlette.responses import Response
 from embedgate.api.body import read_json_body
 from embedgate.api.errors import validation_error
 from embedgate.api.schemas import EmbeddingsRequest, embeddings_response
-from embedgate.api.state import ServiceState, service
+from embedgate.api.state import ServiceState, audit_fields, service
 from embedgate.engine import Embeddings, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.security.gate import requires
+from embedgate.security.roles import Permission, Principal
 
 router = APIRouter()
 
@@ -39,13 +41,19 @@ async def _wait_for_disconnect(request: Request, flag: threading.Event) -> None:
         }
     },
 )
-async def create_embeddings(request: Request, state: ServiceState = Depends(service)) -> Response:
+async def create_embeddings(
+    request: Request,
+    state: ServiceState = Depends(service),
+    principal: Principal = requires(Permission.EMBED),
+) -> Response:
     engine = state.require_engine()
     data = await read_json_body(request, state.settings.max_json_depth)
     try:
         body = EmbeddingsRequest.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc.errors()) from None
+    fields = audit_fields(request)
+    fields.update(n_inputs=len(body.input), dimensions=body.dimensions, user=body.user)
     if not engine.serves(body.model):
         raise ServiceError(
             ErrorKind.MODEL_NOT_FOUND,
@@ -60,8 +68,15 @@ async def create_embeddings(request: Request, state: ServiceState = Depends(serv
         instruction=body.instruction,
         truncate=body.truncate,
     )
+    security = state.security
+
+    async def admit(tokens: int) -> None:
+        fields["n_tokens"] = tokens
+        if security is not None:
+            await security.charge_tokens(request, principal, tokens)
+
     gone = threading.Event()
-    work = asyncio.ensure_future(engine.embed(job, gone))
+    work = asyncio.ensure_future(engine.embed(job, gone, admit))
     watcher = asyncio.ensure_future(_wait_for_disconnect(request, gone))
     try:
         await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)

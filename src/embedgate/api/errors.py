@@ -34,6 +34,13 @@ _MAPPING: dict[ErrorKind, tuple[int, str, str | None]] = {
     ErrorKind.NOT_FOUND: (404, "invalid_request_error", "not_found"),
     ErrorKind.METHOD_NOT_ALLOWED: (405, "invalid_request_error", "method_not_allowed"),
     ErrorKind.OVERLOADED: (429, "overloaded", "overloaded"),
+    ErrorKind.UNAUTHENTICATED: (401, "invalid_request_error", "invalid_api_key"),
+    ErrorKind.FORBIDDEN: (403, "permission_error", "insufficient_permissions"),
+    ErrorKind.RATE_LIMITED_REQUESTS: (429, "requests", "rate_limit_exceeded"),
+    ErrorKind.RATE_LIMITED_TOKENS: (429, "tokens", "rate_limit_exceeded"),
+    ErrorKind.HEADERS_TOO_LARGE: (431, "invalid_request_error", "headers_too_large"),
+    ErrorKind.LIMITS_UNAVAILABLE: (503, "service_unavailable", "rate_limiter_unavailable"),
+    ErrorKind.AUDIT_UNAVAILABLE: (503, "service_unavailable", "audit_unavailable"),
     ErrorKind.NOT_READY: (503, "service_unavailable", "not_ready"),
     ErrorKind.BACKEND_FAILURE: (500, "server_error", "model_error"),
     ErrorKind.INTERNAL: (500, "server_error", "internal_error"),
@@ -51,7 +58,7 @@ def envelope(message: str, type_: str, param: str | None, code: str | None) -> b
 
 def error_response(error: ServiceError, headers: dict[str, str] | None = None) -> Response:
     status, type_, code = _MAPPING[error.kind]
-    all_headers = dict(headers or {})
+    all_headers = {**error.headers, **(headers or {})}
     if error.kind is ErrorKind.OVERLOADED:
         all_headers.setdefault("Retry-After", "1")
     return Response(

@@ -7,6 +7,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
 from embedgate.api.state import ServiceState, service
+from embedgate.security.gate import requires
+from embedgate.security.roles import Permission
 
 router = APIRouter()
 
@@ -27,7 +29,7 @@ async def ready(state: ServiceState = Depends(service)) -> Response:
     return JSONResponse({"status": "not_ready", "reason": state.reason}, status_code=503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[requires(Permission.ADMIN)])
 async def metrics(state: ServiceState = Depends(service)) -> Response:
     if state.engine is not None:
         state.metrics.queue_tokens.set(state.engine.queued_tokens)

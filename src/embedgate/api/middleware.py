@@ -1,5 +1,6 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware, which would break disconnect detection):
-a request id, the body size limit, metrics and one access-log line per request."""
+a request id, header and body size limits, rate-limit headers, metrics, one access-log line
+and one audit record per request (counts only, never input text)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedgate.api.errors import error_response
 from embedgate.api.metrics import Metrics
+from embedgate.api.state import ServiceState
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.security.gate import PUBLIC_PATHS
+from embedgate.security.roles import Principal
 
 log = logging.getLogger("embedgate.access")
 
@@ -24,10 +28,19 @@ class _BodyTooLarge(Exception):
 class RequestContextMiddleware:
     """Wraps every HTTP request: id, size limit, status/latency metrics, access log."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        max_header_bytes: int = 16384,
+        state: ServiceState | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,21 +50,30 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = {"code": 500, "sent": False}
-        too_large = self._declared_too_large(scope)
-        if too_large:
+        header_bytes = sum(len(k) + len(v) for k, v in scope.get("headers", []))
+        if header_bytes > self.max_header_bytes:
+            error = ServiceError(
+                ErrorKind.HEADERS_TOO_LARGE,
+                f"request headers are larger than {self.max_header_bytes} bytes",
+            )
+            await error_response(error, {"Connection": "close"})(scope, receive, send)
+            status["code"] = 431
+        elif self._declared_too_large(scope):
             await self._send_too_large(scope, receive, send)
             status["code"] = 413
         else:
             try:
                 await self.app(
-                    scope, self._limited(receive), self._tracking(send, status, request_id)
+                    scope, self._limited(receive), self._tracking(scope, send, status, request_id)
                 )
             except _BodyTooLarge:
                 if status["sent"]:
                     raise
                 await self._send_too_large(scope, receive, send)
                 status["code"] = 413
-        self._record(scope, int(status["code"]), time.perf_counter() - started, request_id)
+        elapsed = time.perf_counter() - started
+        self._record(scope, int(status["code"]), elapsed, request_id)
+        self._audit(scope, int(status["code"]), elapsed, request_id)
 
     def _declared_too_large(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", []):
@@ -76,13 +98,18 @@ class RequestContextMiddleware:
 
         return limited_receive
 
-    def _tracking(self, send: Send, status: dict[str, Any], request_id: str) -> Send:
+    def _tracking(self, scope: Scope, send: Send, status: dict[str, Any], request_id: str) -> Send:
         async def tracking_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 status["sent"] = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                present = {name.lower() for name, _ in headers}
+                limits = scope.get("state", {}).get("ratelimit_headers", {})
+                for name, value in limits.items():
+                    if name.encode() not in present:
+                        headers.append((name.encode(), value.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -94,6 +121,32 @@ class RequestContextMiddleware:
             f"the request body is larger than {self.max_body_bytes} bytes; split the input",
         )
         await error_response(error, {"Connection": "close"})(scope, receive, send)
+
+    def _audit(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
+        if self.state is None or self.state.audit is None:
+            return
+        path = scope.get("path", "")
+        if path in PUBLIC_PATHS:
+            return
+        route = scope.get("route")
+        info = scope.get("state", {})
+        principal = info.get("principal")
+        fields: dict[str, Any] = {
+            "request_id": request_id,
+            "key_id": principal.subject if isinstance(principal, Principal) else None,
+            "role": principal.role.value if isinstance(principal, Principal) else None,
+            "client_ip": info.get("client_ip") or (scope.get("client") or ("", 0))[0],
+            "method": scope.get("method"),
+            "route": getattr(route, "path", None) or "unmatched",
+            "status": status,
+            "latency_ms": round(seconds * 1000, 2),
+            "n_inputs": None,
+            "n_tokens": None,
+            "dimensions": None,
+            "user": None,
+        }
+        fields.update(info.get("audit", {}))
+        self.state.audit.request(fields)
 
     def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         route = scope.get("route")

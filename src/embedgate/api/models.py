@@ -7,11 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from embedgate.api.state import ServiceState, service
+from embedgate.security.gate import requires
+from embedgate.security.roles import Permission
 
 router = APIRouter()
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", dependencies=[requires(Permission.SEARCH)])
 async def list_models(state: ServiceState = Depends(service)) -> dict[str, Any]:
     engine = state.require_engine()
     spec = engine.spec

@@ -10,6 +10,9 @@ from embedgate.api.metrics import Metrics
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.security.audit import AuditLog
+from embedgate.security.gate import Security
+from embedgate.security.key_service import KeyService
 
 
 @dataclass
@@ -17,6 +20,9 @@ class ServiceState:
     settings: Settings
     metrics: Metrics
     engine: EmbeddingEngine | None = None
+    security: Security | None = None
+    audit: AuditLog | None = None
+    keys: KeyService | None = None
     ready: bool = False
     reason: str = "loading the model"
 
@@ -24,6 +30,12 @@ class ServiceState:
         if self.engine is None or not self.ready:
             raise ServiceError(ErrorKind.NOT_READY, f"the model is not ready: {self.reason}")
         return self.engine
+
+
+def audit_fields(request: Request) -> dict[str, object]:
+    """Per-request fields for the audit record (counts only, never input text)."""
+    fields: dict[str, object] = request.scope.setdefault("state", {}).setdefault("audit", {})
+    return fields
 
 
 async def service(request: Request) -> ServiceState:

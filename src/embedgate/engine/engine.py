@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -202,15 +202,24 @@ class EmbeddingEngine:
         return Embeddings(vectors, tokens)
 
     async def embed(
-        self, request: EmbedRequest, cancelled: threading.Event | None = None
+        self,
+        request: EmbedRequest,
+        cancelled: threading.Event | None = None,
+        admit: Callable[[int], Awaitable[None]] | None = None,
     ) -> Embeddings:
-        """Embed from the event loop; set `cancelled` when the caller goes away."""
+        """Embed from the event loop; set `cancelled` when the caller goes away.
+
+        `admit(tokens)` runs once the real token count is known and before any work is queued
+        (the token rate limit charges there, and may refuse).
+        """
         self.validate(request)
         if _is_small(request):  # a thread hop would cost more than tokenising
             sequences = self.tokenize(request)
         else:
             loop = asyncio.get_running_loop()
             sequences = await loop.run_in_executor(self._tokenizers, self.tokenize, request)
+        if admit is not None:
+            await admit(sum(len(s) for s in sequences))
         flag = cancelled or threading.Event()
         if flag.is_set():
             raise asyncio.CancelledError

@@ -1,0 +1,125 @@
+"""The gate every non-public route passes: authenticate, authorise, rate-limit.
+
+Deny by default: routes declare the permission they need with `requires(...)`, and a test walks
+the route table to fail on any route that is neither public nor guarded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, Request
+
+from embedgate.errors import ErrorKind, ServiceError
+from embedgate.security.client_ip import Network, client_ip
+from embedgate.security.jwt_auth import JwtVerifier, looks_like_jwt
+from embedgate.security.key_service import KeyService
+from embedgate.security.ratelimit import RateLimiter
+from embedgate.security.roles import Permission, Principal, Role
+
+PUBLIC_PATHS = frozenset({"/health", "/ready"})
+ANONYMOUS_ADMIN = Principal(subject="anonymous", role=Role.ADMIN)
+
+
+def _unauthenticated(message: str = "Invalid API key") -> ServiceError:
+    return ServiceError(
+        ErrorKind.UNAUTHENTICATED, message, headers={"WWW-Authenticate": 'Bearer realm="embedgate"'}
+    )
+
+
+def credential_from(headers: Any) -> str:
+    """`Authorization: Bearer <token>` (any case) or `x-api-key`; never the query string."""
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise _unauthenticated("Invalid API key: use 'Authorization: Bearer <key>'")
+        token = token.strip()
+        if not token:
+            raise _unauthenticated("Invalid API key: the Bearer token is empty")
+        return str(token)
+    api_key = headers.get("x-api-key")
+    if api_key is not None and api_key.strip():
+        return str(api_key.strip())
+    raise _unauthenticated(
+        "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+    )
+
+
+@dataclass
+class Security:
+    """Everything the gate needs, built once by `create_app`."""
+
+    keys: KeyService | None
+    limiter: RateLimiter
+    trusted_proxies: tuple[Network, ...] = ()
+    jwt: JwtVerifier | None = None
+    enabled: bool = True
+    default_rpm: int | None = None
+    default_tpm: int | None = None
+    failed_auth_per_minute: int = 30
+
+    def client_ip(self, request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return client_ip(peer, request.headers.get("x-forwarded-for"), self.trusted_proxies)
+
+    async def authenticate(self, request: Request, ip: str) -> Principal:
+        if not self.enabled:
+            return ANONYMOUS_ADMIN
+        if await self.limiter.exhausted("auth", ip, self.failed_auth_per_minute):
+            await self.limiter.hit("auth", ip, self.failed_auth_per_minute)  # raises 429
+        try:
+            token = credential_from(request.headers)
+            principal = None
+            if self.jwt is not None and looks_like_jwt(token):
+                principal = await self.jwt.verify(token)
+            elif self.keys is not None:
+                principal = await self.keys.authenticate(token, ip)
+            if principal is None:
+                raise _unauthenticated()
+        except ServiceError:
+            await self.limiter.hit("auth", ip, self.failed_auth_per_minute)
+            raise
+        return principal
+
+    async def admit(self, request: Request, permission: Permission) -> Principal:
+        ip = self.client_ip(request)
+        state = request.scope.setdefault("state", {})
+        state["client_ip"] = ip
+        principal = await self.authenticate(request, ip)
+        state["principal"] = principal
+        if not principal.can(permission):
+            raise ServiceError(
+                ErrorKind.FORBIDDEN,
+                f"this key's role ({principal.role.value}) may not {permission.value}",
+            )
+        rpm = principal.rpm or self.default_rpm
+        if rpm is not None and self.enabled:
+            status = await self.limiter.hit("requests", principal.subject, rpm)
+            state.setdefault("ratelimit_headers", {}).update(status.headers())
+        return principal
+
+    async def charge_tokens(self, request: Request, principal: Principal, tokens: int) -> None:
+        tpm = principal.tpm or self.default_tpm
+        if tpm is None or not self.enabled:
+            return
+        status = await self.limiter.hit("tokens", principal.subject, tpm, cost=tokens)
+        request.scope.setdefault("state", {}).setdefault("ratelimit_headers", {}).update(
+            status.headers()
+        )
+
+
+class Requires:
+    """The dependency object; its `permission` is what the deny-by-default test reads."""
+
+    def __init__(self, permission: Permission) -> None:
+        self.permission = permission
+
+    async def __call__(self, request: Request) -> Principal:
+        security: Security = request.app.state.embedgate.security
+        return await security.admit(request, self.permission)
+
+
+def requires(permission: Permission) -> Any:
+    return Depends(Requires(permission))

@@ -1,0 +1,237 @@
+"""API key lifecycle (create, list, revoke, rotate) and verification on the hot path.
+
+Verification costs no database round trip for a known key: records are cached for a short TTL
+(`key_cache_ttl_s`); revoking or rotating through this process invalidates its cache at once,
+other replicas within the TTL. Malformed keys and bad checksums are refused before any lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from embedgate.errors import ErrorKind, ServiceError
+from embedgate.security import keys
+from embedgate.security.audit import AuditLog
+from embedgate.security.roles import Principal, Role
+from embedgate.storage.key_store import KeyRecord, KeyStore
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new key: shown to the caller once, never stored."""
+
+    record: KeyRecord
+    key: str
+
+
+def public_view(record: KeyRecord, now: datetime | None = None) -> dict[str, Any]:
+    """What listings and audit records may show: never the digest, never the key."""
+    now = now or datetime.now(UTC)
+
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": record.id,
+        "name": record.name,
+        "role": record.role,
+        "key": keys.redact(record.id, record.last4),
+        "collections": list(record.collections) if record.collections is not None else None,
+        "cidrs": list(record.cidrs),
+        "rpm": record.rpm,
+        "tpm": record.tpm,
+        "created_at": iso(record.created_at),
+        "expires_at": iso(record.expires_at),
+        "revoked_at": iso(record.revoked_at),
+        "last_used_at": iso(record.last_used_at),
+        "rotated_from": record.rotated_from,
+        "active": record.active(now),
+    }
+
+
+def _bad(message: str, param: str) -> ServiceError:
+    return ServiceError(ErrorKind.INVALID_REQUEST, message, param)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30d`, `12h`, `15m`, `45s` -> timedelta."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise _bad(f"duration {text!r} must look like 30d, 12h, 15m or 45s", "duration")
+    return timedelta(seconds=int(text[:-1]) * units[text[-1]])
+
+
+class KeyService:
+    def __init__(
+        self, store: KeyStore, pepper: bytes, audit: AuditLog, cache_ttl: float = 10.0
+    ) -> None:
+        self.store = store
+        self._pepper = pepper
+        self.audit = audit
+        self._ttl = cache_ttl
+        self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
+        self._used: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    # --- lifecycle (admin) -------------------------------------------------------------------
+    def create(
+        self,
+        name: str,
+        role: str,
+        actor: str,
+        collections: list[str] | None = None,
+        expires_in: timedelta | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        cidrs: list[str] | None = None,
+        rotated_from: str | None = None,
+    ) -> IssuedKey:
+        if not name or len(name) > 200:
+            raise _bad("name must be 1 to 200 characters", "name")
+        try:
+            Role(role)
+        except ValueError:
+            raise _bad(f"role must be one of {[r.value for r in Role]}", "role") from None
+        for value, param in ((rpm, "rpm"), (tpm, "tpm")):
+            if value is not None and value < 1:
+                raise _bad(f"{param} must be a positive integer", param)
+        networks = []
+        for cidr in cidrs or []:
+            try:
+                networks.append(str(ipaddress.ip_network(cidr, strict=False)))
+            except ValueError:
+                raise _bad(f"{cidr!r} is not an IP network (e.g. 10.0.0.0/8)", "cidrs") from None
+        now = datetime.now(UTC)
+        key_id, key = keys.generate_key()
+        record = KeyRecord(
+            id=key_id,
+            name=name,
+            role=role,
+            digest=keys.digest(self._pepper, key),
+            last4=key[-4:],
+            created_at=now,
+            collections=tuple(collections) if collections is not None else None,
+            cidrs=tuple(networks),
+            expires_at=now + expires_in if expires_in else None,
+            rpm=rpm,
+            tpm=tpm,
+            rotated_from=rotated_from,
+        )
+        self.audit.admin("key.create", actor, key_id, after=public_view(record, now))
+        self.store.add(record)
+        return IssuedKey(record, key)
+
+    def list(self) -> list[dict[str, Any]]:
+        now = datetime.now(UTC)
+        return [public_view(r, now) for r in self.store.all()]
+
+    def get(self, key_id: str) -> KeyRecord:
+        record = self.store.get(key_id)
+        if record is None:
+            raise ServiceError(ErrorKind.NOT_FOUND, f"no key with id {key_id!r}", "id")
+        return record
+
+    def revoke(self, key_id: str, actor: str) -> dict[str, Any]:
+        record = self.get(key_id)
+        now = datetime.now(UTC)
+        after = public_view(record.__class__(**{**record.__dict__, "revoked_at": now}), now)
+        self.audit.admin("key.revoke", actor, key_id, before=public_view(record, now), after=after)
+        updated = self.store.update(key_id, revoked_at=now)
+        self.invalidate(key_id)
+        assert updated is not None
+        return public_view(updated, now)
+
+    def rotate(self, key_id: str, actor: str, grace: timedelta = timedelta(0)) -> IssuedKey:
+        """A new key with the same name, role and limits; the old one dies after `grace`."""
+        old = self.get(key_id)
+        now = datetime.now(UTC)
+        if not old.active(now):
+            raise _bad(f"key {key_id} is revoked or expired; create a new key instead", "id")
+        remaining = old.expires_at - now if old.expires_at else None
+        issued = self.create(
+            old.name,
+            old.role,
+            actor,
+            list(old.collections) if old.collections is not None else None,
+            remaining,
+            old.rpm,
+            old.tpm,
+            list(old.cidrs),
+            rotated_from=old.id,
+        )
+        ends = now + grace
+        if old.expires_at is not None and old.expires_at < ends:
+            ends = old.expires_at
+        self.audit.admin(
+            "key.rotate",
+            actor,
+            key_id,
+            before=public_view(old, now),
+            after={"expires_at": str(ends)},
+        )
+        self.store.update(key_id, expires_at=ends)
+        self.invalidate(key_id)
+        return issued
+
+    def ensure_admin_key(self) -> IssuedKey | None:
+        """First start with an empty store: create the bootstrap admin key."""
+        if self.store.count() > 0:
+            return None
+        return self.create("bootstrap-admin", Role.ADMIN.value, actor="system")
+
+    # --- verification (hot path) -------------------------------------------------------------
+    def invalidate(self, key_id: str) -> None:
+        with self._lock:
+            self._cache.pop(key_id, None)
+
+    async def _record(self, key_id: str) -> KeyRecord | None:
+        cached = self._cache.get(key_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < self._ttl:
+            return cached[0]
+        record = await asyncio.to_thread(self.store.get, key_id)
+        with self._lock:
+            self._cache[key_id] = (record, now)
+        return record
+
+    async def authenticate(self, candidate: str, client_ip: str | None) -> Principal | None:
+        parsed = keys.parse_key(candidate)
+        if parsed is None:
+            return None  # malformed or bad checksum: no lookup at all
+        record = await self._record(parsed.key_id)
+        if record is None or not keys.verify(self._pepper, candidate, record.digest):
+            return None
+        now = datetime.now(UTC)
+        if not record.active(now):
+            return None
+        if record.cidrs and not _ip_in(client_ip, record.cidrs):
+            return None
+        self._used[record.id] = now
+        return Principal(
+            subject=record.id,
+            role=Role(record.role),
+            collections=record.collections,
+            rpm=record.rpm,
+            tpm=record.tpm,
+        )
+
+    def flush_last_used(self) -> None:
+        """Write buffered last-used times (called periodically, off the hot path)."""
+        used, self._used = self._used, {}
+        self.store.touch(used)
+
+
+def _ip_in(ip: str | None, cidrs: tuple[str, ...]) -> bool:
+    if not ip:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(c) for c in cidrs)

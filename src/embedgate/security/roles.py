@@ -1,0 +1,45 @@
+"""Roles, permissions and the caller's identity (the table in product.md, made code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    READER = "reader"
+    WRITER = "writer"
+    ADMIN = "admin"
+
+
+class Permission(StrEnum):
+    SEARCH = "search"  # search a knowledge base it is granted
+    EMBED = "embed"  # POST /v1/embeddings
+    WRITE = "write"  # create collections, upload documents
+    DELETE = "delete"  # delete documents / collections
+    ADMIN = "admin"  # keys, audit log, config, metrics, API schema
+
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.READER: frozenset({Permission.SEARCH}),
+    Role.WRITER: frozenset({Permission.SEARCH, Permission.EMBED, Permission.WRITE}),
+    Role.ADMIN: frozenset(Permission),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, after authentication."""
+
+    subject: str  # key id, or "jwt:<sub>"
+    role: Role
+    collections: tuple[str, ...] | None = None  # None = every collection
+    rpm: int | None = None
+    tpm: int | None = None
+    via: str = "key"  # "key" or "jwt"
+
+    def can(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS[self.role]
+
+    def may_see(self, collection: str) -> bool:
+        return self.collections is None or collection in self.collections

@@ -1,0 +1,112 @@
+"""Building the security layer from settings: database, pepper, keys, JWT, limits, audit.
+
+Also the first-start bootstrap: with an empty key store an admin key is created and written to
+`<data_dir>/admin.key` (mode 0600); only the path is logged, never the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedgate.config import Settings
+from embedgate.security.audit import AuditLog, AuditSink, FileAuditSink
+from embedgate.security.client_ip import parse_networks
+from embedgate.security.gate import Security
+from embedgate.security.jwt_auth import JwtConfig, JwtVerifier
+from embedgate.security.key_service import KeyService
+from embedgate.security.ratelimit import RateLimiter
+from embedgate.security.secret_files import load_pepper, read_secret_file, write_secret_file
+from embedgate.storage.database import database_url, open_database
+from embedgate.storage.key_store import KeyStore, SqlKeyStore
+
+log = logging.getLogger(__name__)
+
+ADMIN_KEY_FILE = "admin.key"
+
+
+@dataclass
+class SecurityParts:
+    security: Security
+    audit: AuditLog
+    keys: KeyService
+    bootstrap_key_file: Path | None = None
+
+
+def open_key_store(settings: Settings) -> KeyStore:
+    configured = settings.database_url.get_secret_value() if settings.database_url else None
+    return SqlKeyStore(open_database(database_url(configured, settings.data_dir)))
+
+
+def open_audit(settings: Settings) -> AuditLog:
+    return AuditLog(FileAuditSink(settings.audit_path or settings.data_dir / "audit.jsonl"))
+
+
+def key_service(
+    settings: Settings, store: KeyStore | None = None, audit: AuditLog | None = None
+) -> KeyService:
+    pepper_env = settings.pepper.get_secret_value() if settings.pepper else None
+    pepper = load_pepper(pepper_env, settings.pepper_file, settings.data_dir)
+    return KeyService(
+        store or open_key_store(settings), pepper, audit or open_audit(settings),
+        settings.key_cache_ttl_s,
+    )  # fmt: skip
+
+
+def jwt_verifier(settings: Settings) -> JwtVerifier | None:
+    if not settings.jwt_algorithms:
+        return None
+    if not settings.jwt_issuer or not settings.jwt_audience:
+        raise ValueError("JWT needs jwt_issuer and jwt_audience (exp, iss and aud are required)")
+    secret: bytes | None = None
+    if settings.jwt_secret is not None:
+        secret = settings.jwt_secret.get_secret_value().encode()
+    elif settings.jwt_secret_file is not None:
+        secret = read_secret_file(settings.jwt_secret_file)
+    if any(a.startswith("HS") for a in settings.jwt_algorithms) and secret is None:
+        raise ValueError("an HS* JWT algorithm needs EMBEDGATE_JWT_SECRET or jwt_secret_file")
+    if any(not a.startswith("HS") for a in settings.jwt_algorithms) and not settings.jwt_jwks_url:
+        raise ValueError("RS*/ES*/PS* JWT algorithms need jwt_jwks_url")
+    return JwtVerifier(
+        JwtConfig(
+            algorithms=tuple(settings.jwt_algorithms),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            secret=secret,
+            jwks_url=settings.jwt_jwks_url,
+            role_claim=settings.jwt_role_claim,
+            collections_claim=settings.jwt_collections_claim,
+            leeway=settings.jwt_leeway_s,
+            jwks_ttl=settings.jwks_ttl_s,
+            jwks_refresh_interval=settings.jwks_refresh_interval_s,
+        )
+    )
+
+
+def build_security(
+    settings: Settings, store: KeyStore | None = None, audit_sink: AuditSink | None = None
+) -> SecurityParts:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    audit = AuditLog(audit_sink) if audit_sink is not None else open_audit(settings)
+    keys = key_service(settings, store, audit)
+    redis = settings.redis_url.get_secret_value() if settings.redis_url else None
+    security = Security(
+        keys=keys,
+        limiter=RateLimiter(redis, settings.redis_failure_mode),
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+        jwt=jwt_verifier(settings),
+        enabled=settings.auth,
+        default_rpm=settings.default_rpm,
+        default_tpm=settings.default_tpm,
+        failed_auth_per_minute=settings.failed_auth_per_minute,
+    )
+    parts = SecurityParts(security, audit, keys)
+    if settings.auth:
+        issued = keys.ensure_admin_key()
+        if issued is not None:
+            path = settings.data_dir / ADMIN_KEY_FILE
+            write_secret_file(path, issued.key.encode() + b"\n")
+            parts.bootstrap_key_file = path
+            log.warning("created the first admin key", extra={"admin_key_file": str(path)})
+    return parts

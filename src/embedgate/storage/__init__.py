@@ -1,0 +1,1 @@
+"""Metadata storage: SQLite under the data dir by default, PostgreSQL by URL (SQLAlchemy)."""
