@@ -66,8 +66,13 @@ def serve(
     # The forward thread re-takes the GIL after every torch op; with the default 5 ms switch
     # interval a busy event loop stalls it (a GIL convoy). 1 ms measured faster under load.
     sys.setswitchinterval(0.001)
+    if not settings.auth and settings.host not in LOOPBACK:
+        typer.echo("embedgate: refusing auth=false on a non-loopback address", err=True)
+        raise typer.Exit(2)
+    tls = _tls_options(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    typer.echo(f"embedgate: serving on http://{settings.host}:{settings.port}", err=True)
+    scheme = "https" if tls else "http"
+    typer.echo(f"embedgate: serving on {scheme}://{settings.host}:{settings.port}", err=True)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -75,7 +80,29 @@ def serve(
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # X-Forwarded-For is resolved by embedgate (trusted_proxies)
+        ssl_certfile=tls.get("certfile"),
+        ssl_keyfile=tls.get("keyfile"),
     )
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _tls_options(settings: Settings) -> dict[str, str]:
+    from embedgate.security.secret_files import InsecureSecretFile, read_secret_file
+
+    if not settings.tls_certfile and not settings.tls_keyfile:
+        return {}
+    if not (settings.tls_certfile and settings.tls_keyfile):
+        typer.echo("embedgate: TLS needs both tls_certfile and tls_keyfile", err=True)
+        raise typer.Exit(2)
+    try:
+        read_secret_file(settings.tls_keyfile)
+    except (InsecureSecretFile, OSError) as exc:
+        typer.echo(f"embedgate: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return {"certfile": str(settings.tls_certfile), "keyfile": str(settings.tls_keyfile)}
 
 
 @app.command()
@@ -121,4 +148,8 @@ def embed(
 
 
 def main() -> None:
+    from embedgate.cli_admin import audit_app, keys_app
+
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(audit_app, name="audit")
     app()

@@ -1,0 +1,143 @@
+"""`embedgate keys ...` and `embedgate audit verify`: key lifecycle and the audit chain,
+working directly on the configured database and audit file (no server needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from embedgate.config import Settings
+
+keys_app = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
+audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file.", exists=True, dir_okay=False)
+]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="State directory.")]
+
+
+def _service(config: Path | None, data_dir: Path | None):  # type: ignore[no-untyped-def]
+    from embedgate.logs import configure_logging
+    from embedgate.security.setup import key_service
+
+    overrides = {k: v for k, v in {"config": config, "data_dir": data_dir}.items() if v}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    configure_logging("warning", "text")
+    return key_service(settings)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    from embedgate.errors import ServiceError
+
+    message = exc.message if isinstance(exc, ServiceError) else str(exc)
+    typer.echo(f"embedgate: {message}", err=True)
+    return typer.Exit(1)
+
+
+@keys_app.command("create")
+def create(
+    name: Annotated[str, typer.Option(help="What the key is for.")],
+    role: Annotated[str, typer.Option(help="reader, writer or admin.")],
+    collections: Annotated[str | None, typer.Option(help="Limit to collections a,b.")] = None,
+    expires_in: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d or 12h.")] = None,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Input tokens per minute.")] = None,
+    cidr: Annotated[list[str] | None, typer.Option(help="Allowed client network (repeat).")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create a key and print it once, alone on the last line."""
+    from embedgate.security.key_service import parse_duration
+
+    service = _service(config, data_dir)
+    try:
+        issued = service.create(
+            name,
+            role,
+            actor="cli",
+            collections=[c for c in collections.split(",") if c] if collections else None,
+            expires_in=parse_duration(expires_in) if expires_in else None,
+            rpm=rpm,
+            tpm=tpm,
+            cidrs=list(cidr or []),
+        )
+    except Exception as exc:
+        raise _fail(exc) from None
+    record = issued.record
+    typer.echo(f"created key {record.id} ({record.name}, role {record.role}); store it now:")
+    typer.echo(issued.key)
+
+
+@keys_app.command("list")
+def list_keys(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """All keys, redacted (prefix and last four characters only)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "name", "role", "key", "collections", "expires", "active", "last used")
+    for entry in _service(config, data_dir).list():
+        table.add_row(
+            entry["id"],
+            entry["name"],
+            entry["role"],
+            entry["key"],
+            ",".join(entry["collections"]) if entry["collections"] is not None else "*",
+            entry["expires_at"] or "-",
+            "yes" if entry["active"] else "no",
+            entry["last_used_at"] or "-",
+        )
+    Console(width=200).print(table)
+
+
+@keys_app.command("revoke")
+def revoke(key_id: str, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Revoke a key at once."""
+    try:
+        _service(config, data_dir).revoke(key_id, actor="cli")
+    except Exception as exc:
+        raise _fail(exc) from None
+    typer.echo(f"revoked {key_id}")
+
+
+@keys_app.command("rotate")
+def rotate(
+    key_id: str,
+    grace: Annotated[str, typer.Option(help="How long the old key keeps working.")] = "0s",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Issue a replacement key; the old one stops working after the grace period."""
+    from embedgate.security.key_service import parse_duration
+
+    try:
+        issued = _service(config, data_dir).rotate(key_id, "cli", parse_duration(grace))
+    except Exception as exc:
+        raise _fail(exc) from None
+    typer.echo(f"rotated {key_id} -> {issued.record.id}; old key valid for {grace}; new key:")
+    typer.echo(issued.key)
+
+
+@audit_app.command("verify")
+def verify(
+    path: Annotated[Path | None, typer.Option(help="Audit file (default from settings).")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Check the hash chain; exit 1 and name the first bad line on tampering."""
+    from embedgate.security.audit import verify_chain
+
+    overrides = {k: v for k, v in {"config": config, "data_dir": data_dir}.items() if v}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    target = path or settings.audit_path or settings.data_dir / "audit.jsonl"
+    if not target.is_file():
+        typer.echo(f"embedgate: no audit log at {target}", err=True)
+        raise typer.Exit(2)
+    with target.open(encoding="utf-8") as handle:
+        result = verify_chain(line.rstrip("\n") for line in handle)
+    if not result.ok:
+        typer.echo(f"audit chain BROKEN at line {result.bad_line}: {result.reason}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"audit chain intact: {result.records} records")
