@@ -18,10 +18,16 @@ def write(path: Path, name: str, data: object) -> None:
 
 
 def test_qwen3_is_recognised_from_its_config(tmp_path: Path) -> None:
-    write(tmp_path, "config.json", {"model_type": "qwen3", "hidden_size": 1024,
-                                     "max_position_embeddings": 32768})  # fmt: skip
-    write(tmp_path, "config_sentence_transformers.json",
-          {"prompts": {"query": "Instruct: Retrieve parallel sentences\nQuery:", "document": ""}})  # fmt: skip
+    write(
+        tmp_path,
+        "config.json",
+        {"model_type": "qwen3", "hidden_size": 1024, "max_position_embeddings": 32768},
+    )
+    write(
+        tmp_path,
+        "config_sentence_transformers.json",
+        {"prompts": {"query": "Instruct: Retrieve parallel sentences\nQuery:", "document": ""}},
+    )
     spec = read_model_spec(tmp_path)
     assert (spec.pooling, spec.padding_side, spec.normalize) == ("last", "left", True)
     assert (spec.min_dimensions, spec.native_dimensions, spec.max_tokens) == (32, 1024, 32768)
@@ -39,16 +45,27 @@ def test_query_format_is_exact() -> None:
 
 @pytest.mark.parametrize(
     ("mode", "expected"),
-    [("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
-     ("pooling_mode_max_tokens", "max"), ("pooling_mode_lasttoken", "last")],
-)  # fmt: skip
+    [
+        ("pooling_mode_cls_token", "cls"),
+        ("pooling_mode_mean_tokens", "mean"),
+        ("pooling_mode_max_tokens", "max"),
+        ("pooling_mode_lasttoken", "last"),
+    ],
+)
 def test_sentence_transformers_pooling(tmp_path: Path, mode: str, expected: str) -> None:
-    write(tmp_path, "config.json", {"model_type": "xlm-roberta", "hidden_size": 768,
-                                     "max_position_embeddings": 514})  # fmt: skip
-    write(tmp_path, "modules.json", [
-        {"path": "", "type": "sentence_transformers.models.Transformer"},
-        {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ])  # fmt: skip
+    write(
+        tmp_path,
+        "config.json",
+        {"model_type": "xlm-roberta", "hidden_size": 768, "max_position_embeddings": 514},
+    )
+    write(
+        tmp_path,
+        "modules.json",
+        [
+            {"path": "", "type": "sentence_transformers.models.Transformer"},
+            {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ],
+    )
     write(tmp_path, "1_Pooling/config.json", {mode: True})
     write(tmp_path, "config_sentence_transformers.json", {"prompts": {"query": "query: "}})
     spec = read_model_spec(tmp_path)

@@ -26,7 +26,7 @@ from embedgate.engine import EmbeddingEngine, build_engine
 from embedgate.engine.scheduler import SchedulerObserver
 from embedgate.engine.selftest import run_self_test
 from embedgate.security.audit import AuditSink
-from embedgate.security.gate import requires
+from embedgate.security.gate import requires, unguarded_routes
 from embedgate.security.roles import Permission
 from embedgate.security.setup import build_security
 from embedgate.storage.key_store import KeyStore
@@ -131,6 +131,9 @@ def create_app(
         async def openapi_schema() -> JSONResponse:
             return JSONResponse(app.openapi())
 
+    unguarded = unguarded_routes(app.routes)
+    if unguarded:  # deny by default: a route without a permission is a bug, not a feature
+        raise RuntimeError(f"routes without a permission guard: {unguarded}")
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -69,9 +69,16 @@ async def create_key(
     body: CreateKey = await _parse(request, CreateKey, state)
     expires = parse_duration(body.expires_in) if body.expires_in else None
     issued = await asyncio.to_thread(
-        _keys(state).create, body.name, body.role, admin.subject, body.collections, expires,
-        body.rpm, body.tpm, body.cidrs,
-    )  # fmt: skip
+        _keys(state).create,
+        body.name,
+        body.role,
+        admin.subject,
+        body.collections,
+        expires,
+        body.rpm,
+        body.tpm,
+        body.cidrs,
+    )
     return JSONResponse({**public_view(issued.record), "key": issued.key}, status_code=201)
 
 

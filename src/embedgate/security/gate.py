@@ -123,3 +123,29 @@ class Requires:
 
 def requires(permission: Permission) -> Any:
     return Depends(Requires(permission))
+
+
+def route_table(routes: list[Any], prefix: str = "") -> list[tuple[str, Permission | None]]:
+    """Every endpoint (descending into included routers) with the permission guarding it."""
+    table: list[tuple[str, Permission | None]] = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:  # FastAPI's wrapper around an included router
+            context = getattr(route, "include_context", None)
+            table += route_table(list(inner.routes), prefix + getattr(context, "prefix", ""))
+            continue
+        path = prefix + str(getattr(route, "path", "?"))
+        dependant = getattr(route, "dependant", None)
+        guards = [
+            d.call.permission
+            for d in (dependant.dependencies if dependant is not None else [])
+            if isinstance(d.call, Requires)
+        ]
+        table.append((path, guards[0] if guards else None))
+    return table
+
+
+def unguarded_routes(routes: list[Any]) -> list[str]:
+    return [
+        path for path, guard in route_table(routes) if guard is None and path not in PUBLIC_PATHS
+    ]

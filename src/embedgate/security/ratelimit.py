@@ -110,8 +110,10 @@ class RateLimiter:
             if not self.shared:
                 raise
             if self.failure_mode == "fail_closed":
-                log.error("rate-limit store unreachable; refusing requests (fail_closed)",
-                          extra={"error": type(exc).__name__})  # fmt: skip
+                log.error(
+                    "rate-limit store unreachable; refusing requests (fail_closed)",
+                    extra={"error": type(exc).__name__},
+                )
                 raise ServiceError(
                     ErrorKind.LIMITS_UNAVAILABLE,
                     "rate limits cannot be checked right now (limit store unreachable); retry",
@@ -141,9 +143,10 @@ class RateLimiter:
         if kind == "tokens":
             detail = f"this request needs {cost} tokens; the key's limit is {limit} tokens/min"
             return ServiceError(
-                ErrorKind.RATE_LIMITED_TOKENS, f"Rate limit reached for tokens: {detail}",
+                ErrorKind.RATE_LIMITED_TOKENS,
+                f"Rate limit reached for tokens: {detail}",
                 headers=headers,
-            )  # fmt: skip
+            )
         if kind == "auth":
             return ServiceError(
                 ErrorKind.RATE_LIMITED_REQUESTS,

@@ -49,9 +49,11 @@ def key_service(
     pepper_env = settings.pepper.get_secret_value() if settings.pepper else None
     pepper = load_pepper(pepper_env, settings.pepper_file, settings.data_dir)
     return KeyService(
-        store or open_key_store(settings), pepper, audit or open_audit(settings),
+        store or open_key_store(settings),
+        pepper,
+        audit or open_audit(settings),
         settings.key_cache_ttl_s,
-    )  # fmt: skip
+    )
 
 
 def jwt_verifier(settings: Settings) -> JwtVerifier | None:

@@ -1,0 +1,352 @@
+"""The security checklist over HTTP (cases 1-12, 14-15, 23-24, 30-31), the deny-by-default
+route walk, and the secure defaults. Each case checks status, envelope and continued health."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from embedgate.app import create_app
+from embedgate.config import Settings
+from embedgate.security.audit import MemoryAuditSink
+from embedgate.security.client_ip import client_ip, parse_networks
+from embedgate.security.gate import PUBLIC_PATHS, route_table, unguarded_routes
+from embedgate.security.roles import Permission
+from embedgate.storage.key_store import MemoryKeyStore
+from support.servers import admin_key, client_for, fake_factory
+
+
+@pytest.fixture(scope="module")
+def store() -> MemoryKeyStore:
+    return MemoryKeyStore()
+
+
+@pytest.fixture(scope="module")
+def audit() -> MemoryAuditSink:
+    return MemoryAuditSink()
+
+
+@pytest.fixture(scope="module")
+def client(
+    tmp_path_factory: pytest.TempPathFactory, store: MemoryKeyStore, audit: MemoryAuditSink
+) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("sec"), failed_auth_per_minute=1000)
+    app = create_app(settings, fake_factory(), key_store=store, audit_sink=audit)
+    with client_for(app, authenticated=False) as c:
+        yield c
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def make_key(client: TestClient, role: str, **extra: Any) -> str:
+    admin = admin_key(client.app)  # type: ignore[arg-type]
+    response = client.post(
+        "/v1/admin/keys", json={"name": f"{role}-key", "role": role, **extra}, headers=bearer(admin)
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["key"])
+
+
+def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    if code:
+        assert body["error"]["code"] == code
+    return dict(body["error"])
+
+
+def healthy(client: TestClient) -> None:
+    assert client.get("/health").status_code == 200
+    ok = client.post("/v1/embeddings", json={"input": "ok"}, headers=bearer(admin_key(client.app)))  # type: ignore[arg-type]
+    assert ok.status_code == 200
+
+
+EMBED = {"input": "hello"}
+
+
+def test_case1_no_credentials(client: TestClient) -> None:
+    error = assert_error(client.post("/v1/embeddings", json=EMBED), 401, "invalid_api_key")
+    assert error["type"] == "invalid_request_error"
+    healthy(client)
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Basic {key}", "Token {key}", "{key}"])
+def test_case2_bad_schemes(client: TestClient, header: str) -> None:
+    value = header.format(key=admin_key(client.app))  # type: ignore[arg-type]
+    assert_error(client.post("/v1/embeddings", json=EMBED, headers={"Authorization": value}), 401)
+    healthy(client)
+
+
+def test_case2_lowercase_bearer_and_x_api_key(client: TestClient) -> None:
+    key = admin_key(client.app)  # type: ignore[arg-type]
+    assert (
+        client.post(
+            "/v1/embeddings", json=EMBED, headers={"Authorization": f"bearer {key}"}
+        ).status_code
+        == 200
+    )
+    assert client.post("/v1/embeddings", json=EMBED, headers={"x-api-key": key}).status_code == 200
+
+
+def test_case2_query_string_is_ignored(client: TestClient) -> None:
+    key = admin_key(client.app)  # type: ignore[arg-type]
+    assert_error(client.post(f"/v1/embeddings?api_key={key}", json=EMBED), 401)
+
+
+@pytest.mark.parametrize("suffix", [" ", "\t", "  x"])
+def test_case3_trailing_whitespace(client: TestClient, suffix: str) -> None:
+    key = admin_key(client.app)  # type: ignore[arg-type]
+    response = client.post(
+        "/v1/embeddings", json=EMBED, headers={"Authorization": f"Bearer {key}{suffix}"}
+    )
+    assert response.status_code in (200, 401)
+    healthy(client)
+
+
+def test_case4_bad_checksum_needs_no_lookup(client: TestClient, store: MemoryKeyStore) -> None:
+    key = make_key(client, "writer")
+    forged = key[:-6] + ("aaaaaa" if not key.endswith("aaaaaa") else "bbbbbb")
+    before = store.lookups
+    assert_error(client.post("/v1/embeddings", json=EMBED, headers=bearer(forged)), 401)
+    assert store.lookups == before
+
+
+def test_case5_huge_header_is_rejected_fast(client: TestClient) -> None:
+    response = client.post(
+        "/v1/embeddings", json=EMBED, headers={"Authorization": "Bearer " + "a" * 1_000_000}
+    )
+    assert_error(response, 431)
+    healthy(client)
+
+
+@pytest.mark.parametrize(
+    "key", ["egk_'; DROP TABLE api_keys; --", "' OR '1'='1", "egk_abc%00def", "\\x00"]
+)
+def test_case6_metacharacters(client: TestClient, key: str) -> None:
+    assert_error(client.post("/v1/embeddings", json=EMBED, headers=bearer(key)), 401)
+    healthy(client)
+
+
+def test_case7_revoked_and_rotated_keys(client: TestClient, store: MemoryKeyStore) -> None:
+    admin = bearer(admin_key(client.app))  # type: ignore[arg-type]
+    key = make_key(client, "writer")
+    key_id = key.split("_")[1]
+    assert client.delete(f"/v1/admin/keys/{key_id}", headers=admin).status_code == 200
+    assert_error(client.post("/v1/embeddings", json=EMBED, headers=bearer(key)), 401)
+    old = make_key(client, "writer")
+    rotated = client.post(
+        f"/v1/admin/keys/{old.split('_')[1]}/rotate", json={"grace": "0s"}, headers=admin
+    )
+    assert rotated.status_code == 201
+    assert_error(client.post("/v1/embeddings", json=EMBED, headers=bearer(old)), 401)
+    assert (
+        client.post("/v1/embeddings", json=EMBED, headers=bearer(rotated.json()["key"])).status_code
+        == 200
+    )
+    expiring = make_key(client, "writer", expires_in="1s")
+    from datetime import UTC, datetime, timedelta
+
+    store.update(expiring.split("_")[1], expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    client.app.state.embedgate.keys.invalidate(expiring.split("_")[1])  # type: ignore[attr-defined]
+    assert_error(client.post("/v1/embeddings", json=EMBED, headers=bearer(expiring)), 401)
+
+
+def test_case12_roles(client: TestClient) -> None:
+    reader, writer = make_key(client, "reader"), make_key(client, "writer")
+    error = assert_error(client.post("/v1/embeddings", json=EMBED, headers=bearer(reader)), 403)
+    assert "reader" in error["message"]
+    assert client.get("/v1/models", headers=bearer(reader)).status_code == 200
+    for method, path in (
+        ("get", "/v1/admin/keys"),
+        ("get", "/v1/admin/audit"),
+        ("get", "/metrics"),
+        ("delete", "/v1/admin/keys/x"),
+        ("get", "/openapi.json"),
+    ):
+        assert_error(getattr(client, method)(path, headers=bearer(writer)), 403)
+    assert client.post("/v1/embeddings", json=EMBED, headers=bearer(writer)).status_code == 200
+
+
+def test_case14_no_self_promotion(client: TestClient) -> None:
+    writer = make_key(client, "writer")
+    body = {"name": "me", "role": "admin"}
+    assert_error(client.post("/v1/admin/keys", json=body, headers=bearer(writer)), 403)
+    own_id = writer.split("_")[1]
+    assert_error(client.post(f"/v1/admin/keys/{own_id}/rotate", headers=bearer(writer)), 403)
+
+
+def test_case15_listings_are_redacted(client: TestClient, store: MemoryKeyStore) -> None:
+    key = make_key(client, "reader")
+    listing = client.get("/v1/admin/keys", headers=bearer(admin_key(client.app))).text  # type: ignore[arg-type]
+    assert key not in listing and admin_key(client.app) not in listing  # type: ignore[arg-type]
+    for record in store.all():
+        assert record.digest not in listing
+    assert "…" + key[-4:] in listing
+
+
+def test_rate_limit_requests_and_headers(client: TestClient) -> None:
+    key = make_key(client, "writer", rpm=3)
+    statuses = [client.post("/v1/embeddings", json=EMBED, headers=bearer(key)) for _ in range(4)]
+    assert [r.status_code for r in statuses] == [200, 200, 200, 429]
+    assert statuses[0].headers["x-ratelimit-limit-requests"] == "3"
+    assert statuses[0].headers["x-ratelimit-remaining-requests"] == "2"
+    assert statuses[0].headers["x-ratelimit-reset-requests"].endswith("s")
+    error = assert_error(statuses[3], 429, "rate_limit_exceeded")
+    assert error["type"] == "requests"
+    assert int(statuses[3].headers["retry-after"]) >= 1
+    assert int(statuses[3].headers["retry-after-ms"]) >= 1
+    healthy(client)
+
+
+def test_case23_tokens_per_minute_by_input_tokens(client: TestClient) -> None:
+    key = make_key(client, "writer", tpm=10)
+    first = client.post("/v1/embeddings", json={"input": "one two three four"}, headers=bearer(key))
+    assert first.status_code == 200 and first.json()["usage"]["prompt_tokens"] == 5
+    assert first.headers["x-ratelimit-remaining-tokens"] == "5"
+    second = client.post("/v1/embeddings", json={"input": "a b c d e f"}, headers=bearer(key))
+    error = assert_error(second, 429, "rate_limit_exceeded")
+    assert error["type"] == "tokens" and "7 tokens" in error["message"]
+    assert (
+        client.post("/v1/embeddings", json={"input": "tiny"}, headers=bearer(key)).status_code
+        == 200
+    )
+
+
+def test_failed_auth_is_limited_per_ip(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, failed_auth_per_minute=3), fake_factory())
+    with client_for(app, authenticated=False) as c:
+        codes = [
+            c.post("/v1/embeddings", json=EMBED, headers=bearer("egk_nope")).status_code
+            for _ in range(5)
+        ]
+        assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429]
+        # even the right key is refused while this address is locked out
+        assert (
+            c.post("/v1/embeddings", json=EMBED, headers=bearer(admin_key(app))).status_code == 429
+        )
+
+
+def test_deny_by_default_route_walk(client: TestClient) -> None:
+    table = dict(route_table(client.app.routes))  # type: ignore[attr-defined]
+    assert {path for path, guard in table.items() if guard is None} == set(PUBLIC_PATHS)
+    assert table["/v1/embeddings"] is Permission.EMBED
+    assert table["/v1/admin/keys"] is Permission.ADMIN and table["/metrics"] is Permission.ADMIN
+    assert table["/openapi.json"] is Permission.ADMIN and table["/v1/models"] is Permission.SEARCH
+    assert len(table) >= 11
+
+
+def test_an_unguarded_route_stops_the_app() -> None:
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.get("/v1/oops")
+    async def oops() -> dict[str, str]:
+        return {}
+
+    assert unguarded_routes([*create_app(Settings(), fake_factory()).routes, *router.routes]) == [
+        "/v1/oops"
+    ]
+
+
+def test_public_routes_and_admin_only_extras(client: TestClient) -> None:
+    assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
+    assert_error(client.get("/metrics"), 401)
+    assert_error(client.get("/openapi.json"), 401)
+    admin = bearer(admin_key(client.app))  # type: ignore[arg-type]
+    assert "embedgate_requests_total" in client.get("/metrics", headers=admin).text
+    assert "/v1/embeddings" in client.get("/openapi.json", headers=admin).json()["paths"]
+    assert client.get("/docs").status_code == 404
+    response = client.options(
+        "/v1/embeddings",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_audit_records_requests_without_text(client: TestClient, audit: MemoryAuditSink) -> None:
+    secret_text = "confidential merger plan"
+    key = make_key(client, "writer")
+    client.post(
+        "/v1/embeddings",
+        json={"input": [secret_text], "user": "alice", "dimensions": 32},
+        headers=bearer(key),
+    )
+    records = [json.loads(line) for line in audit.records]
+    mine = [
+        r
+        for r in records
+        if r.get("key_id") == key.split("_")[1] and r.get("route") == "/v1/embeddings"
+    ]
+    assert mine and mine[-1]["status"] == 200 and mine[-1]["n_inputs"] == 1
+    assert (
+        mine[-1]["user"] == "alice" and mine[-1]["dimensions"] == 32 and mine[-1]["n_tokens"] == 4
+    )
+    for field in ("ts", "request_id", "role", "client_ip", "method", "latency_ms"):
+        assert field in mine[-1]
+    assert all(secret_text not in line for line in audit.records)
+    admin = bearer(admin_key(client.app))  # type: ignore[arg-type]
+    found = client.get(
+        f"/v1/admin/audit?key_id={key.split('_')[1]}&status=200", headers=admin
+    ).json()["data"]
+    assert found and all(r["key_id"] == key.split("_")[1] for r in found)
+    usage = client.get("/v1/admin/usage", headers=admin).json()["data"]
+    assert any(u["key_id"] == key.split("_")[1] and u["tokens"] == 4 for u in usage)
+
+
+def test_admin_action_fails_closed_over_http(
+    client: TestClient, audit: MemoryAuditSink, store: MemoryKeyStore
+) -> None:
+    before = store.count()
+    audit.broken = True
+    try:
+        response = client.post(
+            "/v1/admin/keys",
+            json={"name": "x", "role": "reader"},
+            headers=bearer(admin_key(client.app)),
+        )  # type: ignore[arg-type]
+        assert_error(response, 503, "audit_unavailable")
+    finally:
+        audit.broken = False
+    assert store.count() == before
+    healthy(client)
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path: Path) -> None:
+    trusted = parse_networks(["10.0.0.0/8"])
+    assert client_ip("10.0.0.5", "203.0.113.9", trusted) == "203.0.113.9"
+    assert client_ip("10.0.0.5", "198.51.100.1, 203.0.113.9, 10.0.0.7", trusted) == "203.0.113.9"
+    assert client_ip("192.0.2.1", "203.0.113.9", trusted) == "192.0.2.1"
+    assert client_ip("10.0.0.5", "not-an-ip", trusted) == "10.0.0.5"
+    assert client_ip("10.0.0.5", None, trusted) == "10.0.0.5"
+    sink = MemoryAuditSink()
+    app = create_app(Settings(data_dir=tmp_path), fake_factory(), audit_sink=sink)
+    with client_for(app) as c:
+        c.post("/v1/embeddings", json=EMBED, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert "203.0.113.9" not in "".join(sink.records)
+
+
+def test_case31_canary_never_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sink = MemoryAuditSink()
+    app = create_app(Settings(data_dir=tmp_path), fake_factory(), audit_sink=sink)
+    with caplog.at_level(logging.DEBUG), client_for(app, authenticated=False) as c:
+        canary = make_key(c, "writer")
+        bodies = [
+            c.post("/v1/embeddings", json=EMBED, headers=bearer(canary)).text,
+            c.post("/v1/embeddings", json=EMBED, headers=bearer(canary + "x")).text,
+            c.post("/v1/embeddings", json=EMBED, headers=bearer(canary[:-1])).text,
+            c.post("/v1/embeddings", json={"input": canary}, headers=bearer("nope")).text,
+            c.get("/v1/admin/keys", headers=bearer(admin_key(app))).text,
+        ]
+        metrics = c.get("/metrics", headers=bearer(admin_key(app))).text
+    for text in [*bodies, metrics, caplog.text, *sink.records]:
+        assert canary not in text and canary[:-1] not in text
