@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: serve test lint install install-test bench
+.PHONY: serve test lint install install-test system-deps bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ $(VENV)/.test: pyproject.toml $(VENV)/.runtime
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
+# Redis and PostgreSQL for the tests (Debian packages; a no-op once installed)
+system-deps:
+	bash scripts/install-system-deps.sh
+
 serve: install
 	$(BIN)/embedgate serve
 
@@ -31,7 +35,7 @@ lint: install-test
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint
+test: lint system-deps
 	$(BIN)/pytest
 
 bench: install-test

@@ -213,7 +213,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _client(port: int, bodies: list[bytes], next_index: list[int], tokens: list[int]) -> None:
+async def _client(
+    port: int, bodies: list[bytes], next_index: list[int], tokens: list[int], auth: bytes
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while next_index[0] < len(bodies):
@@ -221,6 +223,7 @@ async def _client(port: int, bodies: list[bytes], next_index: list[int], tokens:
             next_index[0] += 1
             writer.write(
                 b"POST /v1/embeddings HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                + auth
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
@@ -240,19 +243,31 @@ async def _client(port: int, bodies: list[bytes], next_index: list[int], tokens:
         writer.close()
 
 
-async def _load(port: int, texts: list[str], clients: int) -> tuple[int, float]:
+async def _load(port: int, texts: list[str], clients: int, key: str = "") -> tuple[int, float]:
     bodies = [json.dumps({"input": t, "encoding_format": "base64"}).encode() for t in texts]
+    auth = f"Authorization: Bearer {key}\r\n".encode() if key else b""
     tokens, index = [0], [0]
     start = time.perf_counter()
-    await asyncio.gather(*(_client(port, bodies, index, tokens) for _ in range(clients)))
+    await asyncio.gather(*(_client(port, bodies, index, tokens, auth) for _ in range(clients)))
     return tokens[0], time.perf_counter() - start
 
 
-def http_rows(
-    model: str | None, dtype: str, corpora: dict[str, list[str]], clients: int, repeats: int
-) -> list[Row]:
+@dataclass
+class ServerProcess:
+    port: int
+    process: subprocess.Popen[bytes]
+    key: str = ""
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+
+
+def start_server(model: str | None, dtype: str, env_extra: dict[str, str]) -> ServerProcess:
+    import httpx
+
     port = free_port()
-    env = {**os.environ, "EMBEDGATE_LOG_LEVEL": "warning", "EMBEDGATE_DTYPE": dtype}
+    env = {**os.environ, "EMBEDGATE_LOG_LEVEL": "warning", "EMBEDGATE_DTYPE": dtype, **env_extra}
     if model:
         env["EMBEDGATE_MODEL"] = model
     server = subprocess.Popen(
@@ -261,33 +276,120 @@ def http_rows(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        deadline = time.monotonic() + 300
-        import httpx
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return ServerProcess(port, server)
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            raise TimeoutError("server did not become ready")
+        time.sleep(0.2)
 
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not become ready")
-            time.sleep(0.2)
+
+def best_load(server: ServerProcess, texts: list[str], clients: int) -> tuple[int, float]:
+    return asyncio.run(_load(server.port, texts, clients, server.key))
+
+
+def http_rows(
+    model: str | None, dtype: str, corpora: dict[str, list[str]], clients: int, repeats: int
+) -> list[Row]:
+    server = start_server(model, dtype, {"EMBEDGATE_AUTH": "false", "EMBEDGATE_AUDIT": "false"})
+    try:
         rows = []
         for name, texts in corpora.items():
-            asyncio.run(_load(port, texts[:128], clients))  # warm-up
-            best = None
-            for _ in range(repeats):
-                tokens, seconds = asyncio.run(_load(port, texts, clients))
-                if best is None or seconds < best[1]:
-                    best = (tokens, seconds)
-            assert best is not None
-            rows.append(Row(f"HTTP {clients} clients {dtype}", name, best[0], best[1]))
+            best_load(server, texts[:128], clients)  # warm-up
+            runs = [best_load(server, texts, clients) for _ in range(repeats)]
+            tokens, seconds = min(runs, key=lambda r: r[1])
+            rows.append(Row(f"HTTP {clients} clients {dtype}", name, tokens, seconds))
         return rows
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        server.stop()
+
+
+def security_rows(
+    model: str | None, dtype: str, texts: list[str], clients: int, repeats: int
+) -> list[Row]:
+    """Auth + Redis limits + audit on vs all off; runs alternate so drift hits both alike."""
+    import shutil
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix="embedgate-bench-"))
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    data = workdir / "data"
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embedgate",
+            "keys",
+            "create",
+            "--name",
+            "bench",
+            "--role",
+            "writer",
+            "--rpm",
+            "1000000",
+            "--tpm",
+            "1000000000",
+            "--data-dir",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = created.stdout.strip().splitlines()[-1]
+    secured_env = {
+        "EMBEDGATE_DATA_DIR": str(data),
+        "EMBEDGATE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+    }
+    off = start_server(
+        model, dtype, {"EMBEDGATE_AUTH": "false", "EMBEDGATE_DATA_DIR": str(workdir / "off")}
+    )
+    on = start_server(model, dtype, secured_env)
+    on.key = key
+    try:
+        for server in (off, on):
+            best_load(server, texts[:128], clients)
+        results: dict[str, list[tuple[int, float]]] = {"off": [], "on": []}
+        for _ in range(repeats):
+            results["off"].append(best_load(off, texts, clients))
+            results["on"].append(best_load(on, texts, clients))
+        audit_lines = len((data / "audit.jsonl").read_text().splitlines())
+        assert audit_lines >= len(texts), "the secured run must have written audit records"
+        rows = []
+        for label, name in (("off", "security off"), ("on", "auth + Redis limits + audit")):
+            tokens, seconds = min(results[label], key=lambda r: r[1])
+            rows.append(
+                Row(f"HTTP {clients} clients {dtype}, {name}", "sentences~50", tokens, seconds)
+            )
+        return rows
+    finally:
+        off.stop()
+        on.stop()
+        redis.terminate()
+        redis.wait(timeout=30)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -299,6 +401,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--only-security",
+        action="store_true",
+        help="just the security on/off comparison (needs redis-server)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
@@ -310,6 +417,15 @@ def main() -> None:
         "sentences~50": make_corpus(fp32, 2000 // scale, 50, seed=1),
         "passages~256": make_corpus(fp32, 200 // scale, 256, seed=2),
     }
+    if args.only_security:
+        fp32.stop()
+        off, on = security_rows(
+            args.model, "bfloat16", corpora["sentences~50"], args.clients, repeats
+        )
+        for r in (off, on):
+            print(f"{r.name:60} {r.rate:10.0f} tokens/s")
+        print(f"security on / off: {on.rate / off.rate:.3f}x (target >= 0.95)")
+        return
     tokens = {name: count_tokens(fp32, texts) for name, texts in corpora.items()}
     for name, texts in corpora.items():
         print(
@@ -327,8 +443,12 @@ def main() -> None:
     bf16.stop()
     rows += r32 + r16
     cosine = min(float((v16[n] * v32[n]).sum(axis=1).min()) for n in corpora)
+    security: list[Row] = []
     if not args.skip_http:
         rows += http_rows(args.model, "bfloat16", corpora, args.clients, repeats)
+        security = security_rows(
+            args.model, "bfloat16", corpora["sentences~50"], args.clients, repeats
+        )
 
     base = {r.corpus: r.rate for r in rows if "baseline" in r.name}
     engine16 = {r.corpus: r.rate for r in r16}
@@ -348,6 +468,10 @@ def main() -> None:
             }
         )
     print(f"\nbf16 vs fp32: minimum cosine {cosine:.6f} (target >= 0.999)")
+    if security:
+        off, on = security
+        print(f"security on / off (sentences): {on.rate / off.rate:.3f}x (target >= 0.95)")
+        results.append({"run": "security on/off", "ratio": round(on.rate / off.rate, 3)})
     if args.json:
         args.json.write_text(json.dumps({"results": results, "bf16_min_cosine": cosine}, indent=2))
 

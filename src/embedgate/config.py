@@ -156,6 +156,10 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         default=None, description="SQLAlchemy URL (PostgreSQL); default SQLite in the data dir."
     )
+    audit: bool = Field(
+        default=True,
+        description="Write the audit log. Off only for measurements: admin actions are refused.",
+    )
     audit_path: Path | None = Field(
         default=None, description="Audit log (JSON lines); default <data_dir>/audit.jsonl."
     )

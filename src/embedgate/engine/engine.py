@@ -209,8 +209,9 @@ class EmbeddingEngine:
     ) -> Embeddings:
         """Embed from the event loop; set `cancelled` when the caller goes away.
 
-        `admit(tokens)` runs once the real token count is known and before any work is queued
-        (the token rate limit charges there, and may refuse).
+        `admit(tokens)` runs once the real token count is known; if it raises, the request
+        fails with that error and its queued work is dropped (the token rate limit charges
+        there).
         """
         self.validate(request)
         if _is_small(request):  # a thread hop would cost more than tokenising
@@ -218,12 +219,19 @@ class EmbeddingEngine:
         else:
             loop = asyncio.get_running_loop()
             sequences = await loop.run_in_executor(self._tokenizers, self.tokenize, request)
-        if admit is not None:
-            await admit(sum(len(s) for s in sequences))
         flag = cancelled or threading.Event()
         if flag.is_set():
             raise asyncio.CancelledError
         pending = self._enqueue(sequences, flag)
+        if admit is not None:
+            # the admission check (e.g. a token rate limit on Redis) runs while the work
+            # waits in the queue; if it refuses, the work is dropped before the model sees it
+            # (unless the model already started on it, in which case the result is discarded)
+            try:
+                await admit(sum(len(s) for s in sequences))
+            except BaseException:
+                flag.set()
+                raise
         try:
             rows = await asyncio.wrap_future(pending.future)
         except asyncio.CancelledError:

@@ -67,7 +67,7 @@ class Security:
     async def authenticate(self, request: Request, ip: str) -> Principal:
         if not self.enabled:
             return ANONYMOUS_ADMIN
-        if await self.limiter.exhausted("auth", ip, self.failed_auth_per_minute):
+        if self.limiter.locked_out(f"auth:{ip}"):
             await self.limiter.hit("auth", ip, self.failed_auth_per_minute)  # raises 429
         try:
             token = credential_from(request.headers)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 Kind = Literal["requests", "tokens", "auth"]
 FailureMode = Literal["fail_closed", "local"]
+STATS_REFRESH_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class RateLimiter:
         self._primary = SlidingWindowCounterRateLimiter(storage)
         self._local = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._degraded_since: float | None = None
+        self._stats: dict[str, tuple[float, int, float]] = {}
+        self._lockouts: dict[str, float] = {}
 
     async def _hit(
         self,
@@ -83,24 +86,51 @@ class RateLimiter:
         ident: str,
         cost: int,
     ) -> tuple[bool, int, float]:
-        allowed = await limiter.hit(item, ident, cost=cost)
-        stats = await limiter.get_window_stats(item, ident)
-        return allowed, stats.remaining, stats.reset_time - time.time()
+        """One round trip for the decision; window stats only when the estimate is stale.
 
-    async def exhausted(self, kind: Kind, ident: str, per_minute: int) -> bool:
-        """True when the next hit would be refused (checked without charging)."""
-        item = RateLimitItemPerMinute(per_minute)
-        try:
-            return not await self._primary.test(item, f"{kind}:{ident}")
-        except Exception:
-            if not self.shared or self.failure_mode == "fail_closed":
-                return self.shared  # an unreachable store refuses in fail_closed mode
-            return not await self._local.test(item, f"{kind}:{ident}")
+        The decision is always exact (the store's atomic script). The `remaining` / `reset`
+        figures for headers are re-read at most once a second per identity, or when the
+        estimate gets near the limit, or on a refusal; in between they are counted down
+        locally, which keeps a request at one store round trip per limit.
+        """
+        allowed = await limiter.hit(item, ident, cost=cost)
+        now = time.time()
+        cached = self._stats.get(ident)
+        if (
+            allowed
+            and cached is not None
+            and now - cached[0] < STATS_REFRESH_S
+            and cached[1] - cost > item.amount * 0.1
+        ):
+            remaining = cached[1] - cost
+            self._stats[ident] = (cached[0], remaining, cached[2])
+            return allowed, remaining, cached[2] - now
+        stats = await limiter.get_window_stats(item, ident)
+        self._stats[ident] = (now, stats.remaining, stats.reset_time)
+        return allowed, stats.remaining, stats.reset_time - now
+
+    def locked_out(self, ident: str) -> bool:
+        """Failed-auth lockouts are remembered in-process, so the check before every
+        authentication costs no store round trip (counting failures still uses the store)."""
+        until = self._lockouts.get(ident)
+        if until is None:
+            return False
+        if time.monotonic() >= until:
+            self._lockouts.pop(ident, None)
+            return False
+        return True
+
+    def lock_out(self, ident: str, seconds: float) -> None:
+        if len(self._lockouts) > 100_000:  # bound memory under an address-spraying attack
+            self._lockouts.clear()
+        self._lockouts[ident] = time.monotonic() + max(seconds, 1.0)
 
     async def hit(self, kind: Kind, ident: str, per_minute: int, cost: int = 1) -> LimitStatus:
         """Charge `cost`; raises 429 (or 503 when the store is down and fail_closed)."""
         item = RateLimitItemPerMinute(per_minute)
         key = f"{kind}:{ident}"
+        if kind == "auth" and self.locked_out(key):
+            raise self._refusal(kind, per_minute, cost, {"Retry-After": "60"})
         try:
             allowed, remaining, reset = await self._hit(self._primary, item, key, cost)
             if self._degraded_since is not None:
@@ -130,6 +160,8 @@ class RateLimiter:
         status = LimitStatus(kind, per_minute, remaining, reset)
         if not allowed:
             retry = max(reset, 0.001)
+            if kind == "auth":
+                self.lock_out(key, retry)
             headers = {
                 **status.headers(),
                 "Retry-After": str(max(1, math.ceil(retry))),

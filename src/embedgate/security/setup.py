@@ -40,6 +40,9 @@ def open_key_store(settings: Settings) -> KeyStore:
 
 
 def open_audit(settings: Settings) -> AuditLog:
+    if not settings.audit:
+        log.warning("the audit log is switched off; admin actions will be refused")
+        return AuditLog(None)
     return AuditLog(FileAuditSink(settings.audit_path or settings.data_dir / "audit.jsonl"))
 
 
@@ -104,7 +107,7 @@ def build_security(
         failed_auth_per_minute=settings.failed_auth_per_minute,
     )
     parts = SecurityParts(security, audit, keys)
-    if settings.auth:
+    if settings.auth and settings.audit:
         issued = keys.ensure_admin_key()
         if issued is not None:
             path = settings.data_dir / ADMIN_KEY_FILE
