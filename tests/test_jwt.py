@@ -16,6 +16,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embedgate.app import create_app
 from embedgate.config import Settings
@@ -239,3 +241,21 @@ def test_jwt_settings_are_validated(tmp_path: Path) -> None:
         jwt_verifier(Settings(jwt_algorithms=["HS256"], jwt_secret="x"))
     with pytest.raises(ValueError, match="jwks_url"):
         jwt_verifier(Settings(jwt_algorithms=["RS256"], jwt_issuer=ISS, jwt_audience=AUD))
+
+
+VALID_TOKEN = jwt.encode(claims(exp=int(time.time()) + 86400), SECRET, algorithm="HS256")
+PROPERTY_VERIFIER = verifier()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, len(VALID_TOKEN) - 1), st.characters(codec="ascii"))
+def test_mutated_tokens_never_verify(position: int, char: str) -> None:
+    mutated = VALID_TOKEN[:position] + char + VALID_TOKEN[position + 1 :]
+    if mutated != VALID_TOKEN:
+        assert check(PROPERTY_VERIFIER, mutated) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_random_tokens_never_verify(token: str) -> None:
+    assert check(PROPERTY_VERIFIER, token) is None

@@ -350,3 +350,40 @@ def test_case31_canary_never_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixt
         metrics = c.get("/metrics", headers=bearer(admin_key(app))).text
     for text in [*bodies, metrics, caplog.text, *sink.records]:
         assert canary not in text and canary[:-1] not in text
+
+
+def test_cors_only_when_configured(tmp_path: Path) -> None:
+    app = create_app(
+        Settings(data_dir=tmp_path, cors_origins=["https://console.example"]), fake_factory()
+    )
+    with client_for(app) as c:
+        ok = c.options(
+            "/v1/embeddings",
+            headers={"Origin": "https://console.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert ok.headers.get("access-control-allow-origin") == "https://console.example"
+        other = c.options(
+            "/v1/embeddings",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_audit_filters_by_time(client: TestClient) -> None:
+    admin = bearer(admin_key(client.app))  # type: ignore[arg-type]
+    client.post("/v1/embeddings", json=EMBED, headers=admin)
+    everything = client.get("/v1/admin/audit?limit=10000", headers=admin).json()["data"]
+    assert everything
+    newest = everything[0]["ts"]
+    later = client.get("/v1/admin/audit", params={"since": newest}, headers=admin).json()["data"]
+    assert later and all(r["ts"] >= newest for r in later)
+    assert (
+        client.get(
+            "/v1/admin/audit", params={"until": "2000-01-01T00:00:00Z"}, headers=admin
+        ).json()["data"]
+        == []
+    )
+    route = client.get("/v1/admin/audit", params={"route": "/v1/admin/keys"}, headers=admin).json()[
+        "data"
+    ]
+    assert all(r["route"] == "/v1/admin/keys" for r in route)

@@ -70,6 +70,14 @@ def serve(
         typer.echo("embedgate: refusing auth=false on a non-loopback address", err=True)
         raise typer.Exit(2)
     tls = _tls_options(settings)
+    from embedgate.security.secret_files import InsecureSecretFile
+    from embedgate.security.setup import preflight
+
+    try:
+        preflight(settings)
+    except (InsecureSecretFile, OSError, ValueError) as exc:
+        typer.echo(f"embedgate: {exc}", err=True)
+        raise typer.Exit(2) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     scheme = "https" if tls else "http"
     typer.echo(f"embedgate: serving on {scheme}://{settings.host}:{settings.port}", err=True)

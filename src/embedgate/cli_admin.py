@@ -21,12 +21,16 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="State direc
 
 def _service(config: Path | None, data_dir: Path | None):  # type: ignore[no-untyped-def]
     from embedgate.logs import configure_logging
+    from embedgate.security.secret_files import InsecureSecretFile
     from embedgate.security.setup import key_service
 
     overrides = {k: v for k, v in {"config": config, "data_dir": data_dir}.items() if v}
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging("warning", "text")
-    return key_service(settings)
+    try:
+        return key_service(settings)
+    except (InsecureSecretFile, OSError, ValueError) as exc:
+        raise _fail(exc) from None
 
 
 def _fail(exc: Exception) -> typer.Exit:

@@ -89,6 +89,16 @@ def jwt_verifier(settings: Settings) -> JwtVerifier | None:
     )
 
 
+def preflight(settings: Settings) -> None:
+    """Check secrets and JWT settings before serving, so mistakes are one clear line, not a
+    traceback from inside the server (raises ValueError / InsecureSecretFile / OSError)."""
+    if settings.pepper_file is not None:
+        read_secret_file(settings.pepper_file)
+    elif (settings.data_dir / "pepper").exists():
+        read_secret_file(settings.data_dir / "pepper")
+    jwt_verifier(settings)
+
+
 def build_security(
     settings: Settings, store: KeyStore | None = None, audit_sink: AuditSink | None = None
 ) -> SecurityParts:
