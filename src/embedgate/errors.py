@@ -32,6 +32,8 @@ class ErrorKind(Enum):
     HEADERS_TOO_LARGE = "headers_too_large"
     LIMITS_UNAVAILABLE = "limits_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
+    PARSE_TIMEOUT = "parse_timeout"
+    CONFLICT = "conflict"
     NOT_READY = "not_ready"
     BACKEND_FAILURE = "backend_failure"
     INTERNAL = "internal"

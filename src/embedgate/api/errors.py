@@ -41,6 +41,8 @@ _MAPPING: dict[ErrorKind, tuple[int, str, str | None]] = {
     ErrorKind.HEADERS_TOO_LARGE: (431, "invalid_request_error", "headers_too_large"),
     ErrorKind.LIMITS_UNAVAILABLE: (503, "service_unavailable", "rate_limiter_unavailable"),
     ErrorKind.AUDIT_UNAVAILABLE: (503, "service_unavailable", "audit_unavailable"),
+    ErrorKind.PARSE_TIMEOUT: (422, "invalid_request_error", "parse_timeout"),
+    ErrorKind.CONFLICT: (409, "invalid_request_error", "conflict"),
     ErrorKind.NOT_READY: (503, "service_unavailable", "not_ready"),
     ErrorKind.BACKEND_FAILURE: (500, "server_error", "model_error"),
     ErrorKind.INTERNAL: (500, "server_error", "internal_error"),

@@ -1,0 +1,1 @@
+"""The knowledge base: parse, chunk, embed, store in Milvus, hybrid search."""
