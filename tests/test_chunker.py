@@ -4,6 +4,7 @@ without any punctuation."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -65,7 +66,7 @@ def check(text: str, max_tokens: int, overlap: int) -> None:
         assert chunk.text == text[chunk.start : chunk.end]
     # in order, and every non-blank character is in some chunk
     covered = [False] * len(text)
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert a.start < b.start and a.end <= b.end
         assert b.start <= a.end or not count([text[a.end : b.start]])[0]
     for chunk in chunks:
@@ -73,7 +74,7 @@ def check(text: str, max_tokens: int, overlap: int) -> None:
             covered[i] = True
     assert all(covered[i] or not count([text[i]])[0] for i in range(len(text)))
     # overlap never exceeds its budget
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         if b.start < a.end:
             assert count([text[b.start : a.end]])[0] <= max(overlap, 0) + 2
 
@@ -87,7 +88,7 @@ def test_chunking_properties(text: str, max_tokens: int, overlap: int) -> None:
 def test_structure_is_kept() -> None:
     text = "# Guide\n\nIntro paragraph.\n\n## Install\n\nRun the installer. It is quick.\n\n## 使用\n\n第一步。第二步！第三步？"
     chunks = chunk_text([(1, text)], count, max_tokens=12, overlap_tokens=0)
-    assert [c.headings for c in chunks][0] == ("Guide",)
+    assert next(c.headings for c in chunks) == ("Guide",)
     assert any(c.headings == ("Guide", "使用") for c in chunks)
     sentences = chunk_text([(1, "第一步。第二步！第三步？第四步；")], count, 5, 0)
     assert [c.text for c in sentences] == ["第一步。", "第二步！", "第三步？", "第四步；"]
@@ -105,7 +106,7 @@ def test_pages_and_offsets() -> None:
 def test_overlap_is_about_what_was_asked() -> None:
     text = " ".join(f"Sentence number {i} is here." for i in range(200))
     chunks = chunk_text([(1, text)], count, max_tokens=64, overlap_tokens=8)
-    overlaps = [count([text[b.start : a.end]])[0] for a, b in zip(chunks, chunks[1:], strict=False)]
+    overlaps = [count([text[b.start : a.end]])[0] for a, b in itertools.pairwise(chunks)]
     assert all(0 < o <= 8 for o in overlaps)
 
 

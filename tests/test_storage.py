@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from embedgate.storage.database import MIGRATIONS, migrate, open_database, schema_migrations
+from embedgate.storage.database import MIGRATIONS, migrate, open_database
 from embedgate.storage.key_store import KeyRecord, SqlKeyStore
+from embedgate.storage.schema import schema_migrations
 from support.services import postgres_server
 
 

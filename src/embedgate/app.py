@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
 from embedgate import __version__
-from embedgate.api import admin, embeddings, health, models
+from embedgate.api import admin, embeddings, health, knowledge, models
 from embedgate.api.errors import install_error_handlers
 from embedgate.api.metrics import Metrics
 from embedgate.api.middleware import RequestContextMiddleware
@@ -25,10 +25,12 @@ from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, build_engine
 from embedgate.engine.scheduler import SchedulerObserver
 from embedgate.engine.selftest import run_self_test
+from embedgate.knowledge.setup import build_knowledge
+from embedgate.knowledge.vector_store import VectorStore
 from embedgate.security.audit import AuditSink
 from embedgate.security.gate import requires, unguarded_routes
 from embedgate.security.roles import Permission
-from embedgate.security.setup import build_security
+from embedgate.security.setup import build_security, open_settings_database
 from embedgate.storage.key_store import KeyStore
 
 log = logging.getLogger(__name__)
@@ -85,17 +87,25 @@ def create_app(
     engine_factory: EngineFactory | None = None,
     key_store: KeyStore | None = None,
     audit_sink: AuditSink | None = None,
+    vector_store: VectorStore | None = None,
 ) -> FastAPI:
     """Build the ASGI app. The optional boundaries swap in fakes: `engine_factory` (model
-    backend), `key_store` and `audit_sink`; by default they are the real ones from settings."""
+    backend), `key_store`, `audit_sink` and `vector_store`; by default they are the real ones
+    from settings."""
     metrics = Metrics()
     state = ServiceState(settings=settings, metrics=metrics)
     factory: EngineFactory = engine_factory or build_engine
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        parts = await asyncio.to_thread(build_security, settings, key_store, audit_sink)
+        database = await asyncio.to_thread(open_settings_database, settings)
+        parts = await asyncio.to_thread(build_security, settings, key_store, audit_sink, database)
         state.security, state.audit, state.keys = parts.security, parts.audit, parts.keys
+        state.knowledge = await asyncio.to_thread(
+            build_knowledge, settings, database, state.ready_engine, vector_store
+        )
+        state.knowledge.runner.start()
+        await asyncio.to_thread(state.knowledge.runner.recover)
         loader = asyncio.create_task(_bring_up(state, factory))
         flusher = asyncio.create_task(_flush_last_used(state))
         try:
@@ -106,6 +116,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             state.ready = False
+            if state.knowledge is not None:
+                state.knowledge.runner.stop()
             if state.engine is not None:
                 state.engine.stop()
             with contextlib.suppress(Exception):
@@ -125,6 +137,7 @@ def create_app(
     app.include_router(models.router)
     app.include_router(embeddings.router)
     app.include_router(admin.router)
+    app.include_router(knowledge.router)
     if settings.api_docs == "admin":
 
         @app.get("/openapi.json", dependencies=[requires(Permission.ADMIN)])
@@ -145,6 +158,7 @@ def create_app(
         RequestContextMiddleware,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.kb_max_upload_bytes + 64 * 1024,
         max_header_bytes=settings.max_header_bytes,
         state=state,
     )

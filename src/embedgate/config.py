@@ -178,6 +178,36 @@ class Settings(BaseSettings):
         default=16384, ge=1024, description="Largest total request header size (else 431)."
     )
 
+    # --- knowledge base ----------------------------------------------------------------------
+    milvus_uri: str | None = Field(
+        default=None, description="Milvus server URI; default Milvus Lite at <data_dir>/milvus.db."
+    )
+    milvus_token: SecretStr | None = Field(
+        default=None, description="Milvus token or user:password (env only)."
+    )
+    kb_chunk_tokens: int = Field(
+        default=512, ge=16, le=8192, description="Default chunk size in model tokens."
+    )
+    kb_chunk_overlap: int = Field(
+        default=61, ge=0, description="Default overlap between chunks, in tokens (~12%)."
+    )
+    kb_max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="Largest accepted upload, in bytes."
+    )
+    kb_max_pages: int = Field(default=2000, ge=1, description="Most pages accepted in one PDF.")
+    kb_max_docx_uncompressed: int = Field(
+        default=200 * 1024 * 1024, ge=1024, description="Most bytes a DOCX may expand to."
+    )
+    kb_parse_timeout_s: float = Field(
+        default=120.0, gt=0, description="Time limit for parsing one document."
+    )
+    kb_near_duplicate_threshold: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Chunk cosine at which documents count as near-duplicates.",
+    )
+
     # --- startup -----------------------------------------------------------------------------
     self_test: bool = Field(
         default=True, description="Run the embedding self-test before /ready turns green."

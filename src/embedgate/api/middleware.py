@@ -5,6 +5,7 @@ and one audit record per request (counts only, never input text)."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from embedgate.security.gate import PUBLIC_PATHS
 from embedgate.security.roles import Principal
 
 log = logging.getLogger("embedgate.access")
+UPLOAD_PATH = re.compile(r"^/v1/collections/[^/]+/documents$")
 
 
 class _BodyTooLarge(Exception):
@@ -35,12 +37,14 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         max_header_bytes: int = 16384,
         state: ServiceState | None = None,
+        max_upload_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.state = state
+        self.max_upload_bytes = max_upload_bytes or max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,33 +62,43 @@ class RequestContextMiddleware:
             )
             await error_response(error, {"Connection": "close"})(scope, receive, send)
             status["code"] = 431
-        elif self._declared_too_large(scope):
-            await self._send_too_large(scope, receive, send)
+        elif self._declared_too_large(scope, self._limit_for(scope)):
+            await self._send_too_large(scope, receive, send, self._limit_for(scope))
             status["code"] = 413
         else:
+            limit = self._limit_for(scope)
             try:
                 await self.app(
-                    scope, self._limited(receive), self._tracking(scope, send, status, request_id)
+                    scope,
+                    self._limited(receive, limit),
+                    self._tracking(scope, send, status, request_id),
                 )
             except _BodyTooLarge:
                 if status["sent"]:
                     raise
-                await self._send_too_large(scope, receive, send)
+                await self._send_too_large(scope, receive, send, limit)
                 status["code"] = 413
         elapsed = time.perf_counter() - started
         self._record(scope, int(status["code"]), elapsed, request_id)
         self._audit(scope, int(status["code"]), elapsed, request_id)
 
-    def _declared_too_large(self, scope: Scope) -> bool:
+    def _limit_for(self, scope: Scope) -> int:
+        """Uploads get their own, larger limit; every other body the general one."""
+        path = scope.get("path", "")
+        if scope.get("method") == "POST" and UPLOAD_PATH.match(path):
+            return self.max_upload_bytes
+        return self.max_body_bytes
+
+    def _declared_too_large(self, scope: Scope, limit: int) -> bool:
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    return int(value) > self.max_body_bytes
+                    return int(value) > limit
                 except ValueError:
                     return True
         return False
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         seen = 0
 
         async def limited_receive() -> Message:
@@ -92,7 +106,7 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
+                if seen > limit:
                     raise _BodyTooLarge
             return message
 
@@ -115,10 +129,10 @@ class RequestContextMiddleware:
 
         return tracking_send
 
-    async def _send_too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _send_too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         error = ServiceError(
             ErrorKind.REQUEST_TOO_LARGE,
-            f"the request body is larger than {self.max_body_bytes} bytes; split the input",
+            f"the request body is larger than {limit} bytes; split the input",
         )
         await error_response(error, {"Connection": "close"})(scope, receive, send)
 

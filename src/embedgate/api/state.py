@@ -10,6 +10,7 @@ from embedgate.api.metrics import Metrics
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.knowledge.base import KnowledgeBase
 from embedgate.security.audit import AuditLog
 from embedgate.security.gate import Security
 from embedgate.security.key_service import KeyService
@@ -23,8 +24,17 @@ class ServiceState:
     security: Security | None = None
     audit: AuditLog | None = None
     keys: KeyService | None = None
+    knowledge: KnowledgeBase | None = None
     ready: bool = False
     reason: str = "loading the model"
+
+    def ready_engine(self) -> EmbeddingEngine | None:
+        return self.engine if self.ready else None
+
+    def require_knowledge(self) -> KnowledgeBase:
+        if self.knowledge is None:
+            raise ServiceError(ErrorKind.NOT_READY, "the knowledge base is not available")
+        return self.knowledge
 
     def require_engine(self) -> EmbeddingEngine:
         if self.engine is None or not self.ready:

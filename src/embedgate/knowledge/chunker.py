@@ -120,7 +120,7 @@ def chunk_text(
     page_starts: list[int] = []
     parts: list[str] = []
     offset = 0
-    for number, page_text in pages:
+    for _number, page_text in pages:
         page_starts.append(offset)
         parts.append(page_text)
         offset += len(page_text) + 2
@@ -157,7 +157,7 @@ def chunk_text(
                     page_numbers[p] if pages else 1,
                     heading_paths[h] if h >= 0 else (),
                     tokens,
-                )  # fmt: skip
+                )
             )
         if j >= len(pieces):
             break

@@ -203,8 +203,9 @@ def parse_html(data: bytes) -> ParsedDocument:
     for tag in soup(["script", "style", "noscript", "template", "iframe", "object"]):
         tag.decompose()
     lines = []
-    for element in soup.find_all(["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "td", "th",
-                                  "pre", "blockquote"]):  # fmt: skip
+    for element in soup.find_all(
+        ["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "td", "th", "pre", "blockquote"]
+    ):
         text = " ".join(element.get_text(" ", strip=True).split())
         if not text or element.find_parent(["p", "li", "td", "th", "pre", "blockquote"]):
             continue
@@ -228,6 +229,21 @@ def decode_text(data: bytes) -> str:
     if best is None:
         raise _error(ErrorKind.INVALID_REQUEST, "the text file's encoding cannot be recognised")
     return str(best)
+
+
+def check_upload(filename: str, data: bytes, limits: ParseLimits) -> str:
+    """The checks an upload gets before it is accepted (cheap; no parsing): empty, too big,
+    unsupported type, and for DOCX the zip container (bombs, entity declarations)."""
+    if not data:
+        raise _error(ErrorKind.INVALID_REQUEST, "the file is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise _error(
+            ErrorKind.REQUEST_TOO_LARGE, f"the file is over the {limits.max_bytes}-byte limit"
+        )
+    kind = detect_format(filename, data)
+    if kind == "docx":
+        _check_docx_container(data, limits)
+    return kind
 
 
 def parse_bytes(filename: str, data: bytes, limits: ParseLimits | None = None) -> ParsedDocument:

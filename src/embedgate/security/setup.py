@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from embedgate.config import Settings
 from embedgate.security.audit import AuditLog, AuditSink, FileAuditSink
 from embedgate.security.client_ip import parse_networks
@@ -35,8 +37,7 @@ class SecurityParts:
 
 
 def open_key_store(settings: Settings) -> KeyStore:
-    configured = settings.database_url.get_secret_value() if settings.database_url else None
-    return SqlKeyStore(open_database(database_url(configured, settings.data_dir)))
+    return SqlKeyStore(open_settings_database(settings))
 
 
 def open_audit(settings: Settings) -> AuditLog:
@@ -99,11 +100,21 @@ def preflight(settings: Settings) -> None:
     jwt_verifier(settings)
 
 
+def open_settings_database(settings: Settings) -> Engine:
+    configured = settings.database_url.get_secret_value() if settings.database_url else None
+    return open_database(database_url(configured, settings.data_dir))
+
+
 def build_security(
-    settings: Settings, store: KeyStore | None = None, audit_sink: AuditSink | None = None
+    settings: Settings,
+    store: KeyStore | None = None,
+    audit_sink: AuditSink | None = None,
+    database: Engine | None = None,
 ) -> SecurityParts:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     audit = AuditLog(audit_sink) if audit_sink is not None else open_audit(settings)
+    if store is None and database is not None:
+        store = SqlKeyStore(database)
     keys = key_service(settings, store, audit)
     redis = settings.redis_url.get_secret_value() if settings.redis_url else None
     security = Security(

@@ -10,59 +10,30 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import (
-    JSON,
-    Column,
-    Connection,
-    DateTime,
-    Engine,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    create_engine,
-    event,
-    inspect,
-    select,
-    text,
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+
+from embedgate.storage.schema import (
+    api_keys,
+    kb_collections,
+    kb_documents,
+    kb_jobs,
+    schema_migrations,
 )
 
 log = logging.getLogger(__name__)
-
-metadata = MetaData()
-
-schema_migrations = Table(
-    "schema_migrations",
-    metadata,
-    Column("version", Integer, primary_key=True),
-    Column("applied_at", DateTime(timezone=True), nullable=False),
-)
-
-api_keys = Table(
-    "api_keys",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("collections", JSON, nullable=True),
-    Column("cidrs", JSON, nullable=False),
-    Column("digest", String(64), nullable=False),
-    Column("last4", String(4), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=True),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
-    Column("last_used_at", DateTime(timezone=True), nullable=True),
-    Column("rpm", Integer, nullable=True),
-    Column("tpm", Integer, nullable=True),
-    Column("rotated_from", String(32), nullable=True),
-)
 
 
 def _v1(conn: Connection) -> None:
     api_keys.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1)]
+def _v2(conn: Connection) -> None:
+    for table in (kb_collections, kb_documents, kb_jobs):
+        table.create(conn, checkfirst=True)
+
+
+# append only: a released step never changes, a schema change is a new step
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
 
 
 def database_url(configured: str | None, data_dir: Path) -> str:

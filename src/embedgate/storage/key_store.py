@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, func, select
 
-from embedgate.storage.database import api_keys
+from embedgate.storage.schema import api_keys
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,178 @@
+"""Knowledge-base routes: collections, uploads (202 + job), documents, jobs, search."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, File, Request, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from starlette.responses import JSONResponse
+
+from embedgate.api.body import read_json_body
+from embedgate.api.errors import validation_error
+from embedgate.api.state import ServiceState, service
+from embedgate.errors import ErrorKind, ServiceError
+from embedgate.security.gate import requires
+from embedgate.security.roles import Permission, Principal
+
+router = APIRouter(prefix="/v1")
+
+
+class CreateCollection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    chunk_tokens: StrictInt | None = None
+    chunk_overlap: StrictInt | None = None
+    dimensions: StrictInt | None = None
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=8192)
+    top_k: StrictInt = 5
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    instruction: str | None = Field(default=None, min_length=1, max_length=4096)
+    model: str | None = None
+    dimensions: StrictInt | None = None
+
+
+async def _parse(request: Request, model: type[BaseModel], state: ServiceState) -> Any:
+    data = await read_json_body(request, state.settings.max_json_depth)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
+
+
+@router.post("/collections")
+async def create_collection(
+    request: Request,
+    state: ServiceState = Depends(service),
+    principal: Principal = requires(Permission.WRITE),
+) -> JSONResponse:
+    body: CreateCollection = await _parse(request, CreateCollection, state)
+    kb, engine = state.require_knowledge(), state.require_engine()
+    created = await asyncio.to_thread(
+        kb.create_collection,
+        principal,
+        engine,
+        body.name,
+        body.description,
+        body.chunk_tokens,
+        body.chunk_overlap,
+        body.dimensions,
+    )
+    return JSONResponse(created, status_code=201)
+
+
+@router.get("/collections")
+async def list_collections(
+    state: ServiceState = Depends(service), principal: Principal = requires(Permission.SEARCH)
+) -> dict[str, Any]:
+    kb = state.require_knowledge()
+    return {"object": "list", "data": await asyncio.to_thread(kb.list_collections, principal)}
+
+
+@router.get("/collections/{name}")
+async def get_collection(
+    name: str,
+    state: ServiceState = Depends(service),
+    principal: Principal = requires(Permission.SEARCH),
+) -> dict[str, Any]:
+    return await asyncio.to_thread(state.require_knowledge().describe, principal, name)
+
+
+@router.delete("/collections/{name}")
+async def delete_collection(
+    name: str,
+    state: ServiceState = Depends(service),
+    principal: Principal = requires(Permission.DELETE),
+) -> dict[str, Any]:
+    await asyncio.to_thread(state.require_knowledge().delete_collection, principal, name)
+    return {"deleted": name}
+
+
+@router.post("/collections/{name}/documents")
+async def upload_document(
+    name: str,
+    request: Request,
+    file: UploadFile = File(...),
+    state: ServiceState = Depends(service),
+    principal: Principal = requires(Permission.WRITE),
+) -> JSONResponse:
+    kb = state.require_knowledge()
+    limit = state.settings.kb_max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise ServiceError(
+            ErrorKind.REQUEST_TOO_LARGE, f"the file is over the {limit}-byte limit", "file"
+        )
+    accepted = await asyncio.to_thread(kb.upload, principal, name, file.filename, data)
+    return JSONResponse(accepted, status_code=202)
+
+
+@router.get("/collections/{name}/documents")
+async def list_documents(
+    name: str,
+    state: ServiceState = Depends(service),
+    principal: Principal = requires(Permission.SEARCH),
+) -> dict[str, Any]:
+    docs = await asyncio.to_thread(state.require_knowledge().documents, principal, name)
+    return {"object": "list", "data": docs}
+
+
+@router.delete("/collections/{name}/documents/{doc_id}")
+async def delete_document(
+    name: str,
+    doc_id: str,
+    state: ServiceState = Depends(service),
+    principal: Principal = requires(Permission.DELETE),
+) -> dict[str, Any]:
+    await asyncio.to_thread(state.require_knowledge().delete_document, principal, name, doc_id)
+    return {"deleted": doc_id}
+
+
+@router.get("/collections/{name}/duplicates")
+async def duplicates(
+    name: str,
+    state: ServiceState = Depends(service),
+    principal: Principal = requires(Permission.SEARCH),
+) -> dict[str, Any]:
+    found = await asyncio.to_thread(state.require_knowledge().duplicates, principal, name)
+    return {"object": "list", "data": found}
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(
+    job_id: str,
+    state: ServiceState = Depends(service),
+    principal: Principal = requires(Permission.SEARCH),
+) -> dict[str, Any]:
+    return await asyncio.to_thread(state.require_knowledge().job, principal, job_id)
+
+
+@router.post("/collections/{name}/search")
+async def search(
+    name: str,
+    request: Request,
+    state: ServiceState = Depends(service),
+    principal: Principal = requires(Permission.SEARCH),
+) -> dict[str, Any]:
+    body: SearchRequest = await _parse(request, SearchRequest, state)
+    kb, engine = state.require_knowledge(), state.require_engine()
+    hits = await kb.search(
+        principal,
+        engine,
+        name,
+        body.query,
+        body.top_k,
+        body.mode,
+        body.instruction,
+        body.model,
+        body.dimensions,
+    )
+    return {"object": "list", "data": hits, "mode": body.mode}

@@ -1,0 +1,272 @@
+"""The knowledge base as the API sees it: collections, uploads, documents, search.
+
+Grants are enforced here, for every call: a caller limited to other collections gets the same
+404 as for a collection that does not exist, so existence does not leak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from embedgate.engine import EmbeddingEngine, EmbedRequest
+from embedgate.errors import ErrorKind, ServiceError
+from embedgate.knowledge.ingest import IngestRunner
+from embedgate.knowledge.parsers import ParseLimits, check_upload
+from embedgate.knowledge.vector_store import Hit, VectorStore
+from embedgate.security.roles import Principal
+from embedgate.storage.catalog import Catalog, CollectionInfo, new_id
+
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_\-]{0,62}$")
+Mode = Literal["dense", "lexical", "hybrid"]
+
+
+@dataclass(frozen=True)
+class Defaults:
+    chunk_tokens: int = 512
+    chunk_overlap: int = 61
+
+
+def _not_found(what: str) -> ServiceError:
+    return ServiceError(ErrorKind.NOT_FOUND, f"{what} not found")
+
+
+def clean_filename(name: str | None) -> str:
+    """Names are data, never paths: kept as given (for display), minus control characters."""
+    text = "".join(ch for ch in (name or "upload") if ch >= " " and ch != "\x7f")
+    return text[:255] or "upload"
+
+
+class KnowledgeBase:
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: VectorStore,
+        runner: IngestRunner,
+        defaults: Defaults,
+        limits: ParseLimits,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.runner = runner
+        self.defaults = defaults
+        self.limits = limits
+
+    # --- collections -------------------------------------------------------------------------
+    def create_collection(
+        self,
+        principal: Principal,
+        engine: EmbeddingEngine,
+        name: str,
+        description: str = "",
+        chunk_tokens: int | None = None,
+        chunk_overlap: int | None = None,
+        dimensions: int | None = None,
+    ) -> dict[str, Any]:
+        if not NAME.match(name):
+            raise ServiceError(
+                ErrorKind.INVALID_REQUEST,
+                "collection names are 1-63 letters, digits, '-' or '_', starting with a letter "
+                "or digit",
+                "name",
+            )
+        if not principal.may_see(name):
+            raise ServiceError(ErrorKind.FORBIDDEN, "this key may not use that collection name")
+        if self.catalog.collection(name) is not None:
+            raise ServiceError(ErrorKind.CONFLICT, f"collection {name!r} already exists", "name")
+        tokens = chunk_tokens or self.defaults.chunk_tokens
+        overlap = self.defaults.chunk_overlap if chunk_overlap is None else chunk_overlap
+        if not 16 <= tokens <= 8192:
+            raise ServiceError(
+                ErrorKind.INVALID_REQUEST, "chunk_tokens must be 16-8192", "chunk_tokens"
+            )
+        if not 0 <= overlap <= tokens // 2:
+            raise ServiceError(
+                ErrorKind.INVALID_REQUEST,
+                "chunk_overlap must be 0 to half of chunk_tokens",
+                "chunk_overlap",
+            )
+        engine.check_dimensions(dimensions)
+        info = CollectionInfo(
+            name=name,
+            description=description[:2000],
+            model=engine.name,
+            dimensions=dimensions or engine.spec.native_dimensions,
+            chunk_tokens=tokens,
+            chunk_overlap=overlap,
+            owner=principal.subject,
+        )
+        self.store.ensure_collection(name, info.dimensions)
+        self.catalog.add_collection(info)
+        return self.describe(principal, name)
+
+    def get(self, principal: Principal, name: str) -> CollectionInfo:
+        info = self.catalog.collection(name) if principal.may_see(name) else None
+        if info is None:
+            raise _not_found(f"collection {name!r}")
+        return info
+
+    def describe(self, principal: Principal, name: str) -> dict[str, Any]:
+        info = self.get(principal, name)
+        docs = self.catalog.documents(name)
+        return {
+            **{k: v for k, v in info.__dict__.items() if k != "extra"},
+            "documents": len(docs),
+            "chunks": sum(int(d["chunks"]) for d in docs if d["status"] == "ready"),
+        }
+
+    def list_collections(self, principal: Principal) -> list[dict[str, Any]]:
+        return [
+            self.describe(principal, c.name)
+            for c in self.catalog.collections()
+            if principal.may_see(c.name)
+        ]
+
+    def delete_collection(self, principal: Principal, name: str) -> None:
+        self.get(principal, name)
+        for doc in self.catalog.documents(name):
+            self.runner.upload_path(doc["id"]).unlink(missing_ok=True)
+        self.store.drop_collection(name)
+        self.catalog.delete_collection(name)
+
+    # --- documents ---------------------------------------------------------------------------
+    def upload(
+        self, principal: Principal, name: str, filename: str | None, data: bytes
+    ) -> dict[str, Any]:
+        """Cheap checks now (type, size, zip bombs, XML entities); the rest in a job."""
+        self.get(principal, name)
+        shown = clean_filename(filename)
+        check_upload(shown, data, self.limits)
+        digest = hashlib.sha256(data).hexdigest()
+        doc_id, job_id = new_id("doc"), new_id("job")
+        existing = self.catalog.ready_with_hash(name, digest)
+        if existing is not None:  # exact duplicate: nothing to embed again
+            self.catalog.add_document(doc_id, name, shown, digest, len(data), "duplicate", existing)
+            self.catalog.add_job(job_id, doc_id, name, status="succeeded")
+            self.catalog.update_job(job_id, stage="duplicate")
+        else:
+            self.runner.settings.uploads.mkdir(parents=True, exist_ok=True)
+            self.runner.upload_path(doc_id).write_bytes(data)
+            self.catalog.add_document(doc_id, name, shown, digest, len(data), "queued")
+            self.catalog.add_job(job_id, doc_id, name)
+            self.runner.submit(job_id)
+        return {
+            "job": self.job(principal, job_id),
+            "document": self.document(principal, name, doc_id),
+        }
+
+    def document(self, principal: Principal, name: str, doc_id: str) -> dict[str, Any]:
+        self.get(principal, name)
+        doc = self.catalog.document(doc_id)
+        if doc is None or doc["collection"] != name:
+            raise _not_found(f"document {doc_id!r}")
+        return doc
+
+    def documents(self, principal: Principal, name: str) -> list[dict[str, Any]]:
+        self.get(principal, name)
+        return self.catalog.documents(name)
+
+    def delete_document(self, principal: Principal, name: str, doc_id: str) -> None:
+        self.document(principal, name, doc_id)
+        self.store.delete_document(name, doc_id)
+        self.runner.upload_path(doc_id).unlink(missing_ok=True)
+        self.catalog.delete_document(doc_id)
+
+    def duplicates(self, principal: Principal, name: str) -> list[dict[str, Any]]:
+        """Exact duplicates (same content hash) and near-duplicates found at ingest."""
+        out = []
+        for doc in self.documents(principal, name):
+            if doc["duplicate_of"]:
+                out.append(
+                    {
+                        "document_id": doc["id"],
+                        "filename": doc["filename"],
+                        "kind": "exact",
+                        "of": [{"document_id": doc["duplicate_of"], "max_similarity": 1.0}],
+                    }
+                )
+            elif doc["near_duplicates"]:
+                out.append(
+                    {
+                        "document_id": doc["id"],
+                        "filename": doc["filename"],
+                        "kind": "near",
+                        "of": doc["near_duplicates"],
+                    }
+                )
+        return out
+
+    def job(self, principal: Principal, job_id: str) -> dict[str, Any]:
+        job = self.catalog.job(job_id)
+        if job is None or not principal.may_see(job["collection"]):
+            raise _not_found(f"job {job_id!r}")
+        return job
+
+    # --- search ------------------------------------------------------------------------------
+    async def search(
+        self,
+        principal: Principal,
+        engine: EmbeddingEngine,
+        name: str,
+        query: str,
+        top_k: int = 5,
+        mode: Mode = "hybrid",
+        instruction: str | None = None,
+        model: str | None = None,
+        dimensions: int | None = None,
+    ) -> list[dict[str, Any]]:
+        import asyncio
+
+        info = self.get(principal, name)
+        if (model is not None and model != info.model) or engine.name != info.model:
+            raise ServiceError(
+                ErrorKind.CONFLICT,
+                f"collection {name!r} was embedded with {info.model!r}; searching it with "
+                f"{model or engine.name!r} would compare vectors from different models",
+                "model",
+            )
+        if dimensions is not None and dimensions != info.dimensions:
+            raise ServiceError(
+                ErrorKind.INVALID_DIMENSIONS,
+                f"collection {name!r} stores {info.dimensions}-dimensional vectors, "
+                f"not {dimensions}",
+                "dimensions",
+            )
+        if not 1 <= top_k <= 100:
+            raise ServiceError(ErrorKind.INVALID_REQUEST, "top_k must be 1-100", "top_k")
+        depth = top_k * 2 + 10  # documents still indexing are filtered out below
+        if mode == "lexical":
+            hits = await asyncio.to_thread(self.store.lexical, name, query, depth)
+        else:
+            dims = None if info.dimensions == engine.spec.native_dimensions else info.dimensions
+            request = EmbedRequest(
+                [query],
+                dimensions=dims,
+                input_type="query",
+                instruction=instruction if engine.spec.takes_instructions else None,
+            )
+            vector = (await engine.embed(request)).vectors[0].tolist()
+            search = self.store.dense if mode == "dense" else None
+            if search is not None:
+                hits = await asyncio.to_thread(search, name, vector, depth)
+            else:
+                hits = await asyncio.to_thread(self.store.hybrid, name, vector, query, depth)
+        return self._present(name, hits, top_k)
+
+    def _present(self, name: str, hits: list[Hit], top_k: int) -> list[dict[str, Any]]:
+        ready = self.catalog.ready_ids(name)
+        names = {d["id"]: d["filename"] for d in self.catalog.documents(name)}
+        return [
+            {
+                "text": h.text,
+                "score": round(h.score, 6),
+                "document_id": h.document_id,
+                "filename": names.get(h.document_id),
+                "chunk_index": h.chunk_index,
+                "page": h.page,
+            }
+            for h in hits
+            if h.document_id in ready
+        ][:top_k]

@@ -1,0 +1,51 @@
+"""Building the knowledge base from settings (Milvus Lite file or server, catalog, runner)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from embedgate.config import Settings
+from embedgate.engine import EmbeddingEngine
+from embedgate.knowledge.base import Defaults, KnowledgeBase
+from embedgate.knowledge.ingest import IngestRunner, IngestSettings
+from embedgate.knowledge.parsers import ParseLimits
+from embedgate.knowledge.vector_store import MilvusVectorStore, VectorStore
+from embedgate.storage.catalog import Catalog
+
+
+def parse_limits(settings: Settings) -> ParseLimits:
+    return ParseLimits(
+        max_bytes=settings.kb_max_upload_bytes,
+        max_pages=settings.kb_max_pages,
+        max_docx_uncompressed=settings.kb_max_docx_uncompressed,
+    )
+
+
+def open_vector_store(settings: Settings) -> VectorStore:
+    uri = settings.milvus_uri or str((settings.data_dir / "milvus.db").resolve())
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    return MilvusVectorStore(uri, token)
+
+
+def build_knowledge(
+    settings: Settings,
+    database: Engine,
+    engine: Callable[[], EmbeddingEngine | None],
+    store: VectorStore | None = None,
+) -> KnowledgeBase:
+    limits = parse_limits(settings)
+    runner = IngestRunner(
+        Catalog(database),
+        store or open_vector_store(settings),
+        engine,
+        IngestSettings(
+            uploads=settings.data_dir / "uploads",
+            parse_limits=limits,
+            parse_timeout_s=settings.kb_parse_timeout_s,
+            near_duplicate_threshold=settings.kb_near_duplicate_threshold,
+        ),
+    )
+    defaults = Defaults(settings.kb_chunk_tokens, settings.kb_chunk_overlap)
+    return KnowledgeBase(runner.catalog, runner.store, runner, defaults, limits)

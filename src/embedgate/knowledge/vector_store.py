@@ -1,0 +1,302 @@
+"""Where chunks live: a small `VectorStore` interface, Milvus behind it, and an in-memory fake.
+
+`MilvusVectorStore` talks to Milvus through `pymilvus.MilvusClient(uri)`: Milvus Lite (a file
+under the data dir) by default, a Milvus server or cluster when `milvus_uri` says so; the code
+is the same. Each collection has a dense vector (inner product on unit vectors), the chunk
+text analysed by jieba (Chinese and English), and a BM25 sparse vector Milvus computes from
+that text, so lexical search and hybrid search (reciprocal rank fusion) run inside Milvus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    id: str
+    document_id: str
+    chunk_index: int
+    text: str
+    page: int
+    start: int
+    end: int
+    headings: str
+    vector: Sequence[float]
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    document_id: str
+    chunk_index: int
+    text: str
+    page: int
+    score: float
+
+
+class VectorStore(Protocol):
+    def ensure_collection(self, name: str, dimensions: int) -> None: ...
+
+    def drop_collection(self, name: str) -> None: ...
+
+    def upsert(self, name: str, rows: Sequence[ChunkRow]) -> None: ...
+
+    def delete_document(self, name: str, document_id: str) -> None: ...
+
+    def count_document(self, name: str, document_id: str) -> int: ...
+
+    def dense(
+        self, name: str, vector: Sequence[float], top_k: int, exclude_document: str | None = None
+    ) -> list[Hit]: ...
+
+    def lexical(self, name: str, query: str, top_k: int) -> list[Hit]: ...
+
+    def hybrid(self, name: str, vector: Sequence[float], query: str, top_k: int) -> list[Hit]: ...
+
+
+def physical_name(name: str) -> str:
+    """Milvus names allow letters, digits and '_': keep it readable and unique."""
+    safe = re.sub(r"[^0-9A-Za-z_]", "_", name)[:40]
+    return f"kb_{safe}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+_FIELDS = ["id", "document_id", "chunk_index", "text", "page"]
+
+
+def _hit(entry: dict[str, Any], score: float) -> Hit:
+    entity = entry.get("entity", entry)
+    return Hit(
+        id=str(entry.get("id", entity.get("id"))),
+        document_id=str(entity["document_id"]),
+        chunk_index=int(entity["chunk_index"]),
+        text=str(entity["text"]),
+        page=int(entity["page"]),
+        score=score,
+    )
+
+
+class MilvusVectorStore:
+    def __init__(self, uri: str, token: str | None = None) -> None:
+        from pymilvus import MilvusClient
+
+        self.uri = uri
+        self.client = MilvusClient(uri=uri, token=token or "")
+        self._lock = threading.Lock()
+
+    def ensure_collection(self, name: str, dimensions: int) -> None:
+        from pymilvus import DataType, Function, FunctionType
+
+        physical = physical_name(name)
+        with self._lock:
+            if self.client.has_collection(physical):
+                return
+            schema = self.client.create_schema(auto_id=False)
+            schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=80)
+            schema.add_field("document_id", DataType.VARCHAR, max_length=40)
+            schema.add_field("chunk_index", DataType.INT64)
+            schema.add_field("page", DataType.INT64)
+            schema.add_field("start", DataType.INT64)
+            schema.add_field("end", DataType.INT64)
+            schema.add_field("headings", DataType.VARCHAR, max_length=2000)
+            schema.add_field(
+                "text",
+                DataType.VARCHAR,
+                max_length=65535,
+                enable_analyzer=True,
+                analyzer_params={"tokenizer": "jieba", "filter": ["lowercase"]},
+            )
+            schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dimensions)
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=["sparse"],
+                )
+            )
+            index = self.client.prepare_index_params()
+            index.add_index("dense", index_type="AUTOINDEX", metric_type="IP")
+            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+            self.client.create_collection(physical, schema=schema, index_params=index)
+
+    def drop_collection(self, name: str) -> None:
+        physical = physical_name(name)
+        if self.client.has_collection(physical):
+            self.client.drop_collection(physical)
+
+    def upsert(self, name: str, rows: Sequence[ChunkRow]) -> None:
+        if not rows:
+            return
+        data = [
+            {
+                "id": r.id,
+                "document_id": r.document_id,
+                "chunk_index": r.chunk_index,
+                "page": r.page,
+                "start": r.start,
+                "end": r.end,
+                "headings": r.headings[:2000],
+                "text": r.text,
+                "dense": [float(x) for x in r.vector],
+            }
+            for r in rows
+        ]
+        self.client.upsert(physical_name(name), data)
+
+    def delete_document(self, name: str, document_id: str) -> None:
+        self.client.delete(physical_name(name), filter=f'document_id == "{_quote(document_id)}"')
+
+    def count_document(self, name: str, document_id: str) -> int:
+        rows = self.client.query(
+            physical_name(name),
+            filter=f'document_id == "{_quote(document_id)}"',
+            output_fields=["id"],
+            limit=16384,
+        )
+        return len(rows)
+
+    def dense(
+        self, name: str, vector: Sequence[float], top_k: int, exclude_document: str | None = None
+    ) -> list[Hit]:
+        flt = f'document_id != "{_quote(exclude_document)}"' if exclude_document else ""
+        result = self.client.search(
+            physical_name(name),
+            data=[list(vector)],
+            anns_field="dense",
+            limit=top_k,
+            filter=flt,
+            output_fields=_FIELDS,
+            search_params={"metric_type": "IP"},
+        )
+        return [_hit(e, float(e["distance"])) for e in result[0]]
+
+    def lexical(self, name: str, query: str, top_k: int) -> list[Hit]:
+        result = self.client.search(
+            physical_name(name),
+            data=[query],
+            anns_field="sparse",
+            limit=top_k,
+            output_fields=_FIELDS,
+            search_params={"metric_type": "BM25"},
+        )
+        return [_hit(e, abs(float(e["distance"]))) for e in result[0]]
+
+    def hybrid(self, name: str, vector: Sequence[float], query: str, top_k: int) -> list[Hit]:
+        from pymilvus import AnnSearchRequest, RRFRanker
+
+        depth = max(top_k * 4, 20)
+        requests = [
+            AnnSearchRequest(
+                data=[list(vector)], anns_field="dense", param={"metric_type": "IP"}, limit=depth
+            ),
+            AnnSearchRequest(
+                data=[query], anns_field="sparse", param={"metric_type": "BM25"}, limit=depth
+            ),
+        ]
+        result = self.client.hybrid_search(
+            physical_name(name), requests, RRFRanker(RRF_K), limit=top_k, output_fields=_FIELDS
+        )
+        return [_hit(e, float(e["distance"])) for e in result[0]]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _quote(value: str) -> str:
+    if not re.fullmatch(r"[0-9A-Za-z_\-]+", value):
+        raise ValueError("identifiers in filters must be simple ids")
+    return value
+
+
+# --- the in-memory fake ---------------------------------------------------------------------
+_WORD = re.compile(r"[0-9a-z]+|[\u4e00-\u9fff]", re.IGNORECASE)
+
+
+def _terms(text: str) -> list[str]:
+    return [t.lower() for t in _WORD.findall(text)]
+
+
+def rrf(rankings: Sequence[Sequence[Hit]], top_k: int, k: int = RRF_K) -> list[Hit]:
+    """Reciprocal rank fusion: sum of 1 / (k + rank) over the rankings a hit appears in."""
+    scores: dict[str, float] = {}
+    hits: dict[str, Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (k + rank)
+            hits.setdefault(hit.id, hit)
+    order = sorted(scores, key=lambda i: scores[i], reverse=True)[:top_k]
+    return [Hit(**{**hits[i].__dict__, "score": scores[i]}) for i in order]
+
+
+class MemoryVectorStore:
+    """Same behaviour in process memory: exact dense search, a small BM25, RRF."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, dict[str, ChunkRow]] = {}
+
+    def ensure_collection(self, name: str, dimensions: int) -> None:
+        self._rows.setdefault(name, {})
+
+    def drop_collection(self, name: str) -> None:
+        self._rows.pop(name, None)
+
+    def upsert(self, name: str, rows: Sequence[ChunkRow]) -> None:
+        for row in rows:
+            self._rows[name][row.id] = row
+
+    def delete_document(self, name: str, document_id: str) -> None:
+        table = self._rows.get(name, {})
+        for key in [k for k, r in table.items() if r.document_id == document_id]:
+            del table[key]
+
+    def count_document(self, name: str, document_id: str) -> int:
+        return sum(1 for r in self._rows.get(name, {}).values() if r.document_id == document_id)
+
+    @staticmethod
+    def _to_hit(row: ChunkRow, score: float) -> Hit:
+        return Hit(row.id, row.document_id, row.chunk_index, row.text, row.page, score)
+
+    def dense(
+        self, name: str, vector: Sequence[float], top_k: int, exclude_document: str | None = None
+    ) -> list[Hit]:
+        scored = [
+            (sum(a * b for a, b in zip(vector, r.vector, strict=True)), r)
+            for r in self._rows.get(name, {}).values()
+            if r.document_id != exclude_document
+        ]
+        scored.sort(key=lambda t: t[0], reverse=True)
+        return [self._to_hit(r, s) for s, r in scored[:top_k]]
+
+    def lexical(self, name: str, query: str, top_k: int) -> list[Hit]:
+        rows = list(self._rows.get(name, {}).values())
+        docs = [Counter(_terms(r.text)) for r in rows]
+        avg = sum(sum(d.values()) for d in docs) / max(len(docs), 1)
+        scored = []
+        for row, terms in zip(rows, docs, strict=True):
+            score = 0.0
+            for term in set(_terms(query)):
+                df = sum(1 for d in docs if term in d)
+                if not terms[term]:
+                    continue
+                idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+                tf = terms[term]
+                score += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * sum(terms.values()) / avg))
+            if score > 0:
+                scored.append((score, row))
+        scored.sort(key=lambda t: t[0], reverse=True)
+        return [self._to_hit(r, s) for s, r in scored[:top_k]]
+
+    def hybrid(self, name: str, vector: Sequence[float], query: str, top_k: int) -> list[Hit]:
+        depth = max(top_k * 4, 20)
+        return rrf([self.dense(name, vector, depth), self.lexical(name, query, depth)], top_k)

@@ -1,0 +1,193 @@
+"""The knowledge-base catalog: collections, documents and ingest jobs (SQL).
+
+The vector store holds chunks; this holds what a person manages and what makes ingestion
+crash-safe: a document is `ready` only after all its chunks are stored, and a job's state says
+what to clean up or resume after a restart.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from embedgate.storage.schema import kb_collections as collections
+from embedgate.storage.schema import kb_documents as documents
+from embedgate.storage.schema import kb_jobs as jobs
+
+UNFINISHED = ("queued", "running")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return value
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    description: str
+    model: str
+    dimensions: int
+    chunk_tokens: int
+    chunk_overlap: int
+    owner: str
+    created_at: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Catalog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- collections -------------------------------------------------------------------------
+    def add_collection(self, info: CollectionInfo) -> None:
+        values = {k: v for k, v in info.__dict__.items() if k not in ("extra", "created_at")}
+        with self.engine.begin() as conn:
+            conn.execute(collections.insert().values(**values, created_at=_now()))
+
+    def collection(self, name: str) -> CollectionInfo | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(collections).where(collections.c.name == name)).first()
+        if row is None:
+            return None
+        m = dict(row._mapping)
+        m["created_at"] = _iso(m["created_at"])
+        return CollectionInfo(**m)
+
+    def collections(self) -> list[CollectionInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(collections.c.name).order_by(collections.c.name)).all()
+        return [c for c in (self.collection(r[0]) for r in rows) if c is not None]
+
+    def delete_collection(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(jobs.delete().where(jobs.c.collection == name))
+            conn.execute(documents.delete().where(documents.c.collection == name))
+            conn.execute(collections.delete().where(collections.c.name == name))
+
+    # --- documents ---------------------------------------------------------------------------
+    def add_document(
+        self,
+        doc_id: str,
+        collection: str,
+        filename: str,
+        digest: str,
+        size: int,
+        status: str,
+        duplicate_of: str | None = None,
+    ) -> None:
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                documents.insert().values(
+                    id=doc_id,
+                    collection=collection,
+                    filename=filename,
+                    content_hash=digest,
+                    size_bytes=size,
+                    status=status,
+                    chunks=0,
+                    tokens=0,
+                    duplicate_of=duplicate_of,
+                    near_duplicates=[],
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def update_document(self, doc_id: str, **changes: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                documents.update()
+                .where(documents.c.id == doc_id)
+                .values(**changes, updated_at=_now())
+            )
+
+    def document(self, doc_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(documents).where(documents.c.id == doc_id)).first()
+        return {k: _iso(v) for k, v in row._mapping.items()} if row is not None else None
+
+    def documents(self, collection: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(documents)
+                .where(documents.c.collection == collection)
+                .order_by(documents.c.created_at)
+            ).all()
+        return [{k: _iso(v) for k, v in r._mapping.items()} for r in rows]
+
+    def ready_with_hash(self, collection: str, digest: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(documents.c.id).where(
+                    documents.c.collection == collection,
+                    documents.c.content_hash == digest,
+                    documents.c.status.in_(("ready", "queued", "running", "indexing")),
+                )
+            ).first()
+        return str(row[0]) if row is not None else None
+
+    def ready_ids(self, collection: str) -> set[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(documents.c.id).where(
+                    documents.c.collection == collection, documents.c.status == "ready"
+                )
+            ).all()
+        return {str(r[0]) for r in rows}
+
+    def delete_document(self, doc_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(jobs.delete().where(jobs.c.document_id == doc_id))
+            conn.execute(documents.delete().where(documents.c.id == doc_id))
+
+    # --- jobs --------------------------------------------------------------------------------
+    def add_job(
+        self, job_id: str, document_id: str, collection: str, status: str = "queued"
+    ) -> None:
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.insert().values(
+                    id=job_id,
+                    document_id=document_id,
+                    collection=collection,
+                    status=status,
+                    stage="queued" if status == "queued" else status,
+                    progress=0.0 if status == "queued" else 1.0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def update_job(self, job_id: str, **changes: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.update().where(jobs.c.id == job_id).values(**changes, updated_at=_now())
+            )
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        return {k: _iso(v) for k, v in row._mapping.items()} if row is not None else None
+
+    def unfinished_jobs(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs).where(jobs.c.status.in_(UNFINISHED)).order_by(jobs.c.created_at)
+            ).all()
+        return [dict(r._mapping) for r in rows]
