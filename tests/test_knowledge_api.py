@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from support.documents import docx_with, docx_with_entities, docx_zip_bomb, pdf_with_text
-from support.servers import admin_key, client_for, fake_factory
 
 from embedgate.app import create_app
 from embedgate.config import Settings
 from embedgate.engine.fake_backend import FakeBackend
+from support.documents import docx_with, docx_with_entities, docx_zip_bomb, pdf_with_text
+from support.servers import client_for, fake_factory
 
 PARAGRAPHS = [
     f"Section {i}. The {topic} policy says employees must follow rule number {i} carefully."

@@ -92,14 +92,27 @@ class MilvusVectorStore:
         self.uri = uri
         self.client = MilvusClient(uri=uri, token=token or "")
         self._lock = threading.Lock()
+        self._loaded: set[str] = set()
+
+    def _use(self, name: str) -> str:
+        """The physical name, loaded into memory once per process (collections come back
+        `released` after a restart and refuse searches until loaded)."""
+        physical = physical_name(name)
+        if physical not in self._loaded:
+            with self._lock:
+                if physical not in self._loaded and self.client.has_collection(physical):
+                    self.client.load_collection(physical)
+                    self._loaded.add(physical)
+        return physical
 
     def ensure_collection(self, name: str, dimensions: int) -> None:
         from pymilvus import DataType, Function, FunctionType
 
         physical = physical_name(name)
+        if self.client.has_collection(physical):
+            self._use(name)
+            return
         with self._lock:
-            if self.client.has_collection(physical):
-                return
             schema = self.client.create_schema(auto_id=False)
             schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=80)
             schema.add_field("document_id", DataType.VARCHAR, max_length=40)
@@ -129,11 +142,13 @@ class MilvusVectorStore:
             index.add_index("dense", index_type="AUTOINDEX", metric_type="IP")
             index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
             self.client.create_collection(physical, schema=schema, index_params=index)
+            self._loaded.add(physical)
 
     def drop_collection(self, name: str) -> None:
         physical = physical_name(name)
         if self.client.has_collection(physical):
             self.client.drop_collection(physical)
+        self._loaded.discard(physical)
 
     def upsert(self, name: str, rows: Sequence[ChunkRow]) -> None:
         if not rows:
@@ -152,14 +167,14 @@ class MilvusVectorStore:
             }
             for r in rows
         ]
-        self.client.upsert(physical_name(name), data)
+        self.client.upsert(self._use(name), data)
 
     def delete_document(self, name: str, document_id: str) -> None:
-        self.client.delete(physical_name(name), filter=f'document_id == "{_quote(document_id)}"')
+        self.client.delete(self._use(name), filter=f'document_id == "{_quote(document_id)}"')
 
     def count_document(self, name: str, document_id: str) -> int:
         rows = self.client.query(
-            physical_name(name),
+            self._use(name),
             filter=f'document_id == "{_quote(document_id)}"',
             output_fields=["id"],
             limit=16384,
@@ -171,7 +186,7 @@ class MilvusVectorStore:
     ) -> list[Hit]:
         flt = f'document_id != "{_quote(exclude_document)}"' if exclude_document else ""
         result = self.client.search(
-            physical_name(name),
+            self._use(name),
             data=[list(vector)],
             anns_field="dense",
             limit=top_k,
@@ -183,7 +198,7 @@ class MilvusVectorStore:
 
     def lexical(self, name: str, query: str, top_k: int) -> list[Hit]:
         result = self.client.search(
-            physical_name(name),
+            self._use(name),
             data=[query],
             anns_field="sparse",
             limit=top_k,
@@ -205,7 +220,7 @@ class MilvusVectorStore:
             ),
         ]
         result = self.client.hybrid_search(
-            physical_name(name), requests, RRFRanker(RRF_K), limit=top_k, output_fields=_FIELDS
+            self._use(name), requests, RRFRanker(RRF_K), limit=top_k, output_fields=_FIELDS
         )
         return [_hit(e, float(e["distance"])) for e in result[0]]
 
