@@ -157,7 +157,9 @@ def embed(
 
 def main() -> None:
     from embedgate.cli_admin import audit_app, keys_app
+    from embedgate.cli_kb import kb_app
 
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
+    app.add_typer(kb_app, name="kb")
     app()

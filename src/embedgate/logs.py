@@ -29,12 +29,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class _KnownNoise(logging.Filter):
+    """Milvus Lite answers pymilvus's AllocTimestamp probe with 'not implemented', which the
+    embedded gRPC server logs as an error with a traceback on every write (harmless); jieba
+    logs its dictionary loading at DEBUG whatever the configured level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "jieba" and record.levelno < logging.WARNING:
+            return False  # jieba resets its logger to DEBUG when milvus-lite imports it
+        if record.name == "grpc._server" and record.exc_info and record.exc_info[1] is not None:
+            return "AllocTimestamp" not in "".join(
+                logging.Formatter().formatException(record.exc_info)
+            )
+        return True
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_KnownNoise())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -42,3 +58,6 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    jieba = logging.getLogger("jieba")  # jieba installs its own DEBUG handler
+    jieba.handlers[:] = []
+    jieba.setLevel(logging.WARNING)
