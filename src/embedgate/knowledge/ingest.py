@@ -186,6 +186,7 @@ class IngestRunner:
         ]
         for start in range(0, len(rows), UPSERT_BATCH):
             self.store.upsert(collection.name, rows[start : start + UPSERT_BATCH])
+        self.store.flush(collection.name)
         stored = self.store.count_document(collection.name, doc_id)
         if stored != len(rows):
             raise ServiceError(
@@ -234,9 +235,11 @@ class IngestRunner:
             return []
         found: dict[str, dict[str, Any]] = {}
         threshold = self.settings.near_duplicate_threshold
-        for vector in vectors:
-            for hit in self.store.dense(collection, vector, 3, exclude_document=doc_id):
-                if hit.score < threshold or hit.document_id not in ready:
+        for start in range(0, len(vectors), EMBED_BATCH):
+            batch = vectors[start : start + EMBED_BATCH]
+            for hits in self.store.dense_many(collection, batch, 3, exclude_document=doc_id):
+                hit = next((h for h in hits if h.document_id in ready), None)
+                if hit is None or hit.score < threshold:
                     continue
                 entry = found.setdefault(
                     hit.document_id,
@@ -244,7 +247,6 @@ class IngestRunner:
                 )
                 entry["chunks"] += 1
                 entry["max_similarity"] = round(max(entry["max_similarity"], hit.score), 4)
-                break
         for entry in found.values():
             entry["share"] = round(entry["chunks"] / max(len(vectors), 1), 3)
         return sorted(found.values(), key=lambda e: -float(e["max_similarity"]))

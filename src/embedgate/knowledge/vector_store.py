@@ -59,6 +59,16 @@ class VectorStore(Protocol):
         self, name: str, vector: Sequence[float], top_k: int, exclude_document: str | None = None
     ) -> list[Hit]: ...
 
+    def dense_many(
+        self,
+        name: str,
+        vectors: Sequence[Sequence[float]],
+        top_k: int,
+        exclude_document: str | None = None,
+    ) -> list[list[Hit]]: ...
+
+    def flush(self, name: str) -> None: ...
+
     def lexical(self, name: str, query: str, top_k: int) -> list[Hit]: ...
 
     def hybrid(self, name: str, vector: Sequence[float], query: str, top_k: int) -> list[Hit]: ...
@@ -184,17 +194,31 @@ class MilvusVectorStore:
     def dense(
         self, name: str, vector: Sequence[float], top_k: int, exclude_document: str | None = None
     ) -> list[Hit]:
+        return self.dense_many(name, [vector], top_k, exclude_document)[0]
+
+    def dense_many(
+        self,
+        name: str,
+        vectors: Sequence[Sequence[float]],
+        top_k: int,
+        exclude_document: str | None = None,
+    ) -> list[list[Hit]]:
+        """Several queries in one call (Milvus Lite pays a per-call scan of its rows)."""
         flt = f'document_id != "{_quote(exclude_document)}"' if exclude_document else ""
         result = self.client.search(
             self._use(name),
-            data=[list(vector)],
+            data=[list(v) for v in vectors],
             anns_field="dense",
             limit=top_k,
             filter=flt,
             output_fields=_FIELDS,
             search_params={"metric_type": "IP"},
         )
-        return [_hit(e, float(e["distance"])) for e in result[0]]
+        return [[_hit(e, float(e["distance"])) for e in row] for row in result]
+
+    def flush(self, name: str) -> None:
+        """Seal freshly written rows into indexed segments (searches scan unsealed rows)."""
+        self.client.flush(self._use(name))
 
     def lexical(self, name: str, query: str, top_k: int) -> list[Hit]:
         result = self.client.search(
@@ -292,6 +316,18 @@ class MemoryVectorStore:
         ]
         scored.sort(key=lambda t: t[0], reverse=True)
         return [self._to_hit(r, s) for s, r in scored[:top_k]]
+
+    def dense_many(
+        self,
+        name: str,
+        vectors: Sequence[Sequence[float]],
+        top_k: int,
+        exclude_document: str | None = None,
+    ) -> list[list[Hit]]:
+        return [self.dense(name, v, top_k, exclude_document) for v in vectors]
+
+    def flush(self, name: str) -> None:
+        pass
 
     def lexical(self, name: str, query: str, top_k: int) -> list[Hit]:
         rows = list(self._rows.get(name, {}).values())
