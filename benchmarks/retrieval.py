@@ -20,9 +20,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from embedgate.config import Settings  # noqa: E402
-from embedgate.engine import EmbedRequest, build_engine  # noqa: E402
-from embedgate.knowledge.vector_store import ChunkRow, MilvusVectorStore  # noqa: E402
+from embedgate.config import Settings
+from embedgate.engine import EmbedRequest, build_engine
+from embedgate.knowledge.vector_store import ChunkRow, MilvusVectorStore
 
 FIXTURE = Path(__file__).parent / "data" / "retrieval_fixture.json"
 
@@ -39,7 +39,9 @@ def recall_at(ranked: list[str], relevant: list[str], k: int = 5) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
     fixture = json.loads(FIXTURE.read_text())
@@ -51,11 +53,18 @@ def main() -> None:
     ids = list(fixture["passages"])
     texts = [fixture["passages"][i] for i in ids]
     vectors = engine.embed_sync(EmbedRequest(texts, input_type="document")).vectors
-    store.upsert("fixture", [ChunkRow(i, i, 0, t, 1, 0, len(t), "", v.tolist())
-                             for i, t, v in zip(ids, texts, vectors, strict=True)])
+    store.upsert(
+        "fixture",
+        [
+            ChunkRow(i, i, 0, t, 1, 0, len(t), "", v.tolist())
+            for i, t, v in zip(ids, texts, vectors, strict=True)
+        ],
+    )
     scores: dict[str, list[tuple[float, float]]] = {"dense": [], "lexical": [], "hybrid": []}
     for q in fixture["queries"]:
-        vector = engine.embed_sync(EmbedRequest([q["query"]], input_type="query")).vectors[0].tolist()
+        vector = (
+            engine.embed_sync(EmbedRequest([q["query"]], input_type="query")).vectors[0].tolist()
+        )
         runs = {
             "dense": store.dense("fixture", vector, 10),
             "lexical": store.lexical("fixture", q["query"], 10),

@@ -1,6 +1,8 @@
-"""Ingest jobs: parse -> chunk -> embed -> near-duplicate check -> upsert -> ready.
+"""Ingest jobs: parse -> chunk -> embed, then near-duplicate check -> insert -> ready.
 
-Jobs run on one background thread, off the request path (an upload answers 202 at once). A
+Jobs run off the request path (an upload answers 202 at once) in a two-stage pipeline: one
+thread parses, chunks and embeds, a second stores, so the model is already embedding the next
+document while the previous one is analysed and written by the vector store. A
 document turns `ready` only after every chunk is stored and counted back; until then search
 ignores it. After a crash, `recover()` removes the partial chunks of every unfinished job and
 runs it again from the stored upload (or fails it when the upload is gone).
@@ -31,6 +33,18 @@ UPSERT_BATCH = 512
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A document between the stages: chunked and embedded, not yet stored."""
+
+    job_id: str
+    doc_id: str
+    collection: str
+    chunks: list[Chunk]
+    vectors: list[list[float]]
+    tokens: int
+
+
+@dataclass(frozen=True)
 class IngestSettings:
     uploads: Path
     parse_limits: ParseLimits
@@ -51,23 +65,39 @@ class IngestRunner:
         self._engine = engine
         self.settings = settings
         self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._store_queue: queue.Queue[Prepared | None] = queue.Queue(maxsize=2)
+        self._threads: list[threading.Thread] = []
+        self._in_flight = 0
+        self._count_lock = threading.Lock()
         self.idle = threading.Event()
         self.idle.set()
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="embedgate-ingest", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name="embedgate-ingest", daemon=True),
+            threading.Thread(target=self._store_loop, name="embedgate-store", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     def submit(self, job_id: str) -> None:
-        self.idle.clear()
+        with self._count_lock:
+            self._in_flight += 1
+            self.idle.clear()
         self._queue.put(job_id)
+
+    def _finished(self) -> None:
+        with self._count_lock:
+            self._in_flight -= 1
+            if self._in_flight <= 0:
+                self._in_flight = 0
+                self.idle.set()
 
     def recover(self) -> list[str]:
         """Clean up and re-queue jobs a crash left unfinished; returns their ids."""
@@ -97,15 +127,31 @@ class IngestRunner:
     # --- the pipeline ------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
-            if self._queue.empty():
-                self.idle.set()
             job_id = self._queue.get()
             if job_id is None:
+                self._store_queue.put(None)
                 return
+            prepared = None
             try:
-                self.run(job_id)
+                prepared = self.prepare(job_id)
             except Exception:
                 log.exception("ingest job crashed", extra={"job_id": job_id})
+            if prepared is None:
+                self._finished()
+            else:
+                self._store_queue.put(prepared)
+
+    def _store_loop(self) -> None:
+        while True:
+            prepared = self._store_queue.get()
+            if prepared is None:
+                return
+            try:
+                self.store_prepared(prepared)
+            except Exception:
+                log.exception("ingest storage crashed", extra={"job_id": prepared.job_id})
+            finally:
+                self._finished()
 
     def _wait_for_engine(self) -> EmbeddingEngine:
         while True:
@@ -115,22 +161,42 @@ class IngestRunner:
             threading.Event().wait(0.2)
 
     def run(self, job_id: str) -> None:
+        """Both stages, in this thread (tests and tools)."""
+        prepared = self.prepare(job_id)
+        if prepared is not None:
+            self.store_prepared(prepared)
+
+    def prepare(self, job_id: str) -> Prepared | None:
+        """Stage 1: parse, chunk, embed. None when the job already failed."""
         job = self.catalog.job(job_id)
         if job is None:
-            return
+            return None
         doc_id = job["document_id"]
         document = self.catalog.document(doc_id)
         collection = self.catalog.collection(job["collection"])
         if document is None or collection is None:
             self.catalog.update_job(job_id, status="failed", stage="failed", error="deleted")
-            return
+            return None
+        prepared: Prepared | None = self._guarded(
+            job_id, doc_id, collection.name, lambda: self._prepare(job_id, document, collection)
+        )
+        return prepared
+
+    def store_prepared(self, prepared: Prepared) -> None:
+        """Stage 2: near-duplicate check, insert, verify, mark ready."""
+        self._guarded(
+            prepared.job_id, prepared.doc_id, prepared.collection, lambda: self._store(prepared)
+        )
+
+    def _guarded(self, job_id: str, doc_id: str, collection: str, step: Callable[[], Any]) -> Any:
         try:
-            self._ingest(job_id, document, collection)
+            return step()
         except ServiceError as exc:
-            self._fail(job_id, doc_id, collection.name, exc.message)
+            self._fail(job_id, doc_id, collection, exc.message)
         except Exception as exc:
             log.exception("ingest failed", extra={"job_id": job_id})
-            self._fail(job_id, doc_id, collection.name, f"internal error ({type(exc).__name__})")
+            self._fail(job_id, doc_id, collection, f"internal error ({type(exc).__name__})")
+        return None
 
     def _fail(self, job_id: str, doc_id: str, collection: str, message: str) -> None:
         try:
@@ -142,7 +208,9 @@ class IngestRunner:
     def _stage(self, job_id: str, stage: str, progress: float) -> None:
         self.catalog.update_job(job_id, status="running", stage=stage, progress=round(progress, 3))
 
-    def _ingest(self, job_id: str, document: dict[str, Any], collection: CollectionInfo) -> None:
+    def _prepare(
+        self, job_id: str, document: dict[str, Any], collection: CollectionInfo
+    ) -> Prepared:
         doc_id = document["id"]
         self.catalog.update_document(doc_id, status="indexing")
         self._stage(job_id, "parsing", 0.02)
@@ -179,15 +247,26 @@ class IngestRunner:
             vectors.extend(result.vectors.tolist())
             tokens += result.prompt_tokens
             self._stage(job_id, "embedding", 0.05 + 0.8 * (start + len(batch)) / len(chunks))
-        near = self._near_duplicates(collection.name, doc_id, vectors)
+        return Prepared(job_id, doc_id, collection.name, chunks, vectors, tokens)
+
+    def _store(self, prepared: Prepared) -> None:
+        job_id, doc_id, chunks, vectors = (
+            prepared.job_id,
+            prepared.doc_id,
+            prepared.chunks,
+            prepared.vectors,
+        )
+        collection_name = prepared.collection
         self._stage(job_id, "storing", 0.9)
+        near = self._near_duplicates(collection_name, doc_id, vectors)
         rows = [
             self._row(doc_id, chunk, vector) for chunk, vector in zip(chunks, vectors, strict=True)
         ]
         for start in range(0, len(rows), UPSERT_BATCH):
-            self.store.upsert(collection.name, rows[start : start + UPSERT_BATCH])
-        self.store.flush(collection.name)
-        stored = self.store.count_document(collection.name, doc_id)
+            self.store.upsert(collection_name, rows[start : start + UPSERT_BATCH])
+        if self._queue.empty() and self._store_queue.empty():
+            self.store.flush(collection_name)  # seal segments once the burst of work is over
+        stored = self.store.count_document(collection_name, doc_id)
         if stored != len(rows):
             raise ServiceError(
                 ErrorKind.BACKEND_FAILURE,
@@ -197,7 +276,7 @@ class IngestRunner:
             doc_id,
             status="ready",
             chunks=len(rows),
-            tokens=tokens,
+            tokens=prepared.tokens,
             near_duplicates=near,
             error=None,
         )

@@ -1,80 +1,110 @@
 """Parsing in a separate process with a wall-clock limit.
 
 A PDF that makes a parser spin, or a file that crashes a C library, costs one worker process,
-which is killed at the deadline; the server and every other job carry on. Workers come from a
-`forkserver` (never `fork` of the threaded server) with the parsers preloaded, so each start is
-cheap.
+which is killed at the deadline and replaced; the server and every other job carry on. The
+worker is long-lived (starting a process per document costs more than parsing most documents)
+and comes from a `forkserver`, never a `fork` of the threaded server.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.parsers import ParsedDocument, ParseLimits, parse_bytes
 
-_CONTEXT: Any = None
+
+def _serve(conn: Connection) -> None:
+    """The worker's loop: one (filename, data, limits) in, one result out, until EOF."""
+    while True:
+        try:
+            filename, data, limits = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            conn.send(("ok", parse_bytes(filename, data, limits).pages))
+        except ServiceError as exc:
+            conn.send(("error", (exc.kind.value, exc.message)))
+        except Exception as exc:
+            message = f"the file could not be parsed ({type(exc).__name__})"
+            conn.send(("error", (ErrorKind.INVALID_REQUEST.value, message)))
 
 
-def _context() -> Any:
-    global _CONTEXT
-    if _CONTEXT is None:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["embedgate.knowledge.parsers"])
-        _CONTEXT = ctx
-    return _CONTEXT
+class ParseWorker:
+    """One worker process, replaced whenever it is killed for time or dies."""
+
+    def __init__(self) -> None:
+        self._ctx: Any = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["embedgate.knowledge.parsers"])
+        self._process: Any = None
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> Connection:
+        if self._process is None or not self._process.is_alive() or self._conn is None:
+            self._discard()
+            parent, child = self._ctx.Pipe(duplex=True)
+            self._process = self._ctx.Process(target=_serve, args=(child,), daemon=True)
+            self._process.start()
+            child.close()
+            self._conn = parent
+        return self._conn
+
+    def _discard(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+        if self._process is not None:
+            self._process.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+        self._process, self._conn = None, None
+
+    def parse(
+        self, filename: str, data: bytes, limits: ParseLimits, timeout_s: float
+    ) -> ParsedDocument:
+        """Parse in the worker; raise ServiceError on a bad file or when time runs out."""
+        with self._lock:
+            conn = self._ensure()
+            try:
+                conn.send((filename, data, limits))
+                if not conn.poll(timeout_s):
+                    self._discard()
+                    raise ServiceError(
+                        ErrorKind.PARSE_TIMEOUT,
+                        f"parsing took longer than {timeout_s:g} s and was stopped; the file "
+                        "may be malformed or hostile",
+                        "file",
+                    )
+                status, payload = conn.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                self._discard()
+                raise ServiceError(
+                    ErrorKind.INVALID_REQUEST, "the parser crashed on this file", "file"
+                ) from None
+        if status == "ok":
+            return ParsedDocument([(int(n), str(t)) for n, t in payload])
+        kind, message = payload
+        raise ServiceError(ErrorKind(kind), message, "file")
+
+    def close(self) -> None:
+        with self._lock:
+            self._discard()
 
 
-def _child(conn: Connection, filename: str, data: bytes, limits: ParseLimits) -> None:
-    try:
-        document = parse_bytes(filename, data, limits)
-        conn.send(("ok", document.pages))
-    except ServiceError as exc:
-        conn.send(("error", (exc.kind.value, exc.message)))
-    except Exception as exc:
-        conn.send(
-            (
-                "error",
-                (
-                    ErrorKind.INVALID_REQUEST.value,
-                    f"the file could not be parsed: {type(exc).__name__}",
-                ),
-            )
-        )
-    finally:
-        conn.close()
+_SHARED: ParseWorker | None = None
+_SHARED_LOCK = threading.Lock()
 
 
 def parse_with_limit(
     filename: str, data: bytes, limits: ParseLimits, timeout_s: float
 ) -> ParsedDocument:
-    """Parse in a child process; raise ServiceError on a bad file or when time runs out."""
-    ctx = _context()
-    receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child, args=(sender, filename, data, limits), daemon=True)
-    process.start()
-    sender.close()
-    try:
-        if not receiver.poll(timeout_s):
-            raise ServiceError(
-                ErrorKind.PARSE_TIMEOUT,
-                f"parsing took longer than {timeout_s:g} s and was stopped; the file may be "
-                "malformed or hostile",
-                "file",
-            )
-        status, payload = receiver.recv()
-    except EOFError:
-        raise ServiceError(
-            ErrorKind.INVALID_REQUEST, "the parser crashed on this file", "file"
-        ) from None
-    finally:
-        if process.is_alive():
-            process.kill()
-        process.join(timeout=5)
-        receiver.close()
-    if status == "ok":
-        return ParsedDocument([(int(n), str(t)) for n, t in payload])
-    kind, message = payload
-    raise ServiceError(ErrorKind(kind), message, "file")
+    """Parse on the process-wide worker (created on first use)."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = ParseWorker()
+        worker = _SHARED
+    return worker.parse(filename, data, limits, timeout_s)

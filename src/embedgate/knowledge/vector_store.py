@@ -177,7 +177,9 @@ class MilvusVectorStore:
             }
             for r in rows
         ]
-        self.client.upsert(self._use(name), data)
+        # chunk ids are new for every ingest run (a re-run deletes the old rows first), so a
+        # plain insert is enough; Milvus Lite's upsert pays a delete per row
+        self.client.insert(self._use(name), data)
 
     def delete_document(self, name: str, document_id: str) -> None:
         self.client.delete(self._use(name), filter=f'document_id == "{_quote(document_id)}"')

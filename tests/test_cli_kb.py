@@ -1,0 +1,71 @@
+"""`embedgate kb create|ingest|search`, in-process on a data dir and against a running server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import free_port
+from embedgate.app import create_app
+from embedgate.config import Settings
+from support.servers import fake_factory, running_server
+
+
+def kb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "embedgate", "kb", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def docs(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "leave.md").write_text("# Leave\n\nParental leave is sixteen weeks at full pay.")
+    (folder / "sub" / "zh.txt").write_text("差旅费用须在出差结束后30天内提交报销。")
+    (folder / "bad.exe").write_bytes(b"MZ")
+    return folder
+
+
+def test_kb_in_process(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    created = kb("create", "handbook", "--data-dir", data)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["model"] == "all-MiniLM-L6-v2"
+    ingested = kb("ingest", "handbook", str(docs(tmp_path)), "--data-dir", data)
+    assert ingested.returncode == 1  # the .exe is refused, the others are indexed
+    assert "2 of 3 files indexed" in ingested.stdout and "unsupported file type" in ingested.stdout
+    found = kb("search", "handbook", "差旅 报销", "--mode", "lexical", "--data-dir", data)
+    hits = [json.loads(line) for line in found.stdout.splitlines()]
+    assert hits and hits[0]["filename"] == "zh.txt"
+    dense = kb(
+        "search", "handbook", "how long is parental leave", "--top-k", "1", "--data-dir", data
+    )
+    assert json.loads(dense.stdout.splitlines()[0])["filename"] == "leave.md"
+    missing = kb("search", "nope", "x", "--data-dir", data)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_kb_against_a_server(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path / "srv"), fake_factory())
+    with running_server(app, free_port()) as server:
+        env = {"EMBEDGATE_API_KEY": server.key}
+        assert kb("create", "remote", "--server", server.base, env=env).returncode == 0
+        ingested = kb(
+            "ingest", "remote", str(docs(tmp_path) / "leave.md"), "--server", server.base, env=env
+        )
+        assert ingested.returncode == 0 and "1 of 1 files indexed" in ingested.stdout
+        found = kb(
+            "search", "remote", "parental", "--mode", "lexical", "--server", server.base, env=env
+        )
+        assert json.loads(found.stdout.splitlines()[0])["filename"] == "leave.md"
+        denied = kb(
+            "search", "remote", "x", "--server", server.base, env={"EMBEDGATE_API_KEY": "egk_bad"}
+        )
+        assert denied.returncode == 1 and "401" in denied.stderr
