@@ -307,3 +307,12 @@ def test_bad_collection_requests(client: TestClient) -> None:
         client.post("/v1/collections/twice/search", json={"query": "x", "top_k": 0}).status_code
         == 400
     )
+
+
+def test_embeddings_survive_an_unavailable_vector_store(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, milvus_uri=str(tmp_path / "missing" / "dir" / "m.db"))
+    (tmp_path / "missing").write_text("a file where a directory should be")
+    with client_for(create_app(settings, fake_factory())) as c:
+        assert c.post("/v1/embeddings", json={"input": "still works"}).status_code == 200
+        response = c.get("/v1/collections")
+        assert response.status_code == 503 and "milvus_uri" in response.json()["error"]["message"]

@@ -101,11 +101,15 @@ def create_app(
         database = await asyncio.to_thread(open_settings_database, settings)
         parts = await asyncio.to_thread(build_security, settings, key_store, audit_sink, database)
         state.security, state.audit, state.keys = parts.security, parts.audit, parts.keys
-        state.knowledge = await asyncio.to_thread(
-            build_knowledge, settings, database, state.ready_engine, vector_store
-        )
-        state.knowledge.runner.start()
-        await asyncio.to_thread(state.knowledge.runner.recover)
+        try:
+            state.knowledge = await asyncio.to_thread(
+                build_knowledge, settings, database, state.ready_engine, vector_store
+            )
+            state.knowledge.runner.start()
+            await asyncio.to_thread(state.knowledge.runner.recover)
+        except Exception as exc:  # embeddings keep working without the knowledge base
+            state.knowledge_error = f"{type(exc).__name__}: {exc}"
+            log.error("knowledge base unavailable", extra={"reason": state.knowledge_error})
         loader = asyncio.create_task(_bring_up(state, factory))
         flusher = asyncio.create_task(_flush_last_used(state))
         try:

@@ -25,6 +25,7 @@ class ServiceState:
     audit: AuditLog | None = None
     keys: KeyService | None = None
     knowledge: KnowledgeBase | None = None
+    knowledge_error: str = "starting"
     ready: bool = False
     reason: str = "loading the model"
 
@@ -33,7 +34,11 @@ class ServiceState:
 
     def require_knowledge(self) -> KnowledgeBase:
         if self.knowledge is None:
-            raise ServiceError(ErrorKind.NOT_READY, "the knowledge base is not available")
+            raise ServiceError(
+                ErrorKind.NOT_READY,
+                f"the knowledge base is not available ({self.knowledge_error}); check the "
+                "vector store (milvus_uri) and the server log",
+            )
         return self.knowledge
 
     def require_engine(self) -> EmbeddingEngine:
