@@ -7,11 +7,10 @@ from collections import defaultdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
-from embedgate.api.body import read_json_body
-from embedgate.api.errors import validation_error
+from embedgate.api.body import read_model
 from embedgate.api.state import ServiceState, service
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.security.audit import AuditLog
@@ -40,14 +39,6 @@ class RotateKey(BaseModel):
     grace: str | None = None
 
 
-async def _parse(request: Request, model: type[BaseModel], state: ServiceState) -> Any:
-    data = await read_json_body(request, state.settings.max_json_depth)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc.errors()) from None
-
-
 def _keys(state: ServiceState) -> KeyService:
     if state.keys is None:
         raise ServiceError(ErrorKind.NOT_READY, "the key store is not available")
@@ -66,7 +57,7 @@ async def create_key(
     state: ServiceState = Depends(service),
     admin: Principal = requires(Permission.ADMIN),
 ) -> JSONResponse:
-    body: CreateKey = await _parse(request, CreateKey, state)
+    body: CreateKey = await read_model(request, CreateKey, state.settings.max_json_depth)
     expires = parse_duration(body.expires_in) if body.expires_in else None
     issued = await asyncio.to_thread(
         _keys(state).create,
@@ -95,7 +86,9 @@ async def rotate_key(
     admin: Principal = requires(Permission.ADMIN),
 ) -> JSONResponse:
     body: RotateKey = (
-        await _parse(request, RotateKey, state) if await request.body() else RotateKey()
+        await read_model(request, RotateKey, state.settings.max_json_depth)
+        if await request.body()
+        else RotateKey()
     )
     grace = parse_duration(body.grace) if body.grace else parse_duration("0s")
     issued = await asyncio.to_thread(_keys(state).rotate, key_id, admin.subject, grace)

@@ -3,12 +3,15 @@ before anything else sees it, each with its own clear 4xx."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from embedgate.errors import ErrorKind, ServiceError
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:
@@ -48,3 +51,14 @@ async def read_json_body(request: Request, max_depth: int) -> Any:
             ErrorKind.INVALID_REQUEST, f"the JSON body is nested deeper than {max_depth} levels"
         )
     return data
+
+
+async def read_model(request: Request, model: type[Model], max_depth: int) -> Model:
+    """The JSON body validated into `model`; the first problem becomes one readable 400."""
+    from embedgate.api.errors import validation_error
+
+    data = await read_json_body(request, max_depth)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None

@@ -6,11 +6,9 @@ import asyncio
 import threading
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
 from starlette.responses import Response
 
-from embedgate.api.body import read_json_body
-from embedgate.api.errors import validation_error
+from embedgate.api.body import read_model
 from embedgate.api.schemas import EmbeddingsRequest, embeddings_response
 from embedgate.api.state import ServiceState, audit_fields, service
 from embedgate.engine import Embeddings, EmbedRequest
@@ -47,11 +45,7 @@ async def create_embeddings(
     principal: Principal = requires(Permission.EMBED),
 ) -> Response:
     engine = state.require_engine()
-    data = await read_json_body(request, state.settings.max_json_depth)
-    try:
-        body = EmbeddingsRequest.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc.errors()) from None
+    body = await read_model(request, EmbeddingsRequest, state.settings.max_json_depth)
     fields = audit_fields(request)
     fields.update(n_inputs=len(body.input), dimensions=body.dimensions, user=body.user)
     if not engine.serves(body.model):

@@ -6,11 +6,10 @@ import asyncio
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.responses import JSONResponse
 
-from embedgate.api.body import read_json_body
-from embedgate.api.errors import validation_error
+from embedgate.api.body import read_model
 from embedgate.api.state import ServiceState, service
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.security.gate import requires
@@ -40,21 +39,15 @@ class SearchRequest(BaseModel):
     dimensions: StrictInt | None = None
 
 
-async def _parse(request: Request, model: type[BaseModel], state: ServiceState) -> Any:
-    data = await read_json_body(request, state.settings.max_json_depth)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc.errors()) from None
-
-
 @router.post("/collections")
 async def create_collection(
     request: Request,
     state: ServiceState = Depends(service),
     principal: Principal = requires(Permission.WRITE),
 ) -> JSONResponse:
-    body: CreateCollection = await _parse(request, CreateCollection, state)
+    body: CreateCollection = await read_model(
+        request, CreateCollection, state.settings.max_json_depth
+    )
     kb, engine = state.require_knowledge(), state.require_engine()
     created = await asyncio.to_thread(
         kb.create_collection,
@@ -162,7 +155,7 @@ async def search(
     state: ServiceState = Depends(service),
     principal: Principal = requires(Permission.SEARCH),
 ) -> dict[str, Any]:
-    body: SearchRequest = await _parse(request, SearchRequest, state)
+    body: SearchRequest = await read_model(request, SearchRequest, state.settings.max_json_depth)
     kb, engine = state.require_knowledge(), state.require_engine()
     hits = await kb.search(
         principal,

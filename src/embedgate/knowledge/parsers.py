@@ -172,6 +172,11 @@ def _check_docx_container(data: bytes, limits: ParseLimits) -> None:
 
 def parse_docx(data: bytes, limits: ParseLimits) -> ParsedDocument:
     _check_docx_container(data, limits)
+    return parse_docx_checked(data)
+
+
+def parse_docx_checked(data: bytes) -> ParsedDocument:
+    """A DOCX whose container already passed `_check_docx_container`."""
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
@@ -249,17 +254,11 @@ def check_upload(filename: str, data: bytes, limits: ParseLimits) -> str:
 def parse_bytes(filename: str, data: bytes, limits: ParseLimits | None = None) -> ParsedDocument:
     """Parse one uploaded file (call through `parse_worker.parse_with_limit`)."""
     limits = limits or ParseLimits()
-    if not data:
-        raise _error(ErrorKind.INVALID_REQUEST, "the file is empty (0 bytes)")
-    if len(data) > limits.max_bytes:
-        raise _error(
-            ErrorKind.REQUEST_TOO_LARGE, f"the file is over the {limits.max_bytes}-byte limit"
-        )
-    kind = detect_format(filename, data)
+    kind = check_upload(filename, data, limits)
     if kind == "pdf":
         document = parse_pdf(data, limits)
     elif kind == "docx":
-        document = parse_docx(data, limits)
+        document = parse_docx_checked(data)
     elif kind == "html":
         document = parse_html(data)
     else:
