@@ -316,3 +316,27 @@ def test_embeddings_survive_an_unavailable_vector_store(tmp_path: Path) -> None:
         assert c.post("/v1/embeddings", json={"input": "still works"}).status_code == 200
         response = c.get("/v1/collections")
         assert response.status_code == 503 and "milvus_uri" in response.json()["error"]["message"]
+
+
+def test_queries_get_the_instruction_documents_never_do(
+    client: TestClient, backend: FakeBackend
+) -> None:
+    client.post("/v1/collections", json={"name": "prompts"})
+    before = len(backend.seen)
+    ingest(client, "prompts", "p.txt", b"plain document text about leave")
+    documents = backend.seen[before:]
+    instruct = backend.word_id("Instruct:")
+    assert documents and all(instruct not in seq for seq in documents)
+    mark = len(backend.seen)
+    client.post("/v1/collections/prompts/search", json={"query": "leave", "mode": "dense"})
+    default = backend.seen[mark:]
+    assert any(instruct in seq and backend.word_id("Given") in seq for seq in default)
+    mark = len(backend.seen)
+    client.post(
+        "/v1/collections/prompts/search",
+        json={"query": "leave", "mode": "dense", "instruction": "Find HR rules"},
+    )
+    custom = backend.seen[mark:]
+    assert any(
+        backend.word_id("HR") in seq and backend.word_id("Given") not in seq for seq in custom
+    )
