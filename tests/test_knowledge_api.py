@@ -114,6 +114,8 @@ def test_collection_upload_search_delete(client: TestClient) -> None:
     )
     kb = client.app.state.embedgate.knowledge  # type: ignore[attr-defined]
     assert kb.store.count_document("policies", doc["id"]) == 0
+    audit = (Path(client.app.state.embedgate.settings.data_dir) / "audit.jsonl").read_text()  # type: ignore[attr-defined]
+    assert '"action":"document.delete"' in audit and doc["id"] in audit
 
 
 def test_chinese_lexical_search_uses_word_segmentation(client: TestClient) -> None:

@@ -85,7 +85,11 @@ async def delete_collection(
     state: ServiceState = Depends(service),
     principal: Principal = requires(Permission.DELETE),
 ) -> dict[str, Any]:
-    await asyncio.to_thread(state.require_knowledge().delete_collection, principal, name)
+    kb = state.require_knowledge()
+    before = await asyncio.to_thread(kb.describe, principal, name)
+    if state.audit is not None:  # recorded first: refused when it cannot be recorded
+        state.audit.admin("collection.delete", principal.subject, name, before=before)
+    await asyncio.to_thread(kb.delete_collection, principal, name)
     return {"deleted": name}
 
 
@@ -125,7 +129,11 @@ async def delete_document(
     state: ServiceState = Depends(service),
     principal: Principal = requires(Permission.DELETE),
 ) -> dict[str, Any]:
-    await asyncio.to_thread(state.require_knowledge().delete_document, principal, name, doc_id)
+    kb = state.require_knowledge()
+    before = await asyncio.to_thread(kb.document, principal, name, doc_id)
+    if state.audit is not None:
+        state.audit.admin("document.delete", principal.subject, doc_id, before=before)
+    await asyncio.to_thread(kb.delete_document, principal, name, doc_id)
     return {"deleted": doc_id}
 
 
