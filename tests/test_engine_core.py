@@ -193,8 +193,8 @@ def test_requests_arriving_together_share_a_batch(fake: FakeBackend) -> None:
     e = EmbeddingEngine(fake, "fake", limits=EngineLimits(batch_wait_ms=200))
     e.start()
     try:
-        fake.delay = 0.3
-        e.embed_sync(EmbedRequest(["warm up"]))  # the last forward took ~0.3 s
+        fake.delay = 1.0
+        e.embed_sync(EmbedRequest(["warm up"]))  # the last forward took ~1 s: wait <= 100 ms
         fake.delay = 0.0
 
         async def burst() -> None:
