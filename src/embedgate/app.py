@@ -137,11 +137,12 @@ def create_app(
     )
     app.state.embedgate = state
     install_error_handlers(app)
+    # the hot route first: routing tries included routers in order
+    app.include_router(embeddings.router)
     app.include_router(health.router)
     app.include_router(models.router)
-    app.include_router(embeddings.router)
-    app.include_router(admin.router)
     app.include_router(knowledge.router)
+    app.include_router(admin.router)
     if settings.api_docs == "admin":
 
         @app.get("/openapi.json", dependencies=[requires(Permission.ADMIN)])
