@@ -31,6 +31,4 @@ async def ready(state: ServiceState = Depends(service)) -> Response:
 
 @router.get("/metrics", dependencies=[requires(Permission.ADMIN)])
 async def metrics(state: ServiceState = Depends(service)) -> Response:
-    if state.engine is not None:
-        state.metrics.queue_tokens.set(state.engine.queued_tokens)
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

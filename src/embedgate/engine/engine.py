@@ -223,12 +223,13 @@ class EmbeddingEngine:
         if flag.is_set():
             raise asyncio.CancelledError
         pending = self._enqueue(sequences, flag)
+        tokens = sum(len(s) for s in sequences)
         if admit is not None:
             # the admission check (e.g. a token rate limit on Redis) runs while the work
             # waits in the queue; if it refuses, the work is dropped before the model sees it
             # (unless the model already started on it, in which case the result is discarded)
             try:
-                await admit(sum(len(s) for s in sequences))
+                await admit(tokens)
             except BaseException:
                 flag.set()
                 raise
@@ -237,7 +238,7 @@ class EmbeddingEngine:
         except asyncio.CancelledError:
             flag.set()
             raise
-        return self._finish(rows, request, sum(len(s) for s in sequences))
+        return self._finish(rows, request, tokens)
 
     def embed_sync(self, request: EmbedRequest) -> Embeddings:
         """Embed from a plain thread (CLI, benchmarks, self-test)."""

@@ -6,6 +6,7 @@ Grants are enforced here, for every call: a caller limited to other collections 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from dataclasses import dataclass
@@ -217,8 +218,6 @@ class KnowledgeBase:
         model: str | None = None,
         dimensions: int | None = None,
     ) -> list[dict[str, Any]]:
-        import asyncio
-
         info = self.get(principal, name)
         if (model is not None and model != info.model) or engine.name != info.model:
             raise ServiceError(
@@ -248,22 +247,23 @@ class KnowledgeBase:
                 instruction=instruction if engine.spec.takes_instructions else None,
             )
             vector = (await engine.embed(request)).vectors[0].tolist()
-            search = self.store.dense if mode == "dense" else None
-            if search is not None:
-                hits = await asyncio.to_thread(search, name, vector, depth)
+            if mode == "dense":
+                hits = await asyncio.to_thread(self.store.dense, name, vector, depth)
             else:
                 hits = await asyncio.to_thread(self.store.hybrid, name, vector, query, depth)
-        return self._present(name, hits, top_k)
+        return await asyncio.to_thread(self._present, name, hits, top_k)
 
     def _present(self, name: str, hits: list[Hit], top_k: int) -> list[dict[str, Any]]:
-        ready = self.catalog.ready_ids(name)
-        names = {d["id"]: d["filename"] for d in self.catalog.documents(name)}
+        """Only chunks of ready documents, with their file names (one catalog query)."""
+        ready = {
+            d["id"]: d["filename"] for d in self.catalog.documents(name) if d["status"] == "ready"
+        }
         return [
             {
                 "text": h.text,
                 "score": round(h.score, 6),
                 "document_id": h.document_id,
-                "filename": names.get(h.document_id),
+                "filename": ready[h.document_id],
                 "chunk_index": h.chunk_index,
                 "page": h.page,
             }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,7 @@ class IngestRunner:
             engine = self._engine()
             if engine is not None:
                 return engine
-            threading.Event().wait(0.2)
+            time.sleep(0.2)
 
     def run(self, job_id: str) -> None:
         """Both stages, in this thread (tests and tools)."""
