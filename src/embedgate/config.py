@@ -60,7 +60,17 @@ class Settings(BaseSettings):
     dtype: DType = Field(default="float32", description="Compute dtype: float32 or bfloat16.")
     device: Device = Field(default="auto", description="auto (GPU when present), cpu or cuda.")
     torch_threads: int | None = Field(
-        default=None, ge=1, description="Intra-op threads for torch; empty = torch's default."
+        default=None,
+        ge=1,
+        description="Intra-op threads per forward pass; empty = the cores split between "
+        "the forward threads on CPU, torch's default on GPU.",
+    )
+    forward_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Threads running forward passes side by side; empty = 2 on a CPU with 2+ "
+        "cores, 1 on a GPU.",
     )
 
     # --- batching and admission control ----------------------------------------------------

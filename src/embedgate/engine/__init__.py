@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import os
+
 from embedgate.config import Settings
 from embedgate.engine.engine import EmbeddingEngine, Embeddings, EmbedRequest, EngineLimits
 from embedgate.engine.loading import resolve_model
 from embedgate.engine.scheduler import SchedulerObserver
 
-__all__ = ["EmbedRequest", "EmbeddingEngine", "Embeddings", "EngineLimits", "build_engine"]
+__all__ = [
+    "EmbedRequest",
+    "EmbeddingEngine",
+    "Embeddings",
+    "EngineLimits",
+    "build_engine",
+    "thread_plan",
+]
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_plan(settings: Settings, on_gpu: bool, cores: int) -> tuple[int, int | None]:
+    """(forward threads, torch intra-op threads or None for torch's default).
+
+    A CPU gets two forward threads splitting the cores (measured faster under concurrent
+    load, docs/benchmarks.md); a GPU runs one at a time, so one thread feeds it.
+    """
+    forward = settings.forward_threads or (1 if on_gpu or cores < 2 else 2)
+    if settings.torch_threads:
+        return forward, settings.torch_threads
+    return forward, (None if on_gpu else max(1, cores // forward))
 
 
 def build_engine(settings: Settings, observer: SchedulerObserver | None = None) -> EmbeddingEngine:
@@ -16,14 +45,15 @@ def build_engine(settings: Settings, observer: SchedulerObserver | None = None) 
 
     from embedgate.engine.torch_backend import TorchBackend
 
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
     source = resolve_model(settings.model, settings.model_name, settings.model_aliases)
     backend = TorchBackend.load(
         source.path, settings.dtype, settings.device, settings.max_input_tokens
     )
     # small batches keep a CPU's caches warm; GPUs need large ones to be busy
     on_gpu = backend.device_name.startswith("cuda")
+    forward_threads, torch_threads = thread_plan(settings, on_gpu, available_cores())
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
     limits = EngineLimits(
         max_inputs=settings.max_inputs_per_request,
         max_request_tokens=settings.max_request_tokens,
@@ -31,5 +61,6 @@ def build_engine(settings: Settings, observer: SchedulerObserver | None = None) 
         max_queued_tokens=settings.max_queued_tokens,
         tokenizer_threads=settings.tokenizer_threads,
         batch_wait_ms=settings.batch_wait_ms,
+        forward_threads=forward_threads,
     )
     return EmbeddingEngine(backend, source.name, source.aliases, limits, observer)

@@ -49,6 +49,7 @@ class EngineLimits:
     max_queued_tokens: int = 1_048_576
     tokenizer_threads: int = 1
     batch_wait_ms: float = 0.0
+    forward_threads: int = 1
 
 
 INLINE_TOKENIZE_CHARS = 2048
@@ -83,6 +84,7 @@ class EmbeddingEngine:
             self.limits.max_queued_tokens,
             observer,
             batch_wait=self.limits.batch_wait_ms / 1000,
+            workers=self.limits.forward_threads,
         )
         self._tokenizers = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.limits.tokenizer_threads, thread_name_prefix="embedgate-tokenize"

@@ -1,10 +1,15 @@
-"""The dynamic batcher: one forward thread fed by a token-bounded queue.
+"""The dynamic batcher: forward threads fed by a token-bounded queue.
 
-Requests from many clients are tokenised on their own threads and enqueued here; the forward
-thread takes whatever is queued when the model becomes free, so tokenising the next batch
-overlaps the forward pass of the current one. Admission control refuses work beyond a queued
-token bound instead of growing the queue forever, and items of requests whose client has gone
-are dropped before they reach the model.
+Requests from many clients are tokenised on their own threads and enqueued here; a forward
+thread takes whatever is queued when it becomes free, so tokenising the next batch overlaps the
+forward pass of the current one. Admission control refuses work beyond a queued token bound
+instead of growing the queue forever, and items of requests whose client has gone are dropped
+before they reach the model.
+
+On a CPU, two forward threads with half the cores each beat one thread with all of them under
+concurrent load: while one waits for its clients to send again, the other computes, and a
+single-threaded forward pass never stalls at a parallel-region barrier because the event loop
+took one of its cores (docs/benchmarks.md has the numbers).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ class SchedulerObserver(Protocol):
 
 
 class BatchScheduler:
-    """Owns the queue and the single thread that calls the model."""
+    """Owns the queue and the forward threads that call the model."""
 
     def __init__(
         self,
@@ -43,8 +48,12 @@ class BatchScheduler:
         max_queued_tokens: int,
         observer: SchedulerObserver | None = None,
         batch_wait: float = 0.0,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError("the scheduler needs at least one forward thread")
         self._run_batch = run_batch
+        self._workers = workers
         self._batch_wait = batch_wait
         self._last_forward = 0.0
         self._max_batch_tokens = max_batch_tokens
@@ -54,19 +63,29 @@ class BatchScheduler:
         self._queued_tokens = 0
         self._cond = threading.Condition()
         self._running = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # forward threads waiting for work
 
     @property
     def queued_tokens(self) -> int:
         return self._queued_tokens
+
+    @property
+    def free_threads(self) -> int:
+        """Forward threads waiting for work right now."""
+        return self._idle
 
     def start(self) -> None:
         with self._cond:
             if self._running:
                 return
             self._running = True
-        self._thread = threading.Thread(target=self._loop, name="embedgate-forward", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"embedgate-forward-{n}", daemon=True)
+            for n in range(self._workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         with self._cond:
@@ -78,8 +97,8 @@ class BatchScheduler:
         stopped = ServiceError(ErrorKind.NOT_READY, "the server is shutting down")
         for item in pending:
             item.request.fail(stopped)
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     def submit(self, items: Sequence[WorkItem]) -> None:
         """Enqueue one request's items, or refuse the whole request when overloaded."""
@@ -104,15 +123,28 @@ class BatchScheduler:
 
     def _next_window(self) -> list[WorkItem] | None:
         with self._cond:
-            while self._running and not self._queue:
-                self._cond.wait()
-            self._coalesce()
-            if not self._running:
-                return None
-            window = take_window(self._queue, self._max_batch_tokens)
+            self._idle += 1
+            try:
+                while self._running and not self._queue:
+                    self._cond.wait()
+                if self._idle == 1:  # no other thread is free to take the stragglers
+                    self._coalesce()
+                if not self._running:
+                    return None
+                window = take_window(self._queue, self._share(self._idle))
+            finally:
+                self._idle -= 1
+            if self._queue:  # more than this thread's share: wake another one for it
+                self._cond.notify()
             self._queued_tokens -= sum(item.tokens for item in window)
             self._report_queue()
             return window
+
+    def _share(self, free_threads: int) -> int:
+        """Queued work is split evenly between the threads free right now, so one of them
+        does not take all of it while another sits idle."""
+        even = -(-self._queued_tokens // max(1, free_threads))
+        return min(self._max_batch_tokens, even)
 
     def _coalesce(self) -> None:
         """Give clients that are about to send a moment to join the batch.
@@ -120,8 +152,9 @@ class BatchScheduler:
         Without this, the first request to arrive after a batch finishes runs alone and the
         rest wait a whole forward pass. The wait is bounded by a tenth of the last forward
         pass (so it never costs more than ~10% of compute) and by `batch_wait`; it ends early
-        after a quiet gap of a quarter of that, or once the token budget is full. Called with
-        the lock held.
+        after a quiet gap of a quarter of that, or once the token budget is full. Only done
+        when no other forward thread is free (a free one takes the stragglers at once, so
+        waiting would only idle this one). Called with the lock held.
         """
         limit = min(self._batch_wait, 0.1 * self._last_forward)
         if limit <= 0:

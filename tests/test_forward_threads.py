@@ -1,0 +1,104 @@
+"""Several forward threads: they run side by side, split free work evenly, and the thread plan
+gives a CPU two of them with the cores divided."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from embedgate.config import Settings
+from embedgate.engine import EmbeddingEngine, EmbedRequest, EngineLimits, thread_plan
+from embedgate.engine.fake_backend import FakeBackend
+from embedgate.engine.pooling import FloatArray
+
+
+class OverlapBackend(FakeBackend):
+    """Records how many forward passes were running at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = 0
+        self.most = 0
+        self._count = threading.Lock()
+
+    def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
+        with self._count:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.02)
+            return super().forward(sequences)
+        finally:
+            with self._count:
+                self.running -= 1
+
+
+def wait_until_free(engine: EmbeddingEngine, threads: int) -> None:
+    deadline = time.monotonic() + 5
+    while engine._scheduler.free_threads < threads:
+        assert time.monotonic() < deadline, "forward threads never became free"
+        time.sleep(0.005)
+
+
+def test_two_threads_run_forward_passes_side_by_side() -> None:
+    texts = [f"text number {i}" for i in range(40)]
+    reference = EmbeddingEngine(FakeBackend(), "fake", limits=EngineLimits(max_batch_tokens=16))
+    reference.start()
+    expected = reference.embed_sync(EmbedRequest(texts)).vectors
+    reference.stop()
+
+    backend = OverlapBackend()
+    engine = EmbeddingEngine(
+        backend, "fake", limits=EngineLimits(max_batch_tokens=16, forward_threads=2)
+    )
+    engine.start()
+    try:
+        got = engine.embed_sync(EmbedRequest(texts)).vectors
+    finally:
+        engine.stop()
+    assert backend.most == 2, "one bulk request must keep both threads busy"
+    np.testing.assert_array_equal(got, expected)  # same rows, same order
+
+
+@pytest.mark.parametrize(("threads", "batches"), [(2, [20, 20]), (1, [40])])
+def test_free_threads_split_queued_work_evenly(threads: int, batches: list[int]) -> None:
+    backend = FakeBackend()
+    backend.gate = threading.Event()  # passes block until every thread has taken its share
+    engine = EmbeddingEngine(backend, "fake", limits=EngineLimits(forward_threads=threads))
+    engine.start()
+    try:
+        wait_until_free(engine, threads)
+        caller = threading.Thread(
+            target=engine.embed_sync, args=(EmbedRequest([[7]] * 40),)  # id + EOS: 2 tokens
+        )
+        caller.start()
+        deadline = time.monotonic() + 5
+        while not backend.entered.is_set() or engine.queued_tokens:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        backend.gate.set()
+        caller.join(timeout=5)
+    finally:
+        backend.gate.set()
+        engine.stop()
+    assert sorted(backend.batches) == sorted(batches)
+
+
+def test_one_thread_per_gpu_two_splitting_the_cores_of_a_cpu() -> None:
+    assert thread_plan(Settings(), on_gpu=False, cores=2) == (2, 1)
+    assert thread_plan(Settings(), on_gpu=False, cores=16) == (2, 8)
+    assert thread_plan(Settings(), on_gpu=False, cores=1) == (1, 1)
+    assert thread_plan(Settings(), on_gpu=True, cores=16) == (1, None)
+    assert thread_plan(Settings(forward_threads=4), on_gpu=False, cores=16) == (4, 4)
+    assert thread_plan(Settings(torch_threads=3), on_gpu=False, cores=16) == (2, 3)
+
+
+def test_the_scheduler_needs_a_thread() -> None:
+    from embedgate.engine.scheduler import BatchScheduler
+
+    with pytest.raises(ValueError, match="at least one"):
+        BatchScheduler(lambda seqs: np.zeros((len(seqs), 2), np.float32), 64, 64, workers=0)
