@@ -14,12 +14,17 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from embedgate import __version__
-from embedgate.api import admin, embeddings, health, knowledge, models
+from embedgate.api import admin, health, knowledge, models
+from embedgate.api.embeddings import PATH as EMBEDDINGS_PATH
+from embedgate.api.embeddings import EmbeddingsEndpoint
 from embedgate.api.errors import install_error_handlers
+from embedgate.api.hot_routes import HotRoutes
 from embedgate.api.metrics import Metrics
 from embedgate.api.middleware import RequestContextMiddleware
+from embedgate.api.openapi import openapi_document
 from embedgate.api.state import ServiceState
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, build_engine
@@ -137,8 +142,10 @@ def create_app(
     )
     app.state.embedgate = state
     install_error_handlers(app)
-    # the hot route first: routing tries included routers in order
-    app.include_router(embeddings.router)
+    embeddings = Route(
+        EMBEDDINGS_PATH, EmbeddingsEndpoint(state), methods=["POST"], name="create_embeddings"
+    )
+    app.router.routes.append(embeddings)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(knowledge.router)
@@ -147,11 +154,12 @@ def create_app(
 
         @app.get("/openapi.json", dependencies=[requires(Permission.ADMIN)])
         async def openapi_schema() -> JSONResponse:
-            return JSONResponse(app.openapi())
+            return JSONResponse(openapi_document(app))
 
     unguarded = unguarded_routes(app.routes)
     if unguarded:  # deny by default: a route without a permission is a bug, not a feature
         raise RuntimeError(f"routes without a permission guard: {unguarded}")
+    app.add_middleware(HotRoutes, routes=[embeddings])  # innermost: CORS and context wrap it
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -141,6 +141,10 @@ def route_table(routes: list[Any], prefix: str = "") -> list[tuple[str, Permissi
             for d in (dependant.dependencies if dependant is not None else [])
             if isinstance(d.call, Requires)
         ]
+        # a plain ASGI endpoint declares the permission it checks itself
+        declared = getattr(getattr(route, "endpoint", None), "permission", None)
+        if dependant is None and isinstance(declared, Permission):
+            guards.append(declared)
         table.append((path, guards[0] if guards else None))
     return table
 
