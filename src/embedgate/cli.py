@@ -66,6 +66,7 @@ def serve(
     # The forward thread re-takes the GIL after every torch op; with the default 5 ms switch
     # interval a busy event loop stalls it (a GIL convoy). 1 ms measured faster under load.
     sys.setswitchinterval(0.001)
+    _freeze_library_objects()
     if not settings.auth and settings.host not in LOOPBACK:
         typer.echo("embedgate: refusing auth=false on a non-loopback address", err=True)
         raise typer.Exit(2)
@@ -95,6 +96,21 @@ def serve(
 
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _freeze_library_objects() -> None:
+    """Import torch and transformers now and exempt their objects from garbage collection.
+
+    They live as long as the process (~440k objects); left in the collector's generations,
+    every full collection scans them all again, ~4% of CPU under load (measured with perf).
+    """
+    import gc
+
+    import torch  # noqa: F401
+    from transformers import AutoModel, AutoTokenizer  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
 
 
 def _tls_options(settings: Settings) -> dict[str, str]:
