@@ -207,6 +207,38 @@ def engine_rows(
     return rows, vectors
 
 
+def concurrent_rows(
+    engine: EmbeddingEngine,
+    label: str,
+    corpora: dict[str, list[str]],
+    tokens: dict[str, int],
+    clients: int,
+    repeats: int,
+) -> list[Row]:
+    """The engine in-process under the HTTP run's request pattern: `clients` asyncio callers,
+    one input per request. Separates what HTTP costs from what small, irregular batches cost."""
+
+    async def load(texts: list[str]) -> float:
+        index = [0]
+
+        async def client() -> None:
+            while index[0] < len(texts):
+                text = texts[index[0]]
+                index[0] += 1
+                await engine.embed(EmbedRequest([text]))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return time.perf_counter() - start
+
+    rows = []
+    for name, texts in corpora.items():
+        asyncio.run(load(texts[:128]))  # warm-up
+        seconds = min(asyncio.run(load(texts)) for _ in range(repeats))
+        rows.append(Row(label, name, tokens[name], seconds))
+    return rows
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -409,6 +441,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
+    sys.setswitchinterval(0.001)  # as `embedgate serve` does, for the in-process async callers
     scale = 4 if args.quick else 1
 
     fp32 = build_engine(Settings(model=args.model))
@@ -440,8 +473,11 @@ def main() -> None:
     bf16 = build_engine(Settings(model=args.model, dtype="bfloat16"))
     bf16.start()
     r16, v16 = engine_rows(bf16, "embedgate engine bf16", corpora, tokens, repeats)
+    pattern = concurrent_rows(
+        bf16, f"engine bf16, {args.clients} async callers", corpora, tokens, args.clients, repeats
+    )
     bf16.stop()
-    rows += r32 + r16
+    rows += r32 + r16 + pattern
     cosine = min(float((v16[n] * v32[n]).sum(axis=1).min()) for n in corpora)
     security: list[Row] = []
     if not args.skip_http:
