@@ -172,17 +172,29 @@ def best_of(repeats: int, fn: object) -> float:
 
 
 def baseline(
-    model_dir: Path, corpora: dict[str, list[str]], tokens: dict[str, int], repeats: int
+    model_dir: Path,
+    corpora: dict[str, list[str]],
+    tokens: dict[str, int],
+    repeats: int,
+    torch_threads: int,
 ) -> list[Row]:
+    import torch
     from sentence_transformers import SentenceTransformer
 
+    # build_engine splits the cores between its forward threads (a process-wide torch
+    # setting); sentence-transformers runs one pass at a time, so it gets torch's default back
+    engine_threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
     model = SentenceTransformer(str(model_dir), device="cpu")
     model.max_seq_length = 512
     rows = []
-    for name, texts in corpora.items():
-        model.encode(texts[:64], normalize_embeddings=True)  # warm-up
-        seconds = best_of(repeats, lambda t=texts: model.encode(t, normalize_embeddings=True))
-        rows.append(Row("sentence-transformers fp32 (baseline)", name, tokens[name], seconds))
+    try:
+        for name, texts in corpora.items():
+            model.encode(texts[:64], normalize_embeddings=True)  # warm-up
+            seconds = best_of(repeats, lambda t=texts: model.encode(t, normalize_embeddings=True))
+            rows.append(Row("sentence-transformers fp32 (baseline)", name, tokens[name], seconds))
+    finally:
+        torch.set_num_threads(engine_threads)
     return rows
 
 
@@ -444,6 +456,9 @@ def main() -> None:
     sys.setswitchinterval(0.001)  # as `embedgate serve` does, for the in-process async callers
     scale = 4 if args.quick else 1
 
+    import torch
+
+    default_threads = torch.get_num_threads()
     fp32 = build_engine(Settings(model=args.model))
     fp32.start()
     corpora = {
@@ -467,7 +482,7 @@ def main() -> None:
         )
 
     model_dir = resolve_model(args.model, None, []).path
-    rows = baseline(model_dir, corpora, tokens, repeats)
+    rows = baseline(model_dir, corpora, tokens, repeats, default_threads)
     r32, v32 = engine_rows(fp32, "embedgate engine fp32", corpora, tokens, repeats)
     fp32.stop()
     bf16 = build_engine(Settings(model=args.model, dtype="bfloat16"))

@@ -73,7 +73,8 @@ def test_free_threads_split_queued_work_evenly(threads: int, batches: list[int])
     try:
         wait_until_free(engine, threads)
         caller = threading.Thread(
-            target=engine.embed_sync, args=(EmbedRequest([[7]] * 40),)  # id + EOS: 2 tokens
+            target=engine.embed_sync,
+            args=(EmbedRequest([[7]] * 40),),  # id + EOS: 2 tokens
         )
         caller.start()
         deadline = time.monotonic() + 5

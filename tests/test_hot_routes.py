@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 from embedgate.api.hot_routes import HotRoutes
 from embedgate.app import create_app
 from embedgate.config import Settings
-from tests.support.servers import admin_key, client_for, fake_factory
+from support.servers import admin_key, client_for, fake_factory
 
 
 class Recorder:
