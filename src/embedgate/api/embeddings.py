@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
@@ -20,9 +20,9 @@ from embedgate.api.body import read_model
 from embedgate.api.errors import error_response
 from embedgate.api.schemas import EmbeddingsRequest, embeddings_response
 from embedgate.api.state import ServiceState, audit_fields
-from embedgate.engine import Embeddings, EmbedRequest
+from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
-from embedgate.security.roles import Permission, Principal
+from embedgate.security.roles import Permission
 
 CLIENT_CLOSED_REQUEST = 499
 PATH = "/v1/embeddings"
@@ -36,6 +36,27 @@ async def _wait_for_disconnect(receive: Receive, flag: threading.Event) -> None:
         if message["type"] == "http.disconnect":
             flag.set()
             return
+
+
+async def _embed_unless_gone(
+    engine: EmbeddingEngine,
+    job: EmbedRequest,
+    admit: Callable[[int], Awaitable[None]],
+    receive: Receive,
+) -> Embeddings | None:
+    """The engine's result, or None when the client went away first (its work is dropped)."""
+    gone = threading.Event()
+    work = asyncio.ensure_future(engine.embed(job, gone, admit))
+    watcher = asyncio.ensure_future(_wait_for_disconnect(receive, gone))
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not work.done():
+        work.cancel()
+        return None
+    result: Embeddings = work.result()
+    return result
 
 
 class EmbeddingsEndpoint:
@@ -59,9 +80,10 @@ class EmbeddingsEndpoint:
 
     async def _handle(self, request: Request) -> tuple[int, bytes]:
         state = self.state
-        if state.security is None:
+        security = state.security
+        if security is None:
             raise ServiceError(ErrorKind.NOT_READY, "the server is starting")
-        principal = await state.security.admit(request, self.permission)
+        principal = await security.admit(request, self.permission)
         engine = state.require_engine()
         body = await read_model(request, EmbeddingsRequest, state.settings.max_json_depth)
         fields = audit_fields(request)
@@ -80,7 +102,12 @@ class EmbeddingsEndpoint:
             instruction=body.instruction,
             truncate=body.truncate,
         )
-        result = await self._embed(request, principal, job, fields)
+
+        async def admit(tokens: int) -> None:  # once the engine knows the real token count
+            fields["n_tokens"] = tokens
+            await security.charge_tokens(request, principal, tokens)
+
+        result = await _embed_unless_gone(engine, job, admit, request.receive)
         if result is None:
             return CLIENT_CLOSED_REQUEST, b""
         state.metrics.tokens.inc(result.prompt_tokens)
@@ -89,28 +116,3 @@ class EmbeddingsEndpoint:
             result.vectors, engine.name, result.prompt_tokens, body.encoding_format
         )
         return 200, payload
-
-    async def _embed(
-        self, request: Request, principal: Principal, job: EmbedRequest, fields: dict[str, Any]
-    ) -> Embeddings | None:
-        """The engine's result, or None when the client went away first."""
-        engine = self.state.require_engine()
-        security = self.state.security
-
-        async def admit(tokens: int) -> None:
-            fields["n_tokens"] = tokens
-            if security is not None:
-                await security.charge_tokens(request, principal, tokens)
-
-        gone = threading.Event()
-        work = asyncio.ensure_future(engine.embed(job, gone, admit))
-        watcher = asyncio.ensure_future(_wait_for_disconnect(request.receive, gone))
-        try:
-            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-        if not work.done():
-            work.cancel()
-            return None
-        result: Embeddings = work.result()
-        return result

@@ -55,6 +55,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = {"code": 500, "sent": False}
         header_bytes = sum(len(k) + len(v) for k, v in scope.get("headers", []))
+        limit = self._limit_for(scope)
         if header_bytes > self.max_header_bytes:
             error = ServiceError(
                 ErrorKind.HEADERS_TOO_LARGE,
@@ -62,11 +63,10 @@ class RequestContextMiddleware:
             )
             await error_response(error, {"Connection": "close"})(scope, receive, send)
             status["code"] = 431
-        elif self._declared_too_large(scope, self._limit_for(scope)):
-            await self._send_too_large(scope, receive, send, self._limit_for(scope))
+        elif self._declared_too_large(scope, limit):
+            await self._send_too_large(scope, receive, send, limit)
             status["code"] = 413
         else:
-            limit = self._limit_for(scope)
             try:
                 await self.app(
                     scope,
