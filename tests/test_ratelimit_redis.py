@@ -132,3 +132,36 @@ def test_redis_password_never_reaches_logs_or_errors(
         body = c.post("/v1/embeddings", json={"input": "x"}).text
         metrics = c.get("/metrics").text
     assert "hunter2" not in body + metrics + caplog.text
+
+
+def evalsha_calls(redis: RedisServer) -> int:
+    import redis as redis_sync
+
+    stats = redis_sync.Redis.from_url(redis.url).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_one_store_round_trip_per_embedding_request(tmp_path: Path, redis: RedisServer) -> None:
+    """Requests/min and tokens/min are charged together; a key already refused is refused in
+    process, without asking Redis again."""
+    app = create_app(Settings(data_dir=tmp_path, redis_url=redis.url), fake_factory())
+    with client_for(app, authenticated=False) as c:
+        admin = {"Authorization": f"Bearer {admin_key(app)}"}
+        key = c.post(
+            "/v1/admin/keys",
+            json={"name": "rt", "role": "writer", "rpm": 3, "tpm": 1000},
+            headers=admin,
+        ).json()["key"]
+        headers = {"Authorization": f"Bearer {key}"}
+        before = evalsha_calls(redis)
+        ok = [c.post("/v1/embeddings", json={"input": "a b c"}, headers=headers) for _ in range(3)]
+        assert [r.status_code for r in ok] == [200, 200, 200]
+        assert evalsha_calls(redis) - before == 3
+        assert ok[2].headers["x-ratelimit-remaining-requests"] == "0"
+        assert ok[2].headers["x-ratelimit-remaining-tokens"] == str(1000 - 3 * 4)
+        refused = c.post("/v1/embeddings", json={"input": "a b c"}, headers=headers)
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "requests"
+        assert evalsha_calls(redis) - before == 4
+        again = c.post("/v1/embeddings", json={"input": "a b c"}, headers=headers)
+        assert again.status_code == 429 and int(again.headers["retry-after"]) >= 1
+        assert evalsha_calls(redis) - before == 4  # answered from the remembered refusal

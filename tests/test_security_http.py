@@ -387,3 +387,23 @@ def test_audit_filters_by_time(client: TestClient) -> None:
         "data"
     ]
     assert all(r["route"] == "/v1/admin/keys" for r in route)
+
+
+def test_a_request_refused_on_tokens_keeps_its_request_slot(client: TestClient) -> None:
+    key = make_key(client, "writer", rpm=2, tpm=6)
+    big = client.post("/v1/embeddings", json={"input": "a b c d e f g h"}, headers=bearer(key))
+    assert_error(big, 429, "rate_limit_exceeded")
+    small = [
+        client.post("/v1/embeddings", json={"input": "a"}, headers=bearer(key)) for _ in range(3)
+    ]
+    assert [r.status_code for r in small] == [200, 200, 429]
+    assert small[2].json()["error"]["type"] == "requests"
+
+
+def test_invalid_requests_count_against_the_request_limit(client: TestClient) -> None:
+    key = make_key(client, "writer", rpm=2)
+    bad = client.post("/v1/embeddings", json={"input": []}, headers=bearer(key))
+    assert bad.status_code == 400
+    assert client.post("/v1/embeddings", json=EMBED, headers=bearer(key)).status_code == 200
+    over = client.post("/v1/embeddings", json={"input": []}, headers=bearer(key))
+    assert_error(over, 429, "rate_limit_exceeded")

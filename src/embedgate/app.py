@@ -131,6 +131,8 @@ def create_app(
                 state.engine.stop()
             with contextlib.suppress(Exception):
                 state.keys.flush_last_used()
+            with contextlib.suppress(Exception):
+                await parts.security.limiter.aclose()
 
     app = FastAPI(
         title="embedgate",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
@@ -22,7 +23,8 @@ from embedgate.api.schemas import EmbeddingsRequest, embeddings_response
 from embedgate.api.state import ServiceState, audit_fields
 from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
-from embedgate.security.roles import Permission
+from embedgate.security.gate import Security
+from embedgate.security.roles import Permission, Principal
 
 CLIENT_CLOSED_REQUEST = 499
 PATH = "/v1/embeddings"
@@ -83,31 +85,22 @@ class EmbeddingsEndpoint:
         security = state.security
         if security is None:
             raise ServiceError(ErrorKind.NOT_READY, "the server is starting")
-        principal = await security.admit(request, self.permission)
-        engine = state.require_engine()
-        body = await read_model(request, EmbeddingsRequest, state.settings.max_json_depth)
-        fields = audit_fields(request)
-        fields.update(n_inputs=len(body.input), dimensions=body.dimensions, user=body.user)
-        if not engine.serves(body.model):
-            raise ServiceError(
-                ErrorKind.MODEL_NOT_FOUND,
-                f"The model {body.model!r} does not exist here; this server serves "
-                f"{engine.name!r} (see GET /v1/models)",
-                "model",
+        principal = await security.admit(request, self.permission, defer_limits=True)
+        usage = _Usage(security, request, principal)
+        try:
+            body = await self._read(request, usage.fields)
+            engine = self._engine_for(body)
+            job = EmbedRequest(
+                inputs=body.input,
+                dimensions=body.dimensions,
+                input_type=body.input_type,
+                instruction=body.instruction,
+                truncate=body.truncate,
             )
-        job = EmbedRequest(
-            inputs=body.input,
-            dimensions=body.dimensions,
-            input_type=body.input_type,
-            instruction=body.instruction,
-            truncate=body.truncate,
-        )
-
-        async def admit(tokens: int) -> None:  # once the engine knows the real token count
-            fields["n_tokens"] = tokens
-            await security.charge_tokens(request, principal, tokens)
-
-        result = await _embed_unless_gone(engine, job, admit, request.receive)
+            result = await _embed_unless_gone(engine, job, usage.charge, request.receive)
+        except ServiceError:
+            await usage.charge_if_not_yet()  # refused requests count against the limit too
+            raise
         if result is None:
             return CLIENT_CLOSED_REQUEST, b""
         state.metrics.tokens.inc(result.prompt_tokens)
@@ -116,3 +109,41 @@ class EmbeddingsEndpoint:
             result.vectors, engine.name, result.prompt_tokens, body.encoding_format
         )
         return 200, payload
+
+    async def _read(self, request: Request, fields: dict[str, Any]) -> EmbeddingsRequest:
+        body = await read_model(request, EmbeddingsRequest, self.state.settings.max_json_depth)
+        fields.update(n_inputs=len(body.input), dimensions=body.dimensions, user=body.user)
+        return body
+
+    def _engine_for(self, body: EmbeddingsRequest) -> EmbeddingEngine:
+        engine = self.state.require_engine()
+        if not engine.serves(body.model):
+            raise ServiceError(
+                ErrorKind.MODEL_NOT_FOUND,
+                f"The model {body.model!r} does not exist here; this server serves "
+                f"{engine.name!r} (see GET /v1/models)",
+                "model",
+            )
+        return engine
+
+
+class _Usage:
+    """The request's rate limits, charged once: with its tokens when the engine has counted
+    them (one store round trip for both limits), or alone when the request fails first."""
+
+    def __init__(self, security: Security, request: Request, principal: Principal) -> None:
+        self.security = security
+        self.request = request
+        self.principal = principal
+        self.fields = audit_fields(request)
+        self.charged = False
+
+    async def charge(self, tokens: int) -> None:
+        self.fields["n_tokens"] = tokens
+        self.charged = True
+        await self.security.charge_usage(self.request, self.principal, tokens)
+
+    async def charge_if_not_yet(self) -> None:
+        if not self.charged:
+            self.charged = True
+            await self.security.charge_usage(self.request, self.principal, None)

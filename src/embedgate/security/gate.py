@@ -15,7 +15,7 @@ from embedgate.errors import ErrorKind, ServiceError
 from embedgate.security.client_ip import Network, client_ip
 from embedgate.security.jwt_auth import JwtVerifier, looks_like_jwt
 from embedgate.security.key_service import KeyService
-from embedgate.security.ratelimit import RateLimiter
+from embedgate.security.ratelimit import Limit, RateLimiter
 from embedgate.security.roles import Permission, Principal, Role
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
@@ -67,7 +67,7 @@ class Security:
     async def authenticate(self, request: Request, ip: str) -> Principal:
         if not self.enabled:
             return ANONYMOUS_ADMIN
-        if self.limiter.locked_out(f"auth:{ip}"):
+        if self.limiter.refused_for("auth", ip, self.failed_auth_per_minute):
             await self.limiter.hit("auth", ip, self.failed_auth_per_minute)  # raises 429
         try:
             token = credential_from(request.headers)
@@ -83,7 +83,15 @@ class Security:
             raise
         return principal
 
-    async def admit(self, request: Request, permission: Permission) -> Principal:
+    async def admit(
+        self, request: Request, permission: Permission, *, defer_limits: bool = False
+    ) -> Principal:
+        """Authenticate, authorise and charge the request limit.
+
+        With `defer_limits` the request limit is only checked against refusals this process
+        already knows of, and the caller charges it later with `charge_usage`, together with
+        the tokens once they are counted: one store round trip per request instead of two.
+        """
         ip = self.client_ip(request)
         state = request.scope.setdefault("state", {})
         state["client_ip"] = ip
@@ -96,18 +104,34 @@ class Security:
             )
         rpm = principal.rpm or self.default_rpm
         if rpm is not None and self.enabled:
-            status = await self.limiter.hit("requests", principal.subject, rpm)
-            state.setdefault("ratelimit_headers", {}).update(status.headers())
+            if not defer_limits:
+                await self._charge(request, principal, [Limit("requests", rpm)])
+            elif self.limiter.refused_for("requests", principal.subject, rpm):
+                await self.limiter.hit("requests", principal.subject, rpm)  # raises 429
         return principal
 
-    async def charge_tokens(self, request: Request, principal: Principal, tokens: int) -> None:
-        tpm = principal.tpm or self.default_tpm
-        if tpm is None or not self.enabled:
+    async def charge_usage(
+        self, request: Request, principal: Principal, tokens: int | None
+    ) -> None:
+        """The limits `admit(defer_limits=True)` left: the request, and its tokens when known
+        (None: the request failed before they were counted), all or nothing."""
+        if not self.enabled:
             return
-        status = await self.limiter.hit("tokens", principal.subject, tpm, cost=tokens)
-        request.scope.setdefault("state", {}).setdefault("ratelimit_headers", {}).update(
-            status.headers()
-        )
+        limits = []
+        rpm = principal.rpm or self.default_rpm
+        if rpm is not None:
+            limits.append(Limit("requests", rpm))
+        tpm = principal.tpm or self.default_tpm
+        if tpm is not None and tokens is not None:
+            limits.append(Limit("tokens", tpm, tokens))
+        if limits:
+            await self._charge(request, principal, limits)
+
+    async def _charge(self, request: Request, principal: Principal, limits: list[Limit]) -> None:
+        statuses = await self.limiter.charge(principal.subject, limits)
+        headers = request.scope.setdefault("state", {}).setdefault("ratelimit_headers", {})
+        for status in statuses:
+            headers.update(status.headers())
 
 
 class Requires:

@@ -1,10 +1,10 @@
 """Per-key requests/min and tokens/min, and failed-auth attempts per client IP.
 
-The `limits` library's sliding-window counter, on in-process memory (one process) or Redis
-(shared by all replicas, so limits do not multiply by the replica count). When Redis is
-unreachable the documented `redis_failure_mode` decides: `fail_closed` answers 503, `local`
-falls back to per-process counters and logs an error while it does so. Redis calls carry short
-timeouts, so a dead Redis never hangs a request.
+Counters live in a `LimitStore`: in-process memory (one process) or Redis (shared by all
+replicas, so limits do not multiply by the replica count). All the limits a request is subject
+to are checked and charged in one store call. When Redis is unreachable the documented
+`redis_failure_mode` decides: `fail_closed` answers 503, `local` falls back to per-process
+counters and logs an error while it does so.
 """
 
 from __future__ import annotations
@@ -12,20 +12,18 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from limits import RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
-
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.security.limit_store import Charge, LimitStore, MemoryLimitStore, WindowState
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["requests", "tokens", "auth"]
 FailureMode = Literal["fail_closed", "local"]
-STATS_REFRESH_S = 1.0
+_MAX_REFUSALS = 100_000
 
 
 @dataclass(frozen=True)
@@ -45,97 +43,102 @@ class LimitStatus:
         }
 
 
-def _redis_uri(url: str) -> str:
-    for scheme in ("redis://", "rediss://", "unix://"):
-        if url.startswith(scheme):
-            return "async+" + url
-    return url
+@dataclass(frozen=True)
+class Limit:
+    """`cost` units of `kind` against `per_minute`."""
+
+    kind: Kind
+    per_minute: int
+    cost: int = 1
 
 
 class RateLimiter:
     def __init__(
         self,
-        redis_url: str | None = None,
+        store: LimitStore | None = None,
         failure_mode: FailureMode = "fail_closed",
-        prefix: str = "embedgate",
+        shared: bool = False,
     ) -> None:
         self.failure_mode = failure_mode
-        self.shared = redis_url is not None
-        storage: Storage
-        if redis_url is not None:
-            storage = RedisStorage(
-                _redis_uri(redis_url),
-                implementation="redispy",
-                wrap_exceptions=True,
-                key_prefix=prefix,
-                socket_timeout=0.5,
-                socket_connect_timeout=0.5,
-            )
-        else:
-            storage = MemoryStorage()
-        self._primary = SlidingWindowCounterRateLimiter(storage)
-        self._local = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.shared = shared
+        self._primary: LimitStore = store if store is not None else MemoryLimitStore()
+        self._local = MemoryLimitStore()
         self._degraded_since: float | None = None
-        self._stats: dict[str, tuple[float, int, float]] = {}
-        self._lockouts: dict[str, float] = {}
+        self._refused: dict[tuple[str, int], float] = {}
 
-    async def _hit(
-        self,
-        limiter: SlidingWindowCounterRateLimiter,
-        item: RateLimitItemPerMinute,
-        ident: str,
-        cost: int,
-    ) -> tuple[bool, int, float]:
-        """One round trip for the decision; window stats only when the estimate is stale.
+    @classmethod
+    def for_redis(cls, url: str | None, failure_mode: FailureMode = "fail_closed") -> RateLimiter:
+        if url is None:
+            return cls()
+        from embedgate.security.redis_limit_store import RedisLimitStore
 
-        The decision is always exact (the store's atomic script). The `remaining` / `reset`
-        figures for headers are re-read at most once a second per identity, or when the
-        estimate gets near the limit, or on a refusal; in between they are counted down
-        locally, which keeps a request at one store round trip per limit.
+        return cls(RedisLimitStore(url), failure_mode, shared=True)
+
+    def refused_for(self, kind: Kind, ident: str, per_minute: int) -> float:
+        """Seconds an earlier one-unit charge is still known not to fit (0: not refused).
+
+        Answered in-process, so a caller over its request limit (or an address locked out
+        after failed logins) is refused before any work or store round trip. Only one-unit
+        charges are remembered: the wait the store computed for them is exact, and other
+        replicas' traffic can only lengthen it. Keyed by the limit, so raising it takes effect.
         """
-        allowed = await limiter.hit(item, ident, cost=cost)
-        now = time.time()
-        cached = self._stats.get(ident)
-        if (
-            allowed
-            and cached is not None
-            and now - cached[0] < STATS_REFRESH_S
-            and cached[1] - cost > item.amount * 0.1
-        ):
-            remaining = cached[1] - cost
-            self._stats[ident] = (cached[0], remaining, cached[2])
-            return allowed, remaining, cached[2] - now
-        stats = await limiter.get_window_stats(item, ident)
-        self._stats[ident] = (now, stats.remaining, stats.reset_time)
-        return allowed, stats.remaining, stats.reset_time - now
-
-    def locked_out(self, ident: str) -> bool:
-        """Failed-auth lockouts are remembered in-process, so the check before every
-        authentication costs no store round trip (counting failures still uses the store)."""
-        until = self._lockouts.get(ident)
+        key = (f"{kind}:{ident}", per_minute)
+        until = self._refused.get(key)
         if until is None:
-            return False
-        if time.monotonic() >= until:
-            self._lockouts.pop(ident, None)
-            return False
-        return True
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            self._refused.pop(key, None)
+            return 0.0
+        return left
 
-    def lock_out(self, ident: str, seconds: float) -> None:
-        if len(self._lockouts) > 100_000:  # bound memory under an address-spraying attack
-            self._lockouts.clear()
-        self._lockouts[ident] = time.monotonic() + max(seconds, 1.0)
+    def _remember_refusal(self, key: tuple[str, int], seconds: float) -> None:
+        if len(self._refused) > _MAX_REFUSALS:  # bound memory under an address-spraying attack
+            self._refused.clear()
+        self._refused[key] = time.monotonic() + seconds
 
     async def hit(self, kind: Kind, ident: str, per_minute: int, cost: int = 1) -> LimitStatus:
-        """Charge `cost`; raises 429 (or 503 when the store is down and fail_closed)."""
-        item = RateLimitItemPerMinute(per_minute)
-        key = f"{kind}:{ident}"
-        if kind == "auth" and self.locked_out(key):
-            raise self._refusal(kind, per_minute, cost, {"Retry-After": "60"})
+        """Charge one limit; raises 429 (or 503 when the store is down and fail_closed)."""
+        return (await self.charge(ident, [Limit(kind, per_minute, cost)]))[0]
+
+    async def charge(self, ident: str, limits: Sequence[Limit]) -> list[LimitStatus]:
+        """Charge every limit or none (one store call); raises 429 naming the first refusal."""
+        for limit in limits:
+            wait = self.refused_for(limit.kind, ident, limit.per_minute) if limit.cost == 1 else 0
+            if wait > 0:
+                headers = {
+                    "Retry-After": str(max(1, math.ceil(wait))),
+                    "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+                }
+                raise self._refusal(limit.kind, limit.per_minute, 1, headers)
+        charges = [Charge(f"{lim.kind}:{ident}", lim.per_minute, lim.cost) for lim in limits]
+        states = await self._charge(charges)
+        statuses = [
+            LimitStatus(lim.kind, lim.per_minute, state.remaining, state.reset_seconds)
+            for lim, state in zip(limits, states, strict=True)
+        ]
+        for lim, state, status in zip(limits, states, statuses, strict=True):
+            if not state.allowed:
+                raise self._refused_with(lim, ident, state, status)
+        return statuses
+
+    def _refused_with(
+        self, limit: Limit, ident: str, state: WindowState, status: LimitStatus
+    ) -> ServiceError:
+        retry = state.retry_seconds if math.isfinite(state.retry_seconds) else 60.0
+        retry = max(retry, 0.001)
+        if limit.cost == 1:
+            self._remember_refusal((f"{limit.kind}:{ident}", limit.per_minute), retry)
+        headers = {
+            **status.headers(),
+            "Retry-After": str(max(1, math.ceil(retry))),
+            "retry-after-ms": str(max(1, math.ceil(retry * 1000))),
+        }
+        return self._refusal(limit.kind, limit.per_minute, limit.cost, headers)
+
+    async def _charge(self, charges: list[Charge]) -> list[WindowState]:
         try:
-            allowed, remaining, reset = await self._hit(self._primary, item, key, cost)
-            if self._degraded_since is not None:
-                log.warning("rate-limit store reachable again; shared limits restored")
-                self._degraded_since = None
+            states = await self._primary.charge(charges)
         except Exception as exc:
             if not self.shared:
                 raise
@@ -156,19 +159,14 @@ class RateLimiter:
                 "now multiply by the number of replicas",
                 extra={"error": type(exc).__name__},
             )
-            allowed, remaining, reset = await self._hit(self._local, item, key, cost)
-        status = LimitStatus(kind, per_minute, remaining, reset)
-        if not allowed:
-            retry = max(reset, 0.001)
-            if kind == "auth":
-                self.lock_out(key, retry)
-            headers = {
-                **status.headers(),
-                "Retry-After": str(max(1, math.ceil(retry))),
-                "retry-after-ms": str(max(1, math.ceil(retry * 1000))),
-            }
-            raise self._refusal(kind, per_minute, cost, headers)
-        return status
+            return await self._local.charge(charges)
+        if self._degraded_since is not None:
+            log.warning("rate-limit store reachable again; shared limits restored")
+            self._degraded_since = None
+        return states
+
+    async def aclose(self) -> None:
+        await self._primary.aclose()
 
     @staticmethod
     def _refusal(kind: Kind, limit: int, cost: int, headers: dict[str, str]) -> ServiceError:

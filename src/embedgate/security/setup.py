@@ -119,7 +119,7 @@ def build_security(
     redis = settings.redis_url.get_secret_value() if settings.redis_url else None
     security = Security(
         keys=keys,
-        limiter=RateLimiter(redis, settings.redis_failure_mode),
+        limiter=RateLimiter.for_redis(redis, settings.redis_failure_mode),
         trusted_proxies=parse_networks(settings.trusted_proxies),
         jwt=jwt_verifier(settings),
         enabled=settings.auth,
