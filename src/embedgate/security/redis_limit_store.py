@@ -155,7 +155,8 @@ class RedisLimitStore:
             return await self._evalsha(self._sha, keys, args)
 
     async def _evalsha(self, sha: str, keys: list[str], args: list[Any]) -> bytes:
-        reply: bytes = await self._redis.evalsha(sha, len(keys), *keys, *args)  # type: ignore[misc]
+        client: Any = self._redis  # redis-py's stubs type evalsha differently across versions
+        reply: bytes = await client.evalsha(sha, len(keys), *keys, *args)
         return reply
 
     async def aclose(self) -> None:
