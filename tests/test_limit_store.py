@@ -185,3 +185,33 @@ def test_redis_coalesces_concurrent_charges_and_keeps_them_exact(redis: RedisSer
     # ...but only the 30 requests that fit were charged tokens
     assert sum(int(client.hget(f"embedgate:limit:burst:t{n}", "c")) for n in (0, 1)) == 300
     assert 1 <= calls < 50
+
+
+def test_a_hung_redis_fails_queued_charges_with_the_call_ahead_of_them() -> None:
+    """A Redis that accepts connections but never answers: requests that queued behind the
+    in-flight call get its error when it times out, not after a timeout of their own."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # the kernel completes handshakes; nothing ever replies
+    port = listener.getsockname()[1]
+
+    async def scenario() -> tuple[float, list[BaseException | list[WindowState]]]:
+        store = RedisLimitStore(f"redis://127.0.0.1:{port}/0", timeout=0.3)
+        started = time.monotonic()
+        first = asyncio.ensure_future(store.charge([Charge("hung", 5)]))
+        await asyncio.sleep(0.05)  # the first call is in flight now
+        later = [asyncio.ensure_future(store.charge([Charge("hung", 5)])) for _ in range(9)]
+        results = await asyncio.gather(first, *later, return_exceptions=True)
+        elapsed = time.monotonic() - started
+        await store.aclose()
+        return elapsed, results
+
+    try:
+        elapsed, results = asyncio.run(scenario())
+    finally:
+        listener.close()
+    assert all(isinstance(r, Exception) for r in results)
+    assert elapsed < 0.55  # one timeout (0.3 s) for all ten, not 0.3 s + 0.3 s

@@ -117,7 +117,10 @@ class RedisLimitStore:
             try:
                 results = await self._charge_batch([charges for charges, _ in batch])
             except Exception as exc:
-                for _, future in batch:
+                # requests that queued behind a failing call would wait a whole timeout more
+                # for the same answer (a hung Redis): they get it now
+                failed, self._queue = batch + self._queue, []
+                for _, future in failed:
                     if not future.done():
                         future.set_exception(exc)
                 continue
