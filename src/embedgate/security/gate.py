@@ -67,8 +67,7 @@ class Security:
     async def authenticate(self, request: Request, ip: str) -> Principal:
         if not self.enabled:
             return ANONYMOUS_ADMIN
-        if self.limiter.refused_for("auth", ip, self.failed_auth_per_minute):
-            await self.limiter.hit("auth", ip, self.failed_auth_per_minute)  # raises 429
+        self.limiter.raise_if_refused("auth", ip, self.failed_auth_per_minute)
         try:
             token = credential_from(request.headers)
             principal = None
@@ -106,8 +105,8 @@ class Security:
         if rpm is not None and self.enabled:
             if not defer_limits:
                 await self._charge(request, principal, [Limit("requests", rpm)])
-            elif self.limiter.refused_for("requests", principal.subject, rpm):
-                await self.limiter.hit("requests", principal.subject, rpm)  # raises 429
+            else:
+                self.limiter.raise_if_refused("requests", principal.subject, rpm)
         return principal
 
     async def charge_usage(

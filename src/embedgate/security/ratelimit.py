@@ -43,6 +43,13 @@ class LimitStatus:
         }
 
 
+def _retry_headers(seconds: float) -> dict[str, str]:
+    return {
+        "Retry-After": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
+    }
+
+
 @dataclass(frozen=True)
 class Limit:
     """`cost` units of `kind` against `per_minute`."""
@@ -101,16 +108,17 @@ class RateLimiter:
         """Charge one limit; raises 429 (or 503 when the store is down and fail_closed)."""
         return (await self.charge(ident, [Limit(kind, per_minute, cost)]))[0]
 
+    def raise_if_refused(self, kind: Kind, ident: str, per_minute: int) -> None:
+        """429 at once when a one-unit charge is already known not to fit (`refused_for`)."""
+        wait = self.refused_for(kind, ident, per_minute)
+        if wait > 0:
+            raise self._refusal(kind, per_minute, 1, _retry_headers(wait))
+
     async def charge(self, ident: str, limits: Sequence[Limit]) -> list[LimitStatus]:
         """Charge every limit or none (one store call); raises 429 naming the first refusal."""
         for limit in limits:
-            wait = self.refused_for(limit.kind, ident, limit.per_minute) if limit.cost == 1 else 0
-            if wait > 0:
-                headers = {
-                    "Retry-After": str(max(1, math.ceil(wait))),
-                    "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
-                }
-                raise self._refusal(limit.kind, limit.per_minute, 1, headers)
+            if limit.cost == 1:
+                self.raise_if_refused(limit.kind, ident, limit.per_minute)
         charges = [Charge(f"{lim.kind}:{ident}", lim.per_minute, lim.cost) for lim in limits]
         states = await self._charge(charges)
         statuses = [
@@ -129,11 +137,7 @@ class RateLimiter:
         retry = max(retry, 0.001)
         if limit.cost == 1:
             self._remember_refusal((f"{limit.kind}:{ident}", limit.per_minute), retry)
-        headers = {
-            **status.headers(),
-            "Retry-After": str(max(1, math.ceil(retry))),
-            "retry-after-ms": str(max(1, math.ceil(retry * 1000))),
-        }
+        headers = {**status.headers(), **_retry_headers(retry)}
         return self._refusal(limit.kind, limit.per_minute, limit.cost, headers)
 
     async def _charge(self, charges: list[Charge]) -> list[WindowState]:
