@@ -31,7 +31,7 @@ def test_known_ids_and_eos(engine: EmbeddingEngine) -> None:
 def test_left_padding_matches_model_card(engine: EmbeddingEngine) -> None:
     backend = engine.backend
     assert isinstance(backend, TorchBackend)
-    ids, mask = backend.collate(engine.tokenize(EmbedRequest(["test", "test again"])))
+    ids, mask = backend.tokenizer.collate(engine.tokenize(EmbedRequest(["test", "test again"])))
     assert ids.tolist() == [[EOS, 1944, EOS], [1944, 1549, EOS]]
     assert mask.tolist() == [[0, 1, 1], [1, 1, 1]]
 

@@ -1,0 +1,93 @@
+"""The tokenizer side of a Hugging Face model directory: ids, template and padding.
+
+Kept apart from the weights so the server process can tokenise and collate while the model
+itself runs in another process (`process_backend.py`) or on threads here (`torch_backend.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from embedgate.engine.model_spec import QWEN3_EOS_TOKEN, ModelSpec, read_model_spec
+from embedgate.engine.sequences import SequenceTemplate, find_template
+
+log = logging.getLogger(__name__)
+
+_TEMPLATE_PROBE = "hello world"
+
+IdArray = NDArray[np.int64]
+
+
+class HFTokenizer:
+    """A fast tokenizer plus what the model's rules say about sequences and padding."""
+
+    def __init__(self, tokenizer: Any, model_dir: Path, max_input_tokens: int | None) -> None:
+        self._tokenizer = tokenizer.backend_tokenizer
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        model_max = getattr(tokenizer, "model_max_length", None)
+        tokenizer_max = model_max if isinstance(model_max, int) and model_max < 10**7 else None
+        self.spec: ModelSpec = read_model_spec(model_dir, tokenizer_max)
+        vocab_size = len(tokenizer)
+        model_vocab = _config_vocab_size(model_dir)
+        if model_vocab is not None:
+            vocab_size = min(vocab_size, model_vocab)
+        max_tokens = self.spec.max_tokens
+        if max_input_tokens is not None:
+            max_tokens = min(max_tokens, max_input_tokens)
+        prefix, suffix = find_template(
+            self._tokenizer.encode(_TEMPLATE_PROBE, add_special_tokens=True).ids,
+            self._tokenizer.encode(_TEMPLATE_PROBE, add_special_tokens=False).ids,
+        )
+        eos: int | None = None
+        if self.spec.family == "qwen3":
+            eos = self._tokenizer.token_to_id(QWEN3_EOS_TOKEN)
+            if eos is None:
+                raise ValueError(f"Qwen3 tokenizer has no {QWEN3_EOS_TOKEN} token")
+            if not suffix or suffix[-1] != eos:
+                log.warning("tokenizer does not append %s; embedgate appends it", QWEN3_EOS_TOKEN)
+        self.template = SequenceTemplate.for_model(prefix, suffix, vocab_size, max_tokens, eos)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else (eos if eos is not None else 0))
+
+    @classmethod
+    def load(cls, model_dir: Path, max_input_tokens: int | None = None) -> HFTokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"{model_dir} has no fast tokenizer (tokenizer.json)")
+        return cls(tokenizer, model_dir, max_input_tokens)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [encoding.ids for encoding in encodings]
+
+    def collate(self, sequences: Sequence[Sequence[int]]) -> tuple[IdArray, IdArray]:
+        """Pad to the longest row on the model's side: (input_ids, attention_mask)."""
+        longest = max(len(s) for s in sequences)
+        ids = np.full((len(sequences), longest), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(sequences), longest), dtype=np.int64)
+        left = self.spec.padding_side == "left"
+        for row, seq in enumerate(sequences):
+            span = slice(longest - len(seq), longest) if left else slice(0, len(seq))
+            ids[row, span] = seq
+            mask[row, span] = 1
+        return ids, mask
+
+
+def _config_vocab_size(model_dir: Path) -> int | None:
+    """The embedding table's size from config.json: ids at or past it would index out of it."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    size = config.get("vocab_size") if isinstance(config, dict) else None
+    return size if isinstance(size, int) and size > 0 else None
