@@ -338,16 +338,25 @@ def best_load(server: ServerProcess, texts: list[str], clients: int) -> tuple[in
 
 
 def http_rows(
-    model: str | None, dtype: str, corpora: dict[str, list[str]], clients: int, repeats: int
+    model: str | None,
+    dtype: str,
+    corpora: dict[str, list[str]],
+    clients: int,
+    repeats: int,
+    model_process: bool = True,
 ) -> list[Row]:
-    server = start_server(model, dtype, {"EMBEDGATE_AUTH": "false", "EMBEDGATE_AUDIT": "false"})
+    env = {"EMBEDGATE_AUTH": "false", "EMBEDGATE_AUDIT": "false"}
+    if not model_process:
+        env["EMBEDGATE_MODEL_PROCESS"] = "false"
+    label = f"HTTP {clients} clients {dtype}" + ("" if model_process else ", threads only")
+    server = start_server(model, dtype, env)
     try:
         rows = []
         for name, texts in corpora.items():
             best_load(server, texts[:128], clients)  # warm-up
             runs = [best_load(server, texts, clients) for _ in range(repeats)]
             tokens, seconds = min(runs, key=lambda r: r[1])
-            rows.append(Row(f"HTTP {clients} clients {dtype}", name, tokens, seconds))
+            rows.append(Row(label, name, tokens, seconds))
         return rows
     finally:
         server.stop()
@@ -497,18 +506,19 @@ def main() -> None:
     security: list[Row] = []
     if not args.skip_http:
         rows += http_rows(args.model, "bfloat16", corpora, args.clients, repeats)
+        rows += http_rows(args.model, "bfloat16", corpora, args.clients, repeats, False)
         security = security_rows(
             args.model, "bfloat16", corpora["sentences~50"], args.clients, repeats
         )
 
     base = {r.corpus: r.rate for r in rows if "baseline" in r.name}
     engine16 = {r.corpus: r.rate for r in r16}
-    print(f"\n{'run':44} {'corpus':14} {'tokens/s':>10} {'x baseline':>11} {'x engine bf16':>14}")
+    print(f"\n{'run':52} {'corpus':14} {'tokens/s':>10} {'x baseline':>11} {'x engine bf16':>14}")
     results = []
     for r in rows:
         vs_base = r.rate / base[r.corpus]
         vs_engine = r.rate / engine16[r.corpus]
-        print(f"{r.name:44} {r.corpus:14} {r.rate:10.0f} {vs_base:10.2f}x {vs_engine:13.2f}x")
+        print(f"{r.name:52} {r.corpus:14} {r.rate:10.0f} {vs_base:10.2f}x {vs_engine:13.2f}x")
         results.append(
             {
                 "run": r.name,

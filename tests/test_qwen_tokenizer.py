@@ -10,6 +10,7 @@ import pytest
 
 from conftest import start_engine
 from embedgate.engine import EmbeddingEngine, EmbedRequest
+from embedgate.engine.process_backend import ProcessBackend
 from embedgate.engine.torch_backend import TorchBackend
 
 EOS = 151643
@@ -30,7 +31,7 @@ def test_known_ids_and_eos(engine: EmbeddingEngine) -> None:
 
 def test_left_padding_matches_model_card(engine: EmbeddingEngine) -> None:
     backend = engine.backend
-    assert isinstance(backend, TorchBackend)
+    assert isinstance(backend, TorchBackend | ProcessBackend)
     ids, mask = backend.tokenizer.collate(engine.tokenize(EmbedRequest(["test", "test again"])))
     assert ids.tolist() == [[EOS, 1944, EOS], [1944, 1549, EOS]]
     assert mask.tolist() == [[0, 1, 1], [1, 1, 1]]

@@ -145,7 +145,7 @@ def embed(
 
     settings = _settings(model=model, config=config)
     configure_logging("warning", settings.log_format)
-    engine = build_engine(settings)
+    engine = build_engine(settings, one_shot=True)
     engine.start()
     try:
         result = engine.embed_sync(

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
         description="Intra-op threads per forward pass; empty = the cores split between "
         "the forward threads on CPU, torch's default on GPU.",
     )
+    model_process: bool | None = Field(
+        default=None,
+        description="Run the model in its own process so forward passes never wait for the "
+        "event loop's GIL (restarted if it dies); false runs it on threads in the server "
+        "process. Empty = true on CPU, false on GPU.",
+    )
     forward_threads: int | None = Field(
         default=None,
         ge=1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from embedgate.config import Settings
+from embedgate.engine.backend import Backend
 from embedgate.engine.engine import EmbeddingEngine, Embeddings, EmbedRequest, EngineLimits
 from embedgate.engine.loading import resolve_model
 from embedgate.engine.scheduler import SchedulerObserver
@@ -31,7 +32,8 @@ def thread_plan(settings: Settings, on_gpu: bool, cores: int) -> tuple[int, int 
     """(forward threads, torch intra-op threads or None for torch's default).
 
     A CPU gets two forward threads splitting the cores (measured faster under concurrent
-    load, docs/benchmarks.md); a GPU runs one at a time, so one thread feeds it.
+    load than one thread with all of them, docs/benchmarks.md), in the model process or in
+    this one; a GPU runs one pass at a time, so one thread feeds it.
     """
     forward = settings.forward_threads or (1 if on_gpu or cores < 2 else 2)
     if settings.torch_threads:
@@ -39,28 +41,56 @@ def thread_plan(settings: Settings, on_gpu: bool, cores: int) -> tuple[int, int 
     return forward, (None if on_gpu else max(1, cores // forward))
 
 
-def build_engine(settings: Settings, observer: SchedulerObserver | None = None) -> EmbeddingEngine:
-    """Load the configured model with the real PyTorch backend (slow: reads weights)."""
-    import torch
-
-    from embedgate.engine.torch_backend import TorchBackend
-
+def build_engine(
+    settings: Settings,
+    observer: SchedulerObserver | None = None,
+    *,
+    one_shot: bool = False,
+) -> EmbeddingEngine:
+    """Load the configured model (slow: reads weights). `one_shot` callers (the CLI's
+    `embed`) keep the model in this process: a second process would only add start-up time."""
     source = resolve_model(settings.model, settings.model_name, settings.model_aliases)
-    backend = TorchBackend.load(
-        source.path, settings.dtype, settings.device, settings.max_input_tokens
-    )
-    # small batches keep a CPU's caches warm; GPUs need large ones to be busy
-    on_gpu = backend.device_name.startswith("cuda")
-    forward_threads, torch_threads = thread_plan(settings, on_gpu, available_cores())
-    if torch_threads is not None:
-        torch.set_num_threads(torch_threads)
+    wants_gpu = settings.device == "cuda" or (settings.device == "auto" and _cuda_available())
+    use_process = settings.model_process
+    if use_process is None:
+        use_process = not wants_gpu and not one_shot
+    forward_threads, torch_threads = thread_plan(settings, wants_gpu, available_cores())
+    backend: Backend
+    if use_process:
+        from embedgate.engine.process_backend import ProcessBackend
+
+        backend = ProcessBackend.load(
+            source.path,
+            settings.dtype,
+            settings.device,
+            settings.max_input_tokens,
+            torch_threads,
+            forward_threads,
+        )
+    else:
+        import torch
+
+        from embedgate.engine.torch_backend import TorchBackend
+
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+        backend = TorchBackend.load(
+            source.path, settings.dtype, settings.device, settings.max_input_tokens
+        )
     limits = EngineLimits(
         max_inputs=settings.max_inputs_per_request,
         max_request_tokens=settings.max_request_tokens,
-        max_batch_tokens=settings.max_batch_tokens or (16384 if on_gpu else 4096),
+        # small batches keep a CPU's caches warm; GPUs need large ones to be busy
+        max_batch_tokens=settings.max_batch_tokens or (16384 if wants_gpu else 4096),
         max_queued_tokens=settings.max_queued_tokens,
         tokenizer_threads=settings.tokenizer_threads,
         batch_wait_ms=settings.batch_wait_ms,
         forward_threads=forward_threads,
     )
     return EmbeddingEngine(backend, source.name, source.aliases, limits, observer)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())

@@ -1,0 +1,285 @@
+"""A model in a child process: forward passes that never wait for the server's GIL.
+
+A PyTorch forward pass is hundreds of small Python-dispatched kernels, and it needs the GIL
+between each. In the server process that GIL is also the event loop's, so under load every
+kernel boundary can wait up to a switch interval for HTTP work: measured on 2 cores, one
+forward thread fell from ~33k to ~12k tokens/s behind a busy loop. Here the model owns a
+process: the parent sends collated ids down a socket and a reader thread hands each result
+to the caller waiting for it.
+
+If the child dies (killed, out of memory, a crash in native code), the passes in flight fail
+with a clear error and a fresh child is started; callers wait for it instead of failing too.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Protocol
+
+from embedgate.engine.hf_tokenizer import IdArray
+from embedgate.engine.pooling import FloatArray
+
+log = logging.getLogger(__name__)
+
+
+class ProcessModel(Protocol):
+    """What a child process runs: `TorchModel`, or a fake in tests."""
+
+    device_name: str
+    dtype_name: str
+
+    def forward(self, ids: IdArray, mask: IdArray) -> FloatArray: ...
+
+
+ModelLoader = Callable[[], ProcessModel]
+
+
+class ModelProcessError(RuntimeError):
+    """The model process failed to load, died, or raised in a forward pass."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    device_name: str
+    dtype_name: str
+    pid: int
+
+
+def _child_main(conn: Connection) -> None:
+    """The child's whole life: load, report, then answer (id, ids, mask) until told to stop.
+
+    The main thread reads requests; `workers` threads run forward passes side by side (their
+    GIL is shared with nothing but each other) and write results back under one lock.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    try:
+        sys.path[:] = conn.recv()  # first, so the loader's module can be imported
+        load, threads, workers = conn.recv()
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        model = load()
+    except BaseException as exc:  # reported to the parent, which raises
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    import gc
+
+    gc.freeze()  # the weights and modules live forever; keep them out of collections
+    conn.send(("ready", model.device_name, model.dtype_name))
+    work: queue.SimpleQueue[tuple[int, IdArray, IdArray] | None] = queue.SimpleQueue()
+    send_lock = threading.Lock()
+
+    def run() -> None:
+        while (message := work.get()) is not None:
+            request_id, ids, mask = message
+            try:
+                reply = (request_id, True, model.forward(ids, mask))
+            except Exception as exc:  # one failed pass must not end the process
+                reply = (request_id, False, f"{type(exc).__name__}: {exc}")
+            with send_lock:
+                conn.send(reply)
+
+    runners = [threading.Thread(target=run, daemon=True) for _ in range(max(1, workers))]
+    for runner in runners:
+        runner.start()
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            message = None  # the parent is gone
+        if message is None:
+            for _ in runners:
+                work.put(None)
+            for runner in runners:  # a pass still running when the interpreter exits aborts
+                runner.join()
+            return
+        work.put(message)
+
+
+def _child_environment() -> dict[str, str]:
+    """The server's environment minus its own settings: those can hold secrets (database
+    URLs, JWT keys) and the child needs none of them."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("EMBEDGATE_")}
+
+
+class ModelProcess:
+    """The parent's handle: submit batches from any thread, restart the child if it dies."""
+
+    def __init__(
+        self, load: ModelLoader, threads: int | None, workers: int = 1, load_timeout: float = 900
+    ) -> None:
+        self._load = load
+        self._threads = threads
+        self._workers = workers
+        self._load_timeout = load_timeout
+        self._lock = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, concurrent.futures.Future[FloatArray]] = {}
+        self._ids = itertools.count()
+        self._conn: Connection | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._broken: str | None = None
+        self._closing = False
+        self.restarts = 0
+        self.info = self._spawn()
+        self._reader = threading.Thread(target=self._read, name="embedgate-model-reader")
+        self._reader.daemon = True
+        self._reader.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self.info.pid if self._conn is not None else None
+
+    def run(self, ids: IdArray, mask: IdArray) -> FloatArray:
+        """One forward pass in the child; blocks this thread (not the GIL) until it returns."""
+        future: concurrent.futures.Future[FloatArray] = concurrent.futures.Future()
+        with self._lock:
+            while self._conn is None and self._broken is None and not self._closing:
+                self._lock.wait()  # a fresh child is loading
+            if self._closing or self._broken is not None:
+                raise ModelProcessError(self._broken or "the model process is shut down")
+            request_id = next(self._ids)
+            self._pending[request_id] = future
+            conn = self._conn
+            assert conn is not None
+        try:
+            with self._send_lock:
+                conn.send((request_id, ids, mask))
+        except (OSError, ValueError):
+            pass  # the child died; the reader fails this future with the reason
+        return future.result()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
+        self._stop_child()
+        self._reader.join(timeout=10)
+
+    def _stop_child(self) -> None:
+        with self._lock:
+            conn, process = self._conn, self._process
+        if conn is not None:
+            try:
+                with self._send_lock:
+                    conn.send(None)
+            except (OSError, ValueError):
+                pass
+        if process is not None:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+    # --- the child's lifecycle -------------------------------------------------------------
+    def _spawn(self) -> ModelInfo:
+        """Start a clean interpreter (not a fork: no lock or thread state is inherited, and
+        not multiprocessing's spawn, which re-imports the caller's main script)."""
+        ours, theirs = socket.socketpair()
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            [sys.executable, "-m", "embedgate.engine.model_process", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=_child_environment(),
+        )
+        theirs.close()
+        conn = Connection(ours.detach())
+        started = time.monotonic()
+        try:
+            conn.send(list(sys.path))
+            conn.send((self._load, self._threads, self._workers))
+            if not conn.poll(self._load_timeout):
+                raise ModelProcessError(f"the model process did not load in {self._load_timeout}s")
+            reply = conn.recv()
+        except (EOFError, OSError):
+            reply = ("failed", f"it exited while loading (exit code {process.wait(timeout=10)})")
+        except ModelProcessError:
+            process.kill()
+            process.wait(timeout=10)
+            conn.close()
+            raise
+        if reply[0] != "ready":
+            process.wait(timeout=10)
+            conn.close()
+            raise ModelProcessError(f"the model process could not load the model: {reply[1]}")
+        log.info(
+            "model process ready",
+            extra={"pid": process.pid, "load_seconds": round(time.monotonic() - started, 2)},
+        )
+        with self._lock:
+            self._conn, self._process = conn, process
+            self._lock.notify_all()
+        return ModelInfo(device_name=reply[1], dtype_name=reply[2], pid=process.pid)
+
+    def _read(self) -> None:
+        while True:
+            conn = self._conn
+            assert conn is not None
+            try:
+                request_id, ok, payload = conn.recv()
+            except (EOFError, OSError):
+                if not self._child_died():
+                    return
+                continue
+            with self._lock:
+                future = self._pending.pop(request_id, None)
+            if future is None:
+                continue
+            if ok:
+                future.set_result(payload)
+            else:
+                future.set_exception(ModelProcessError(payload))
+
+    def _child_died(self) -> bool:
+        """Fail what was in flight and start a fresh child; False when the reader should end."""
+        process = self._process
+        assert process is not None
+        try:
+            exit_code: int | None = process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # the pipe broke but it lives on: end it
+            process.kill()
+            exit_code = process.wait(timeout=10)
+        with self._lock:
+            old, self._conn = self._conn, None
+            pending, self._pending = self._pending, {}
+            closing = self._closing
+        with self._send_lock:  # no sender may be writing to it while its fd is released
+            if old is not None:
+                old.close()
+        reason = f"the model process exited (exit code {exit_code})"
+        for future in pending.values():
+            future.set_exception(ModelProcessError(reason))
+        if closing:
+            return False
+        log.error("%s; starting a new one", reason, extra={"failed_batches": len(pending)})
+        try:
+            self.info = self._spawn()
+        except ModelProcessError as exc:
+            log.error("the model process could not be restarted: %s", exc)
+            with self._lock:
+                self._broken = f"{reason} and could not be restarted: {exc}"
+                self._lock.notify_all()
+            return False
+        self.restarts += 1
+        if self._closing:  # close() ran while the new child loaded: it never saw this one
+            self._stop_child()
+        return True
+
+
+if __name__ == "__main__":
+    _child_main(Connection(int(sys.argv[1])))

@@ -1,0 +1,57 @@
+"""The default CPU backend: tokenise here, run the model in its own process.
+
+The server process keeps the tokenizer (the event loop tokenises small requests inline) and
+collates each batch; the weights live only in the model process (`model_process.py`), whose
+forward passes never wait for the event loop's GIL. The scheduler's forward threads become
+feeders: one hands the child its next batch while the child computes the current one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+from embedgate.engine.backend import Backend
+from embedgate.engine.hf_tokenizer import HFTokenizer
+from embedgate.engine.model_process import ModelProcess
+from embedgate.engine.pooling import FloatArray
+
+
+class ProcessBackend(Backend):
+    """An `HFTokenizer` in this process and a `TorchModel` in a child process."""
+
+    def __init__(self, tokenizer: HFTokenizer, process: ModelProcess) -> None:
+        self.tokenizer = tokenizer
+        self.process = process
+        self.spec = tokenizer.spec
+        self.template = tokenizer.template
+        self.device_name = process.info.device_name
+        self.dtype_name = process.info.dtype_name
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path,
+        dtype: str = "float32",
+        device: str = "auto",
+        max_input_tokens: int | None = None,
+        threads: int | None = None,
+        workers: int = 1,
+    ) -> ProcessBackend:
+        from embedgate.engine.torch_model import TorchModel
+
+        tokenizer = HFTokenizer.load(model_dir, max_input_tokens)
+        loader = functools.partial(
+            TorchModel.load, model_dir, tokenizer.spec.pooling, dtype, device
+        )
+        return cls(tokenizer, ModelProcess(loader, threads, workers))
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer.tokenize(texts)
+
+    def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
+        return self.process.run(*self.tokenizer.collate(sequences))
+
+    def close(self) -> None:
+        self.process.close()

@@ -1,0 +1,215 @@
+"""The model process: results reach their callers, failures stay contained, a dead child is
+replaced, and the child sees none of the server's settings and outlives no parent."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import start_engine
+from embedgate.config import Settings
+from embedgate.engine import EmbedRequest, build_engine
+from embedgate.engine.model_process import ModelProcess, ModelProcessError
+from embedgate.engine.process_backend import ProcessBackend
+from embedgate.engine.torch_backend import TorchBackend
+from support.process_models import (
+    ENV,
+    HANG,
+    RAISE,
+    load_and_exit,
+    load_broken,
+    load_fake,
+    load_unless,
+)
+
+TESTS = Path(__file__).parent
+
+
+def batch(first: int, rows: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.array([[first, 5, 6]] * rows, dtype=np.int64)
+    return ids, np.ones_like(ids)
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+    except FileNotFoundError:
+        return True
+
+
+def wait_until(predicate: object, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def process() -> Iterator[ModelProcess]:
+    proc = ModelProcess(load_fake, threads=None, workers=2)
+    yield proc
+    proc.close()
+
+
+def test_results_reach_the_thread_that_asked(process: ModelProcess) -> None:
+    results: dict[int, np.ndarray] = {}
+
+    def ask(first: int) -> None:
+        results[first] = process.run(*batch(first, rows=first % 5 + 1))
+
+    threads = [threading.Thread(target=ask, args=(first,)) for first in range(10, 40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for first, rows in results.items():
+        assert rows.shape == (first % 5 + 1, 2) and (rows == first + 11).all()
+
+
+def test_a_failing_pass_fails_alone(process: ModelProcess) -> None:
+    pid = process.pid
+    with pytest.raises(ModelProcessError, match="ValueError: this batch is bad"):
+        process.run(*batch(RAISE))
+    assert process.run(*batch(10))[0, 0] == 21
+    assert process.pid == pid and process.restarts == 0
+
+
+def test_a_dead_child_fails_the_pass_in_flight_and_is_replaced(process: ModelProcess) -> None:
+    pid = process.pid
+    assert pid is not None
+    errors: list[BaseException] = []
+
+    def hang() -> None:
+        try:
+            process.run(*batch(HANG))
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=hang)
+    waiter.start()
+    time.sleep(0.5)  # the child is inside the hanging pass
+    os.kill(pid, signal.SIGKILL)
+    waiter.join(timeout=20)
+    assert not waiter.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ModelProcessError)
+    assert "exit code -9" in str(errors[0])
+    # the next pass waits for the new child instead of failing
+    assert process.run(*batch(10))[0, 0] == 21
+    assert process.restarts == 1 and process.pid not in (None, pid)
+    assert wait_until(lambda: gone(pid))
+
+
+def test_a_child_that_cannot_be_restarted_refuses_work(tmp_path: Path) -> None:
+    marker = tmp_path / "gone"
+    proc = ModelProcess(functools.partial(load_unless, str(marker)), threads=None)
+    try:
+        pid = proc.pid
+        assert pid is not None and proc.run(*batch(10))[0, 0] == 21
+        marker.touch()
+        os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: proc.pid is None)
+        with pytest.raises(ModelProcessError, match=r"could not be restarted.*weights are gone"):
+            proc.run(*batch(10))
+    finally:
+        proc.close()
+
+
+def test_load_failures_say_why() -> None:
+    with pytest.raises(ModelProcessError, match="FileNotFoundError: no weights in /nowhere"):
+        ModelProcess(load_broken, threads=None)
+    with pytest.raises(ModelProcessError, match="exit code 3"):
+        ModelProcess(load_and_exit, threads=None)
+
+
+def test_the_child_does_not_see_the_servers_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDGATE_JWT_SECRET", "do-not-pass-this-on")
+    proc = ModelProcess(load_fake, threads=None)
+    try:
+        assert proc.run(*batch(ENV))[0, 0] == 0
+    finally:
+        proc.close()
+
+
+def test_close_ends_the_child_and_refuses_work() -> None:
+    proc = ModelProcess(load_fake, threads=None)
+    pid = proc.pid
+    assert pid is not None
+    proc.close()
+    assert wait_until(lambda: gone(pid))
+    with pytest.raises(ModelProcessError, match="shut down"):
+        proc.run(*batch(10))
+
+
+def test_no_orphan_when_the_server_is_killed() -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(TESTS)!r})
+        from embedgate.engine.model_process import ModelProcess
+        from support.process_models import load_fake
+        proc = ModelProcess(load_fake, threads=None)
+        print(proc.pid, flush=True)
+        time.sleep(120)
+        """
+    )
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        child = int(server.stdout.readline())
+        assert not gone(child)
+        server.kill()
+        server.wait(timeout=10)
+        assert wait_until(lambda: gone(child)), "the model process outlived the server"
+    finally:
+        server.kill()
+
+
+def test_engines_pick_the_backend_the_settings_ask_for(tiny_qwen3_dir: Path) -> None:
+    settings = Settings(model=str(tiny_qwen3_dir))
+    texts = ["a query about cats", "a longer document about dogs and their owners"]
+    served = build_engine(settings)
+    one_shot = build_engine(settings, one_shot=True)
+    threaded = build_engine(Settings(model=str(tiny_qwen3_dir), model_process=False))
+    engines = [served, one_shot, threaded]
+    try:
+        assert isinstance(served.backend, ProcessBackend)
+        assert isinstance(one_shot.backend, TorchBackend)
+        assert isinstance(threaded.backend, TorchBackend)
+        for engine in engines:
+            engine.start()
+        vectors = [e.embed_sync(EmbedRequest(texts)).vectors for e in engines]
+        assert np.abs(vectors[0] - vectors[1]).max() <= 1e-5
+        assert np.abs(vectors[0] - vectors[2]).max() <= 1e-5
+    finally:
+        for engine in engines:
+            engine.stop()
+
+
+def test_an_engine_survives_its_model_process_dying(tiny_qwen3_dir: Path) -> None:
+    engine = start_engine(tiny_qwen3_dir)
+    try:
+        backend = engine.backend
+        assert isinstance(backend, ProcessBackend)
+        before = engine.embed_sync(EmbedRequest(["still here"])).vectors
+        pid = backend.process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: backend.process.restarts == 1)
+        after = engine.embed_sync(EmbedRequest(["still here"])).vectors
+        assert np.array_equal(before, after) and backend.process.pid != pid
+    finally:
+        engine.stop()
