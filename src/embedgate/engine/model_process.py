@@ -135,7 +135,8 @@ class ModelProcess:
         self._broken: str | None = None
         self._closing = False
         self.restarts = 0
-        self.info = self._spawn()
+        self.info: ModelInfo
+        self._spawn()
         self._reader = threading.Thread(target=self._read, name="embedgate-model-reader")
         self._reader.daemon = True
         self._reader.start()
@@ -187,7 +188,7 @@ class ModelProcess:
                 process.wait(timeout=5)
 
     # --- the child's lifecycle -------------------------------------------------------------
-    def _spawn(self) -> ModelInfo:
+    def _spawn(self) -> None:
         """Start a clean interpreter (not a fork: no lock or thread state is inherited, and
         not multiprocessing's spawn, which re-imports the caller's main script)."""
         ours, theirs = socket.socketpair()
@@ -223,8 +224,8 @@ class ModelProcess:
         )
         with self._lock:
             self._conn, self._process = conn, process
+            self.info = ModelInfo(device_name=reply[1], dtype_name=reply[2], pid=process.pid)
             self._lock.notify_all()
-        return ModelInfo(device_name=reply[1], dtype_name=reply[2], pid=process.pid)
 
     def _read(self) -> None:
         while True:
@@ -268,7 +269,7 @@ class ModelProcess:
             return False
         log.error("%s; starting a new one", reason, extra={"failed_batches": len(pending)})
         try:
-            self.info = self._spawn()
+            self._spawn()
         except ModelProcessError as exc:
             log.error("the model process could not be restarted: %s", exc)
             with self._lock:
