@@ -213,3 +213,23 @@ def test_an_engine_survives_its_model_process_dying(tiny_qwen3_dir: Path) -> Non
         assert np.array_equal(before, after) and backend.process.pid != pid
     finally:
         engine.stop()
+
+
+def test_the_server_reports_a_restart_and_keeps_serving(tiny_qwen3_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from embedgate.app import create_app
+    from support.servers import wait_ready
+
+    app = create_app(Settings(model=str(tiny_qwen3_dir), auth=False, audit=False))
+    with TestClient(app) as client:
+        wait_ready(client.get)
+        assert "embedgate_model_process_restarts 0.0" in client.get("/metrics").text
+        backend = app.state.embedgate.engine.backend
+        assert isinstance(backend, ProcessBackend) and backend.process.pid is not None
+        os.kill(backend.process.pid, signal.SIGKILL)
+        assert wait_until(lambda: backend.restarts == 1)
+        reply = client.post("/v1/embeddings", json={"input": "after the crash"})
+        assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) > 0
+        assert "embedgate_model_process_restarts 1.0" in client.get("/metrics").text
+        assert client.get("/ready").status_code == 200

@@ -52,6 +52,7 @@ async def _bring_up(state: ServiceState, factory: EngineFactory) -> None:
         return
     engine.start()
     state.engine = engine
+    state.metrics.watch_backend(engine.backend)
     log.info(
         "model loaded",
         extra={

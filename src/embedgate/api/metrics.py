@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from embedgate.engine.backend import Backend
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
@@ -62,6 +64,15 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("embedgate_ready", "1 when the model passed its self-test.", registry=r)
+        self.model_restarts = Gauge(
+            "embedgate_model_process_restarts",
+            "Times the model process died and a new one was started.",
+            registry=r,
+        )
+
+    def watch_backend(self, backend: Backend) -> None:
+        """Read the backend's restart count at each scrape."""
+        self.model_restarts.set_function(lambda: backend.restarts)
 
     # --- SchedulerObserver ---------------------------------------------------------------
     def queue_changed(self, items: int, tokens: int) -> None:

@@ -34,5 +34,10 @@ class Backend(ABC):
         """Matryoshka slice and normalisation, as the model's rules say."""
         return finalize(pooled, dimensions, self.spec.normalize)
 
+    @property
+    def restarts(self) -> int:
+        """Times the model's process died and was replaced (0 where it has none)."""
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (weights, threads); the default has none."""

@@ -53,5 +53,9 @@ class ProcessBackend(Backend):
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         return self.process.run(*self.tokenizer.collate(sequences))
 
+    @property
+    def restarts(self) -> int:
+        return self.process.restarts
+
     def close(self) -> None:
         self.process.close()
