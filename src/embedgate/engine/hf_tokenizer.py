@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from embedgate.engine.backend import Backend
 from embedgate.engine.model_spec import QWEN3_EOS_TOKEN, ModelSpec, read_model_spec
 from embedgate.engine.sequences import SequenceTemplate, find_template
 
@@ -81,6 +82,20 @@ class HFTokenizer:
             ids[row, span] = seq
             mask[row, span] = 1
         return ids, mask
+
+
+class TokenizedBackend(Backend):
+    """The text side both PyTorch backends share; they differ in where the model runs."""
+
+    def __init__(self, tokenizer: HFTokenizer, device_name: str, dtype_name: str) -> None:
+        self.tokenizer = tokenizer
+        self.spec = tokenizer.spec
+        self.template = tokenizer.template
+        self.device_name = device_name
+        self.dtype_name = dtype_name
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer.tokenize(texts)
 
 
 def _config_vocab_size(model_dir: Path) -> int | None:

@@ -12,22 +12,17 @@ import functools
 from collections.abc import Sequence
 from pathlib import Path
 
-from embedgate.engine.backend import Backend
-from embedgate.engine.hf_tokenizer import HFTokenizer
+from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
 from embedgate.engine.model_process import ModelProcess
 from embedgate.engine.pooling import FloatArray
 
 
-class ProcessBackend(Backend):
+class ProcessBackend(TokenizedBackend):
     """An `HFTokenizer` in this process and a `TorchModel` in a child process."""
 
     def __init__(self, tokenizer: HFTokenizer, process: ModelProcess) -> None:
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer, process.info.device_name, process.info.dtype_name)
         self.process = process
-        self.spec = tokenizer.spec
-        self.template = tokenizer.template
-        self.device_name = process.info.device_name
-        self.dtype_name = process.info.dtype_name
 
     @classmethod
     def load(
@@ -46,9 +41,6 @@ class ProcessBackend(Backend):
             TorchModel.load, model_dir, tokenizer.spec.pooling, dtype, device
         )
         return cls(tokenizer, ModelProcess(loader, threads, workers))
-
-    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer.tokenize(texts)
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         return self.process.run(*self.tokenizer.collate(sequences))

@@ -10,22 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from embedgate.engine.backend import Backend
-from embedgate.engine.hf_tokenizer import HFTokenizer
+from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.torch_model import TorchModel
 
 
-class TorchBackend(Backend):
+class TorchBackend(TokenizedBackend):
     """Tokenises with the model's fast tokenizer and runs the model on the caller's thread."""
 
     def __init__(self, tokenizer: HFTokenizer, model: TorchModel) -> None:
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer, model.device_name, model.dtype_name)
         self.model = model
-        self.spec = tokenizer.spec
-        self.template = tokenizer.template
-        self.device_name = model.device_name
-        self.dtype_name = model.dtype_name
 
     @classmethod
     def load(
@@ -38,9 +33,6 @@ class TorchBackend(Backend):
         tokenizer = HFTokenizer.load(model_dir, max_input_tokens)
         model = TorchModel.load(model_dir, tokenizer.spec.pooling, dtype, device)
         return cls(tokenizer, model)
-
-    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer.tokenize(texts)
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         return self.model.forward(*self.tokenizer.collate(sequences))
