@@ -2,7 +2,7 @@
 
 Forward passes run on the scheduler's threads, so they compete with the event loop for the
 GIL between kernels; `process_backend.py` avoids that and is the default on a CPU. This one
-serves the CLI's one-shot `embed`, GPUs where asked, and tests that poke at the model.
+serves GPUs by default, the CLI's one-shot `embed`, and `model_process=false`.
 """
 
 from __future__ import annotations
