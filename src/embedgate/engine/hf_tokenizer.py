@@ -6,7 +6,6 @@ itself runs in another process (`process_backend.py`) or on threads here (`torch
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,9 +36,8 @@ class HFTokenizer:
         tokenizer_max = model_max if isinstance(model_max, int) and model_max < 10**7 else None
         self.spec: ModelSpec = read_model_spec(model_dir, tokenizer_max)
         vocab_size = len(tokenizer)
-        model_vocab = _config_vocab_size(model_dir)
-        if model_vocab is not None:
-            vocab_size = min(vocab_size, model_vocab)
+        if self.spec.vocab_size is not None:
+            vocab_size = min(vocab_size, self.spec.vocab_size)
         max_tokens = self.spec.max_tokens
         if max_input_tokens is not None:
             max_tokens = min(max_tokens, max_input_tokens)
@@ -96,13 +94,3 @@ class TokenizedBackend(Backend):
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer.tokenize(texts)
-
-
-def _config_vocab_size(model_dir: Path) -> int | None:
-    """The embedding table's size from config.json: ids at or past it would index out of it."""
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    size = config.get("vocab_size") if isinstance(config, dict) else None
-    return size if isinstance(size, int) and size > 0 else None

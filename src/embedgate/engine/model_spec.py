@@ -44,6 +44,7 @@ class ModelSpec:
     min_dimensions: int
     prompts: dict[str, str] = field(default_factory=dict)
     default_task: str | None = None
+    vocab_size: int | None = None  # the embedding table's rows: ids at or past it are invalid
 
     @property
     def supports_matryoshka(self) -> bool:
@@ -106,6 +107,8 @@ def read_model_spec(model_dir: Path, tokenizer_max_length: int | None = None) ->
     if hidden <= 0:
         raise ValueError(f"{model_dir}/config.json has no hidden_size")
     positions = int(config.get("max_position_embeddings", 512))
+    vocab = config.get("vocab_size")
+    vocab_size = vocab if isinstance(vocab, int) and vocab > 0 else None
     st_config = _read_json(model_dir / "config_sentence_transformers.json")
     prompts = {str(k): str(v) for k, v in (st_config.get("prompts") or {}).items()}
 
@@ -124,6 +127,7 @@ def read_model_spec(model_dir: Path, tokenizer_max_length: int | None = None) ->
             min_dimensions=min(QWEN3_MIN_DIMENSIONS, hidden),
             prompts=prompts,
             default_task=task,
+            vocab_size=vocab_size,
         )
 
     pooling, normalize, found = _pooling_from_st(model_dir)
@@ -148,4 +152,5 @@ def read_model_spec(model_dir: Path, tokenizer_max_length: int | None = None) ->
         padding_side="right",
         min_dimensions=hidden,
         prompts=prompts,
+        vocab_size=vocab_size,
     )
