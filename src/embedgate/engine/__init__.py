@@ -64,6 +64,7 @@ def build_engine(
             settings.dtype,
             settings.device,
             settings.max_input_tokens,
+            settings.onednn,
             torch_threads,
             forward_threads,
         )
@@ -75,7 +76,7 @@ def build_engine(
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
         backend = TorchBackend.load(
-            source.path, settings.dtype, settings.device, settings.max_input_tokens
+            source.path, settings.dtype, settings.device, settings.max_input_tokens, settings.onednn
         )
     limits = EngineLimits(
         max_inputs=settings.max_inputs_per_request,

@@ -31,6 +31,7 @@ class ProcessBackend(TokenizedBackend):
         dtype: str = "float32",
         device: str = "auto",
         max_input_tokens: int | None = None,
+        onednn: bool = True,
         threads: int | None = None,
         workers: int = 1,
     ) -> ProcessBackend:
@@ -38,7 +39,7 @@ class ProcessBackend(TokenizedBackend):
 
         tokenizer = HFTokenizer.load(model_dir, max_input_tokens)
         loader = functools.partial(
-            TorchModel.load, model_dir, tokenizer.spec.pooling, dtype, device
+            TorchModel.load, model_dir, tokenizer.spec.pooling, dtype, device, onednn
         )
         return cls(tokenizer, ModelProcess(loader, threads, workers))
 

@@ -29,9 +29,10 @@ class TorchBackend(TokenizedBackend):
         dtype: str = "float32",
         device: str = "auto",
         max_input_tokens: int | None = None,
+        onednn: bool = True,
     ) -> TorchBackend:
         tokenizer = HFTokenizer.load(model_dir, max_input_tokens)
-        model = TorchModel.load(model_dir, tokenizer.spec.pooling, dtype, device)
+        model = TorchModel.load(model_dir, tokenizer.spec.pooling, dtype, device, onednn)
         return cls(tokenizer, model)
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:

@@ -30,8 +30,9 @@ def pick_device(device: str) -> torch.device:
 class TorchModel:
     """A loaded model in eval mode and how its token states become one vector."""
 
-    def __init__(self, model: Any, pooling: Pooling) -> None:
+    def __init__(self, model: Any, pooling: Pooling, packed_layers: int = 0) -> None:
         self._model = model
+        self.packed_layers = packed_layers  # Linear layers running on packed oneDNN weights
         self._pooling = pooling
         parameter = next(model.parameters())
         self._device = parameter.device
@@ -39,7 +40,10 @@ class TorchModel:
         self.dtype_name = {v: k for k, v in DTYPES.items()}[parameter.dtype]
 
     @classmethod
-    def load(cls, model_dir: Path, pooling: Pooling, dtype: str, device: str) -> TorchModel:
+    def load(
+        cls, model_dir: Path, pooling: Pooling, dtype: str, device: str, onednn: bool = True
+    ) -> TorchModel:
+        """`onednn`: on a CPU, pack the Linear weights for oneDNN once (`onednn.py`)."""
         from transformers import AutoModel
         from transformers.utils import logging as hf_logging
 
@@ -49,7 +53,12 @@ class TorchModel:
             str(model_dir), dtype=torch.float32, trust_remote_code=False
         )
         model = model.to(device=pick_device(device), dtype=DTYPES[dtype]).eval()
-        return cls(model, pooling)
+        packed = 0
+        if onednn and next(model.parameters()).device.type == "cpu":
+            from embedgate.engine.onednn import pack_linear_layers
+
+            packed = pack_linear_layers(model)
+        return cls(model, pooling, packed)
 
     def forward(self, ids: IdArray, mask: IdArray) -> FloatArray:
         """Pooled, not yet normalised float32 rows for a collated batch."""
