@@ -185,7 +185,8 @@ def baseline(
     # setting); sentence-transformers runs one pass at a time, so it gets torch's default back
     engine_threads = torch.get_num_threads()
     torch.set_num_threads(torch_threads)
-    model = SentenceTransformer(str(model_dir), device="cpu")
+    # fp32 as labelled, also for checkpoints saved in bf16 (Qwen3-Embedding's are)
+    model = SentenceTransformer(str(model_dir), device="cpu", model_kwargs={"dtype": torch.float32})
     model.max_seq_length = 512
     rows = []
     try:
