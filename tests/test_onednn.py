@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from embedgate.engine import onednn
+from embedgate.engine.backend import WeightOptions
 from embedgate.engine.model_spec import read_model_spec
 from embedgate.engine.onednn import PackedLinear, pack_linear_layers
 from embedgate.engine.torch_model import TorchModel
@@ -27,8 +28,8 @@ def _batch(rows: int, length: int, vocab: int, seed: int = 0) -> tuple[np.ndarra
 
 def _pair(model_dir: Path, dtype: str) -> tuple[TorchModel, TorchModel]:
     pooling = read_model_spec(model_dir).pooling
-    packed = TorchModel.load(model_dir, pooling, dtype, "cpu", onednn=True)
-    plain = TorchModel.load(model_dir, pooling, dtype, "cpu", onednn=False)
+    packed = TorchModel.load(model_dir, pooling, WeightOptions(dtype, "cpu", onednn=True))
+    plain = TorchModel.load(model_dir, pooling, WeightOptions(dtype, "cpu", onednn=False))
     return packed, plain
 
 
@@ -56,7 +57,7 @@ def test_minilm_float32_is_unchanged_and_fuses_gelu(minilm_dir: Path) -> None:
 def test_minilm_bfloat16_stays_at_float32_cosine(minilm_dir: Path) -> None:
     packed, plain = _pair(minilm_dir, "bfloat16")
     reference = TorchModel.load(
-        minilm_dir, read_model_spec(minilm_dir).pooling, "float32", "cpu", onednn=False
+        minilm_dir, read_model_spec(minilm_dir).pooling, WeightOptions("float32", "cpu", False)
     )
     ids, mask = _batch(9, 64, 30522, seed=3)
     ours, theirs, exact = (_unit(m.forward(ids, mask)) for m in (packed, plain, reference))

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from embedgate.engine.model_spec import ModelSpec
 from embedgate.engine.pooling import FloatArray, finalize
 from embedgate.engine.sequences import SequenceTemplate
+
+
+@dataclass(frozen=True)
+class WeightOptions:
+    """How a PyTorch backend loads its weights, in this process or in a model process."""
+
+    dtype: str = "float32"
+    device: str = "auto"
+    onednn: bool = True  # on a CPU, pack Linear weights for oneDNN (`onednn.py`)
 
 
 class Backend(ABC):

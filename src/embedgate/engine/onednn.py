@@ -69,26 +69,36 @@ def _fusable_intermediate(module: nn.Module) -> bool:
     )
 
 
-def _agrees(before: Callable[[torch.Tensor], Any], after: nn.Module, probe: torch.Tensor) -> bool:
-    expected = before(probe)
-    got = after(probe)
-    if got.shape != expected.shape or got.dtype != expected.dtype:
-        return False
+def _checked(
+    make: Callable[[], PackedLinear], original: Callable[[torch.Tensor], Any], what: str
+) -> PackedLinear | None:
+    """The replacement when it matches `original` on a probe input; None (and why) if not."""
+    try:
+        replacement = make()
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.randn(2, 3, replacement.in_features, generator=generator)
+        probe = probe.to(replacement.packed.dtype)
+        expected, got = original(probe), replacement(probe)
+    except (RuntimeError, AttributeError) as exc:  # op missing or refusing this layout
+        log.debug("keeping %s as it is: %s", what, exc)
+        return None
     # bf16 keeps ~3 significant digits; a fused GELU rounds once instead of twice
     tolerance = 1e-4 if probe.dtype == torch.float32 else 3e-2
-    return bool(torch.allclose(got.float(), expected.float(), rtol=tolerance, atol=tolerance))
-
-
-def _probe(features: int, like: torch.Tensor) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(2, 3, features, generator=generator).to(like.dtype)
+    if (
+        got.shape != expected.shape
+        or got.dtype != expected.dtype
+        or not torch.allclose(got.float(), expected.float(), rtol=tolerance, atol=tolerance)
+    ):
+        log.warning("oneDNN disagrees with PyTorch for %s; keeping it as it is", what)
+        return None
+    return replacement
 
 
 def pack_linear_layers(model: nn.Module) -> int:
     """Swap the model's CPU `nn.Linear` layers for `PackedLinear` in place; returns how many.
 
     Only exact `nn.Linear` instances on the CPU are touched (quantised or other subclasses
-    keep their own forward). Call in inference mode: the packed copies replace the weights.
+    keep their own forward). The packed copies replace the weights: inference only.
     """
     if not available():
         return 0
@@ -105,14 +115,8 @@ def pack_linear_layers(model: nn.Module) -> int:
 
 
 def _swap(parent: nn.Module, name: str, linear: nn.Linear) -> int:
-    try:
-        packed = PackedLinear(linear)
-        ok = _agrees(linear, packed, _probe(linear.in_features, linear.weight))
-    except (RuntimeError, AttributeError) as exc:  # op missing or refusing this layout
-        log.debug("keeping %s as nn.Linear: %s", name, exc)
-        return 0
-    if not ok:
-        log.warning("oneDNN Linear disagrees with nn.Linear for %s; keeping nn.Linear", name)
+    packed = _checked(lambda: PackedLinear(linear), linear, name)
+    if packed is None:
         return 0
     setattr(parent, name, packed)
     return 1
@@ -122,15 +126,12 @@ def _fuse_gelu(block: nn.Module) -> bool:
     linear = block.get_submodule("dense")
     act = block.get_submodule("intermediate_act_fn")
     assert isinstance(linear, nn.Linear)
-    try:
-        fused = PackedLinear(linear, activation="gelu")
-        probe = _probe(linear.in_features, linear.weight)
-        ok = _agrees(lambda x: act(linear(x)), fused, probe)
-    except (RuntimeError, AttributeError) as exc:
-        log.debug("keeping %s unfused: %s", type(block).__name__, exc)
-        return False
-    if not ok:
-        log.warning("oneDNN GELU fusion disagrees for %s; keeping it unfused", type(block).__name__)
+    fused = _checked(
+        lambda: PackedLinear(linear, activation="gelu"),
+        lambda x: act(linear(x)),
+        type(block).__name__,
+    )
+    if fused is None:
         return False
     block.dense = fused
     block.intermediate_act_fn = nn.Identity()

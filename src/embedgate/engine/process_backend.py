@@ -12,6 +12,7 @@ import functools
 from collections.abc import Sequence
 from pathlib import Path
 
+from embedgate.engine.backend import WeightOptions
 from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
 from embedgate.engine.model_process import ModelProcess
 from embedgate.engine.pooling import FloatArray
@@ -28,19 +29,15 @@ class ProcessBackend(TokenizedBackend):
     def load(
         cls,
         model_dir: Path,
-        dtype: str = "float32",
-        device: str = "auto",
+        options: WeightOptions = WeightOptions(),
         max_input_tokens: int | None = None,
-        onednn: bool = True,
         threads: int | None = None,
         workers: int = 1,
     ) -> ProcessBackend:
         from embedgate.engine.torch_model import TorchModel
 
         tokenizer = HFTokenizer.load(model_dir, max_input_tokens)
-        loader = functools.partial(
-            TorchModel.load, model_dir, tokenizer.spec.pooling, dtype, device, onednn
-        )
+        loader = functools.partial(TorchModel.load, model_dir, tokenizer.spec.pooling, options)
         return cls(tokenizer, ModelProcess(loader, threads, workers))
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:

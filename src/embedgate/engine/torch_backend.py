@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from embedgate.engine.backend import WeightOptions
 from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.torch_model import TorchModel
@@ -26,13 +27,11 @@ class TorchBackend(TokenizedBackend):
     def load(
         cls,
         model_dir: Path,
-        dtype: str = "float32",
-        device: str = "auto",
+        options: WeightOptions = WeightOptions(),
         max_input_tokens: int | None = None,
-        onednn: bool = True,
     ) -> TorchBackend:
         tokenizer = HFTokenizer.load(model_dir, max_input_tokens)
-        model = TorchModel.load(model_dir, tokenizer.spec.pooling, dtype, device, onednn)
+        model = TorchModel.load(model_dir, tokenizer.spec.pooling, options)
         return cls(tokenizer, model)
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from embedgate.engine.backend import WeightOptions
 from embedgate.engine.hf_tokenizer import IdArray
 from embedgate.engine.model_spec import Pooling
 from embedgate.engine.pooling import FloatArray, pool
@@ -40,10 +41,7 @@ class TorchModel:
         self.dtype_name = {v: k for k, v in DTYPES.items()}[parameter.dtype]
 
     @classmethod
-    def load(
-        cls, model_dir: Path, pooling: Pooling, dtype: str, device: str, onednn: bool = True
-    ) -> TorchModel:
-        """`onednn`: on a CPU, pack the Linear weights for oneDNN once (`onednn.py`)."""
+    def load(cls, model_dir: Path, pooling: Pooling, options: WeightOptions) -> TorchModel:
         from transformers import AutoModel
         from transformers.utils import logging as hf_logging
 
@@ -52,9 +50,10 @@ class TorchModel:
         model = AutoModel.from_pretrained(
             str(model_dir), dtype=torch.float32, trust_remote_code=False
         )
-        model = model.to(device=pick_device(device), dtype=DTYPES[dtype]).eval()
+        device = pick_device(options.device)
+        model = model.to(device=device, dtype=DTYPES[options.dtype]).eval()
         packed = 0
-        if onednn and next(model.parameters()).device.type == "cpu":
+        if options.onednn and device.type == "cpu":
             from embedgate.engine.onednn import pack_linear_layers
 
             packed = pack_linear_layers(model)
