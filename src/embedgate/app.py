@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -37,6 +38,9 @@ from embedgate.security.gate import requires, unguarded_routes
 from embedgate.security.roles import Permission
 from embedgate.security.setup import build_security, open_settings_database
 from embedgate.storage.key_store import KeyStore
+
+if TYPE_CHECKING:  # FastAPI < 0.16x has no telemetry module; nothing to switch off there
+    from fastapi.telemetry import TelemetryConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,20 @@ async def _flush_last_used(state: ServiceState, every: float = 30.0) -> None:
                 await asyncio.to_thread(state.keys.flush_last_used)
             except Exception:
                 log.warning("could not record key last-used times", exc_info=True)
+
+
+# FastAPI (0.16x) instruments itself with OpenTelemetry as soon as the process has a configured
+# provider or FASTAPI_OTEL_AUTO_CONFIGURE=true: request spans, metrics, and logs of validation
+# failures and exceptions, whose messages can quote the caller's input. A host-wide variable
+# must not start shipping our callers' data to a collector, so all of it is off; /metrics and
+# the audit log are the product's own observability. (Older FastAPI keeps this as `extra`.)
+NO_FASTAPI_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
 
 
 def create_app(
@@ -142,6 +160,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        telemetry=NO_FASTAPI_TELEMETRY,
     )
     app.state.embedgate = state
     install_error_handlers(app)
