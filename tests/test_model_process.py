@@ -20,12 +20,16 @@ import pytest
 from conftest import start_engine
 from embedgate.config import Settings
 from embedgate.engine import EmbedRequest, build_engine
+from embedgate.engine.batching import PendingRequest, WorkItem
 from embedgate.engine.model_process import ModelProcess, ModelProcessError
 from embedgate.engine.process_backend import ProcessBackend
+from embedgate.engine.scheduler import BatchScheduler
 from embedgate.engine.torch_backend import TorchBackend
+from embedgate.errors import ServiceError
 from support.process_models import (
     ENV,
     HANG,
+    KILL,
     RAISE,
     load_and_exit,
     load_broken,
@@ -110,7 +114,32 @@ def test_a_dead_child_fails_the_pass_in_flight_and_is_replaced(process: ModelPro
     # the next pass waits for the new child instead of failing
     assert process.run(*batch(10))[0, 0] == 21
     assert process.restarts == 1 and process.pid not in (None, pid)
+    assert process.unavailable is None
     assert wait_until(lambda: gone(pid))
+
+
+def test_an_input_that_kills_the_child_fails_alone(process: ModelProcess) -> None:
+    def run(sequences: object) -> np.ndarray:
+        ids = np.array(sequences, dtype=np.int64)
+        return process.run(ids, np.ones_like(ids))
+
+    scheduler = BatchScheduler(run, max_batch_tokens=1000, max_queued_tokens=10_000)
+    scheduler.start()
+    try:
+        requests = [PendingRequest(1, 2) for _ in range(6)]
+        firsts = [10, 11, KILL, 12, 13, 14]
+        scheduler.submit(
+            [WorkItem([first, 5, 6], req, 0) for first, req in zip(firsts, requests, strict=True)]
+        )
+        for first, request in zip(firsts, requests, strict=True):
+            if first == KILL:
+                with pytest.raises(ServiceError, match="the model failed: ModelProcessDied"):
+                    request.future.result(timeout=60)
+            else:
+                assert request.future.result(timeout=60)[0, 0] == first + 11
+    finally:
+        scheduler.stop()
+    assert process.restarts == 2  # in the batch, then alone; no retry loop
 
 
 def test_a_child_that_cannot_be_restarted_refuses_work(tmp_path: Path) -> None:
@@ -124,6 +153,7 @@ def test_a_child_that_cannot_be_restarted_refuses_work(tmp_path: Path) -> None:
         assert wait_until(lambda: proc.pid is None)
         with pytest.raises(ModelProcessError, match=r"could not be restarted.*weights are gone"):
             proc.run(*batch(10))
+        assert "could not be restarted" in (proc.unavailable or "")
     finally:
         proc.close()
 
@@ -228,6 +258,10 @@ def test_the_server_reports_a_restart_and_keeps_serving(tiny_qwen3_dir: Path) ->
         backend = app.state.embedgate.engine.backend
         assert isinstance(backend, ProcessBackend) and backend.process.pid is not None
         os.kill(backend.process.pid, signal.SIGKILL)
+        # while the new model process loads, a load balancer is told to look elsewhere
+        assert wait_until(lambda: client.get("/ready").status_code == 503)
+        assert "exit code -9" in client.get("/ready").json()["reason"]
+        assert "embedgate_ready 0.0" in client.get("/metrics").text
         assert wait_until(lambda: backend.restarts == 1)
         reply = client.post("/v1/embeddings", json={"input": "after the crash"})
         assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) > 0

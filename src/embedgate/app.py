@@ -78,7 +78,6 @@ async def _bring_up(state: ServiceState, factory: EngineFactory) -> None:
         log.info("self-test passed", extra={"detail": result.reason})
     state.ready = True
     state.reason = "ready"
-    state.metrics.ready.set(1)
 
 
 async def _flush_last_used(state: ServiceState, every: float = 30.0) -> None:
@@ -118,6 +117,7 @@ def create_app(
     from settings."""
     metrics = Metrics()
     state = ServiceState(settings=settings, metrics=metrics)
+    metrics.ready.set_function(lambda: float(state.not_ready_reason() is None))
     factory: EngineFactory = engine_factory or build_engine
 
     @contextlib.asynccontextmanager

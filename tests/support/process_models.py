@@ -1,12 +1,14 @@
 """Fake models for the model-process tests, loaded in the child by reference.
 
 The first id of a batch picks the behaviour, so a test can make one pass fail, hang or
-report what the child can see, without a real model.
+report what the child can see, without a real model; a row starting with KILL anywhere in a
+batch kills the child.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import numpy as np
@@ -14,7 +16,7 @@ import numpy as np
 from embedgate.engine.hf_tokenizer import IdArray
 from embedgate.engine.pooling import FloatArray
 
-RAISE, HANG, ENV = 1, 2, 3
+RAISE, HANG, ENV, KILL = 1, 2, 3, 4
 
 
 class FakeProcessModel:
@@ -22,6 +24,8 @@ class FakeProcessModel:
     dtype_name = "float32"
 
     def forward(self, ids: IdArray, mask: IdArray) -> FloatArray:
+        if (ids[:, 0] == KILL).any():  # a crash in native code, as the kernel sees it
+            os.kill(os.getpid(), signal.SIGKILL)
         first = int(ids[0, 0])
         if first == RAISE:
             raise ValueError("this batch is bad")

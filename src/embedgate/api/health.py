@@ -21,12 +21,13 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(state: ServiceState = Depends(service)) -> Response:
-    """Green only after the model loaded and passed its self-test."""
-    if state.ready:
+    """Green after the model loaded and passed its self-test, and while its process is up."""
+    reason = state.not_ready_reason()
+    if reason is None:
         return JSONResponse(
             {"status": "ready", "model": state.engine.name if state.engine else None}
         )
-    return JSONResponse({"status": "not_ready", "reason": state.reason}, status_code=503)
+    return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
 
 
 @router.get("/metrics", dependencies=[requires(Permission.ADMIN)])

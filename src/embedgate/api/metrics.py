@@ -63,7 +63,11 @@ class Metrics:
             "Inputs dropped because their client disconnected.",
             registry=r,
         )
-        self.ready = Gauge("embedgate_ready", "1 when the model passed its self-test.", registry=r)
+        self.ready = Gauge(
+            "embedgate_ready",
+            "1 when the model passed its self-test and its process is up (as /ready).",
+            registry=r,
+        )
         self.model_restarts = Gauge(
             "embedgate_model_process_restarts",
             "Times the model process died and a new one was started.",

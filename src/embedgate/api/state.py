@@ -29,6 +29,13 @@ class ServiceState:
     ready: bool = False
     reason: str = "loading the model"
 
+    def not_ready_reason(self) -> str | None:
+        """None when requests can be served now: the model passed its self-test and its
+        process (if it has one) is up, not being replaced after a crash."""
+        if not self.ready:
+            return self.reason
+        return self.engine.backend.unavailable if self.engine is not None else None
+
     def ready_engine(self) -> EmbeddingEngine | None:
         return self.engine if self.ready else None
 

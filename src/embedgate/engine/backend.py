@@ -45,6 +45,12 @@ class Backend(ABC):
         return finalize(pooled, dimensions, self.spec.normalize)
 
     @property
+    def unavailable(self) -> str | None:
+        """Why no forward pass can run right now (its process is restarting or cannot be
+        restarted), or None; readiness reports it so a load balancer can route around."""
+        return None
+
+    @property
     def restarts(self) -> int:
         """Times the model's process died and was replaced (0 where it has none)."""
         return 0

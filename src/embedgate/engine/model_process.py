@@ -8,7 +8,8 @@ process: the parent sends collated ids down a socket and a reader thread hands e
 to the caller waiting for it.
 
 If the child dies (killed, out of memory, a crash in native code), the passes in flight fail
-with a clear error and a fresh child is started; callers wait for it instead of failing too.
+with `ModelProcessDied` and a fresh child is started; later callers wait for it instead of
+failing too, and the scheduler reruns the lost inputs one at a time (`scheduler.PassLost`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Protocol
 
 from embedgate.engine.hf_tokenizer import IdArray
 from embedgate.engine.pooling import FloatArray
+from embedgate.engine.scheduler import PassLost
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,11 @@ ModelLoader = Callable[[], ProcessModel]
 
 class ModelProcessError(RuntimeError):
     """The model process failed to load, died, or raised in a forward pass."""
+
+
+class ModelProcessDied(ModelProcessError, PassLost):
+    """The child died during the pass: the batch may be innocent (another pass crashed it,
+    or the batch as a whole ran out of memory), so the scheduler retries its inputs alone."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ class ModelProcess:
         self._conn: Connection | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._broken: str | None = None
+        self._restarting: str | None = None
         self._closing = False
         self.restarts = 0
         self.info: ModelInfo
@@ -144,6 +152,14 @@ class ModelProcess:
     @property
     def pid(self) -> int | None:
         return self.info.pid if self._conn is not None else None
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why no pass can run right now (a child is being started, or none can be), or None."""
+        with self._lock:
+            if self._closing:
+                return "the model process is shut down"
+            return self._broken or self._restarting
 
     def run(self, ids: IdArray, mask: IdArray) -> FloatArray:
         """One forward pass in the child; blocks this thread (not the GIL) until it returns."""
@@ -224,6 +240,7 @@ class ModelProcess:
         )
         with self._lock:
             self._conn, self._process = conn, process
+            self._restarting = None
             self.info = ModelInfo(device_name=reply[1], dtype_name=reply[2], pid=process.pid)
             self._lock.notify_all()
 
@@ -255,16 +272,17 @@ class ModelProcess:
         except subprocess.TimeoutExpired:  # the pipe broke but it lives on: end it
             process.kill()
             exit_code = process.wait(timeout=10)
+        reason = f"the model process exited (exit code {exit_code})"
         with self._lock:
             old, self._conn = self._conn, None
             pending, self._pending = self._pending, {}
             closing = self._closing
+            self._restarting = f"{reason}; a new one is loading"
         with self._send_lock:  # no sender may be writing to it while its fd is released
             if old is not None:
                 old.close()
-        reason = f"the model process exited (exit code {exit_code})"
         for future in pending.values():
-            future.set_exception(ModelProcessError(reason))
+            future.set_exception(ModelProcessDied(reason))
         if closing:
             return False
         log.error("%s; starting a new one", reason, extra={"failed_batches": len(pending)})
@@ -274,6 +292,7 @@ class ModelProcess:
             log.error("the model process could not be restarted: %s", exc)
             with self._lock:
                 self._broken = f"{reason} and could not be restarted: {exc}"
+                self._restarting = None
                 self._lock.notify_all()
             return False
         self.restarts += 1

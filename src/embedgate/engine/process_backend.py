@@ -44,6 +44,10 @@ class ProcessBackend(TokenizedBackend):
         return self.process.run(*self.tokenizer.collate(sequences))
 
     @property
+    def unavailable(self) -> str | None:
+        return self.process.unavailable
+
+    @property
     def restarts(self) -> int:
         return self.process.restarts
 

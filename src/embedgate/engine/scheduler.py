@@ -4,7 +4,8 @@ Requests from many clients are tokenised on their own threads and enqueued here;
 thread takes whatever is queued when it becomes free, so tokenising the next batch overlaps the
 forward pass of the current one. Admission control refuses work beyond a queued token bound
 instead of growing the queue forever, and items of requests whose client has gone are dropped
-before they reach the model.
+before they reach the model. A pass lost to a dying model process is rerun one input at a time
+with nothing beside it, so an input that kills the model fails alone.
 
 On a CPU, two forward threads with half the cores each beat one thread with all of them under
 concurrent load: while one waits for its clients to send again, the other computes, and a
@@ -15,11 +16,12 @@ took one of its cores (docs/benchmarks.md has the numbers). With the model in it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from embedgate.engine.batching import WorkItem, plan_micro_batches, take_window
@@ -27,6 +29,49 @@ from embedgate.engine.pooling import FloatArray
 from embedgate.errors import ErrorKind, ServiceError
 
 log = logging.getLogger(__name__)
+
+
+class PassLost(RuntimeError):
+    """A forward pass failed for a reason that need not be its inputs' (the process running
+    it died: another pass crashed it, or the whole batch ran out of memory)."""
+
+
+class PassGate:
+    """Forward passes run side by side, except a retry of a lost pass, which runs with no
+    other pass in flight: if it kills the model again, it takes no innocent batch along."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._exclusive = True  # no new pass starts; wait for those running
+            while self._shared:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
 
 
 class SchedulerObserver(Protocol):
@@ -66,6 +111,7 @@ class BatchScheduler:
         self._running = False
         self._threads: list[threading.Thread] = []
         self._idle = 0  # forward threads waiting for work
+        self._gate = PassGate()
 
     @property
     def queued_tokens(self) -> int:
@@ -179,7 +225,7 @@ class BatchScheduler:
             for batch in plan_micro_batches(window, self._max_batch_tokens):
                 self._run(batch)
 
-    def _run(self, batch: list[WorkItem]) -> None:
+    def _run(self, batch: list[WorkItem], alone: bool = False) -> None:
         live = [item for item in batch if not item.request.dead]
         dropped = [item for item in batch if item.request.dead]
         for item in dropped:
@@ -190,9 +236,13 @@ class BatchScheduler:
             return
         started = time.perf_counter()
         try:
-            vectors = self._run_batch([item.sequence for item in live])
+            with self._gate.exclusive() if alone else self._gate.shared():
+                vectors = self._run_batch([item.sequence for item in live])
         except Exception as exc:
             log.exception("forward pass failed for a batch of %d inputs", len(live))
+            if isinstance(exc, PassLost) and not alone:
+                self._retry_alone(live)
+                return
             error = ServiceError(
                 ErrorKind.BACKEND_FAILURE, f"the model failed: {type(exc).__name__}"
             )
@@ -213,3 +263,11 @@ class BatchScheduler:
             longest = max(item.tokens for item in live)
             tokens = sum(item.tokens for item in live)
             self._observer.batch_done(len(live), tokens, longest * len(live), elapsed)
+
+    def _retry_alone(self, items: list[WorkItem]) -> None:
+        """Rerun the inputs of a lost pass one at a time with nothing else in flight: an input
+        that kills the model fails (after killing it once more), every other one gets its
+        vector. A pass lost when alone is final, so a crash is never retried in a loop."""
+        log.warning("retrying the %d inputs of a lost forward pass one at a time", len(items))
+        for item in items:
+            self._run([item], alone=True)
