@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from embedgate.api.metrics import Metrics
 from embedgate.engine import EmbeddingEngine, EmbedRequest, EngineLimits
 from embedgate.engine.fake_backend import FakeBackend
 from embedgate.engine.pooling import FloatArray
@@ -55,9 +56,11 @@ class DyingProcessBackend(FakeBackend):
                 self.running -= 1
 
 
-def engine_on(backend: FakeBackend, threads: int = 2) -> EmbeddingEngine:
+def engine_on(
+    backend: FakeBackend, threads: int = 2, metrics: Metrics | None = None
+) -> EmbeddingEngine:
     limits = EngineLimits(max_batch_tokens=64, forward_threads=threads)
-    engine = EmbeddingEngine(backend, "fake", limits=limits)
+    engine = EmbeddingEngine(backend, "fake", limits=limits, observer=metrics)
     engine.start()
     return engine
 
@@ -80,7 +83,8 @@ def test_only_the_input_that_kills_the_model_fails() -> None:
     healthy.stop()
 
     backend = DyingProcessBackend()
-    engine = engine_on(backend)
+    metrics = Metrics()
+    engine = engine_on(backend, metrics=metrics)
     try:
         results = asyncio.run(embed_all(engine, texts))
     finally:
@@ -94,6 +98,12 @@ def test_only_the_input_that_kills_the_model_fails() -> None:
     # it died once in a batch, then once more alone, and nothing else was lost with it
     assert backend.alone_when_killed[-1] is True
     assert len(backend.alone_when_killed) == 2
+    retried = [
+        line
+        for line in metrics.render().decode().splitlines()
+        if line.startswith("embedgate_lost_pass_inputs_retried_total ")
+    ]
+    assert len(retried) == 1 and float(retried[0].split()[1]) >= 1  # the killer, its batch
 
 
 def test_a_failure_that_is_not_a_lost_pass_is_not_retried() -> None:

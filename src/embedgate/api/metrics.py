@@ -58,6 +58,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.retried_counter = Counter(
+            "embedgate_lost_pass_inputs_retried",
+            "Inputs rerun alone because their forward pass was lost to a dying model process.",
+            registry=r,
+        )
         self.dropped_counter = Counter(
             "embedgate_dropped_inputs",
             "Inputs dropped because their client disconnected.",
@@ -91,6 +96,9 @@ class Metrics:
 
     def dropped(self, items: int) -> None:
         self.dropped_counter.inc(items)
+
+    def retried_alone(self, items: int) -> None:
+        self.retried_counter.inc(items)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -83,6 +83,8 @@ class SchedulerObserver(Protocol):
 
     def dropped(self, items: int) -> None: ...
 
+    def retried_alone(self, items: int) -> None: ...
+
 
 class BatchScheduler:
     """Owns the queue and the forward threads that call the model."""
@@ -269,5 +271,7 @@ class BatchScheduler:
         that kills the model fails (after killing it once more), every other one gets its
         vector. A pass lost when alone is final, so a crash is never retried in a loop."""
         log.warning("retrying the %d inputs of a lost forward pass one at a time", len(items))
+        if self._observer is not None:
+            self._observer.retried_alone(len(items))
         for item in items:
             self._run([item], alone=True)
