@@ -18,9 +18,10 @@ import pytest
 
 from embedgate.api.metrics import Metrics
 from embedgate.engine import EmbeddingEngine, EmbedRequest, EngineLimits
+from embedgate.engine.backend import PassLost
 from embedgate.engine.fake_backend import FakeBackend
 from embedgate.engine.pooling import FloatArray
-from embedgate.engine.scheduler import PassGate, PassLost
+from embedgate.engine.scheduler import PassGate
 from embedgate.errors import ErrorKind, ServiceError
 
 KILLER = "this input crashes the model"

@@ -24,6 +24,12 @@ class WeightOptions:
     onednn: bool = True  # on a CPU, pack Linear weights for oneDNN (`onednn.py`)
 
 
+class PassLost(RuntimeError):
+    """What `forward` raises when a pass failed for a reason that need not be its inputs'
+    (the process running it died: another pass crashed it, or the whole batch ran out of
+    memory); the scheduler then reruns the inputs one at a time."""
+
+
 class Backend(ABC):
     """A loaded model: its facts, its tokenizer and its forward pass."""
 

@@ -9,7 +9,7 @@ to the caller waiting for it.
 
 If the child dies (killed, out of memory, a crash in native code), the passes in flight fail
 with `ModelProcessDied` and a fresh child is started; later callers wait for it instead of
-failing too, and the scheduler reruns the lost inputs one at a time (`scheduler.PassLost`).
+failing too, and the scheduler reruns the lost inputs one at a time (`backend.PassLost`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Protocol
 
+from embedgate.engine.backend import PassLost
 from embedgate.engine.hf_tokenizer import IdArray
 from embedgate.engine.pooling import FloatArray
-from embedgate.engine.scheduler import PassLost
 
 log = logging.getLogger(__name__)
 

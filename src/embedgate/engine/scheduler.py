@@ -24,16 +24,12 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
+from embedgate.engine.backend import PassLost
 from embedgate.engine.batching import WorkItem, plan_micro_batches, take_window
 from embedgate.engine.pooling import FloatArray
 from embedgate.errors import ErrorKind, ServiceError
 
 log = logging.getLogger(__name__)
-
-
-class PassLost(RuntimeError):
-    """A forward pass failed for a reason that need not be its inputs' (the process running
-    it died: another pass crashed it, or the whole batch ran out of memory)."""
 
 
 class PassGate:
