@@ -7,7 +7,13 @@ from collections import deque
 from hypothesis import given
 from hypothesis import strategies as st
 
-from embedgate.engine.batching import PendingRequest, WorkItem, plan_micro_batches, take_window
+from embedgate.engine.batching import (
+    PendingRequest,
+    WorkItem,
+    padded_length,
+    plan_micro_batches,
+    take_window,
+)
 
 
 def items(lengths: list[int]) -> list[WorkItem]:
@@ -25,6 +31,25 @@ def test_micro_batches_cover_everything_within_budget(lengths: list[int], budget
         padded = len(batch) * max(item.tokens for item in batch)
         assert padded <= budget or len(batch) == 1
         assert [i.tokens for i in batch] == sorted(i.tokens for i in batch)
+
+
+@given(
+    st.lists(st.integers(1, 600), min_size=1, max_size=200),
+    st.integers(64, 4096),
+    st.sampled_from([1, 8, 16, 64]),
+)
+def test_budget_counts_the_padded_length(lengths: list[int], budget: int, multiple: int) -> None:
+    batches = plan_micro_batches(items(lengths), budget, multiple)
+    assert sum(len(b) for b in batches) == len(lengths)
+    for batch in batches:
+        length = padded_length(max(item.tokens for item in batch), multiple)
+        assert length % multiple == 0 and length - multiple < batch[-1].tokens <= length
+        assert len(batch) * length <= budget or len(batch) == 1
+
+
+def test_padded_length_rounds_up_to_the_multiple() -> None:
+    assert [padded_length(n, 16) for n in (1, 15, 16, 17, 50, 512)] == [16, 16, 16, 32, 64, 512]
+    assert [padded_length(n, 1) for n in (1, 17, 50)] == [1, 17, 50]
 
 
 @given(st.lists(st.integers(1, 600), min_size=1, max_size=200), st.integers(64, 4096))

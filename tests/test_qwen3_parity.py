@@ -56,6 +56,17 @@ def test_padded_batch_matches_reference(
         assert np.abs(ours[i] - embed(qwen3_engine, [text])[0]).max() <= TOL
 
 
+@pytest.mark.parametrize("multiple", [1, 64])
+def test_padding_multiple_changes_no_vector(tiny_qwen3_dir: Path, multiple: int) -> None:
+    """Served passes are padded (left, masked) beyond the longest input; exact-length passes and
+    much longer padding (which moves every real token's position) give the reference vectors."""
+    engine = start_engine(tiny_qwen3_dir, pad_to_multiple_of=multiple)
+    try:
+        assert np.abs(embed(engine, DOCS) - reference(tiny_qwen3_dir, DOCS)).max() <= TOL
+    finally:
+        engine.stop()
+
+
 @pytest.mark.parametrize("task", [None, "Retrieve semantically similar text"])
 def test_queries_get_the_exact_instruction(
     qwen3_engine: EmbeddingEngine, tiny_qwen3_dir: Path, task: str | None

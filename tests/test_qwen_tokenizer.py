@@ -10,6 +10,8 @@ import pytest
 
 from conftest import start_engine
 from embedgate.engine import EmbeddingEngine, EmbedRequest
+from embedgate.engine.backend import TextOptions
+from embedgate.engine.hf_tokenizer import HFTokenizer
 from embedgate.engine.process_backend import ProcessBackend
 from embedgate.engine.torch_backend import TorchBackend
 
@@ -29,12 +31,20 @@ def test_known_ids_and_eos(engine: EmbeddingEngine) -> None:
     assert engine.tokenize(EmbedRequest(["test", "test again"])) == [[1944, EOS], [1944, 1549, EOS]]
 
 
-def test_left_padding_matches_model_card(engine: EmbeddingEngine) -> None:
+def test_left_padding_matches_model_card(engine: EmbeddingEngine, qwen_vocab_dir: Path) -> None:
     backend = engine.backend
     assert isinstance(backend, TorchBackend | ProcessBackend)
-    ids, mask = backend.tokenizer.collate(engine.tokenize(EmbedRequest(["test", "test again"])))
+    sequences = engine.tokenize(EmbedRequest(["test", "test again"]))
+    exact = HFTokenizer.load(qwen_vocab_dir, TextOptions(pad_to_multiple_of=1))
+    ids, mask = exact.collate(sequences)
     assert ids.tolist() == [[EOS, 1944, EOS], [1944, 1549, EOS]]
     assert mask.tolist() == [[0, 1, 1], [1, 1, 1]]
+    # served passes are padded further, on the same side, to a multiple of 16 (`batching.py`)
+    ids, mask = backend.tokenizer.collate(sequences)
+    assert ids.shape == mask.shape == (2, 16)
+    assert ids[:, -3:].tolist() == [[EOS, 1944, EOS], [1944, 1549, EOS]]
+    assert mask[:, -3:].tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert (ids[:, :-3] == EOS).all() and not mask[:, :-3].any()
 
 
 def test_query_prompt_tokens(engine: EmbeddingEngine) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from embedgate.config import Settings
-from embedgate.engine.backend import Backend, WeightOptions
+from embedgate.engine.backend import Backend, TextOptions, WeightOptions
 from embedgate.engine.engine import EmbeddingEngine, Embeddings, EmbedRequest, EngineLimits
 from embedgate.engine.loading import resolve_model
 from embedgate.engine.scheduler import SchedulerObserver
@@ -56,13 +56,12 @@ def build_engine(
         use_process = not wants_gpu and not one_shot
     forward_threads, torch_threads = thread_plan(settings, wants_gpu, available_cores())
     weights = WeightOptions(settings.dtype, settings.device, settings.onednn)
+    text = TextOptions(settings.max_input_tokens, settings.pad_to_multiple_of)
     backend: Backend
     if use_process:
         from embedgate.engine.process_backend import ProcessBackend
 
-        backend = ProcessBackend.load(
-            source.path, weights, settings.max_input_tokens, torch_threads, forward_threads
-        )
+        backend = ProcessBackend.load(source.path, weights, text, torch_threads, forward_threads)
     else:
         import torch
 
@@ -70,7 +69,7 @@ def build_engine(
 
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
-        backend = TorchBackend.load(source.path, weights, settings.max_input_tokens)
+        backend = TorchBackend.load(source.path, weights, text)
     limits = EngineLimits(
         max_inputs=settings.max_inputs_per_request,
         max_request_tokens=settings.max_request_tokens,

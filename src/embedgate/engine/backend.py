@@ -24,6 +24,14 @@ class WeightOptions:
     onednn: bool = True  # on a CPU, pack Linear weights for oneDNN (`onednn.py`)
 
 
+@dataclass(frozen=True)
+class TextOptions:
+    """How a backend's tokenizer side turns inputs into forward passes."""
+
+    max_input_tokens: int | None = None  # lower than the model's own limit, or None
+    pad_to_multiple_of: int = 16  # a pass's length, rounded up (see `batching.py`)
+
+
 class PassLost(RuntimeError):
     """What `forward` raises when a pass failed for a reason that need not be its inputs'
     (the process running it died: another pass crashed it, or the whole batch ran out of
@@ -37,6 +45,7 @@ class Backend(ABC):
     template: SequenceTemplate
     dtype_name: str = "float32"
     device_name: str = "cpu"
+    pad_to_multiple_of: int = 1  # how `forward` pads a pass's length; the planner counts it
 
     @abstractmethod
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:

@@ -1,8 +1,15 @@
 """Pure batch planning: which queued sequences go into which forward pass.
 
 Work is taken oldest-first (so nothing starves) up to the token budget, then sorted by length
-and cut into micro-batches whose padded size (rows x longest row) stays within the budget, so
+and cut into micro-batches whose padded size (rows x padded length) stays within the budget, so
 similar lengths share a forward pass and padding is small.
+
+A pass's length is its longest row rounded up to a multiple (16 by default). On a CPU, oneDNN
+compiles a kernel for every new (rows x length) shape of a Linear layer (several ms each, and
+memory that stays): with exact lengths, mixed traffic keeps producing new shapes and
+pays that on a large share of its passes for ever. Rounded, a pass's rows x length is a
+multiple of 16 no larger than the budget, so a model sees at most budget / 16 shapes per layer
+and they are all compiled after a while (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -79,13 +86,21 @@ def take_window(queue: deque[WorkItem], max_batch_tokens: int) -> list[WorkItem]
     return window
 
 
-def plan_micro_batches(items: Sequence[WorkItem], max_batch_tokens: int) -> list[list[WorkItem]]:
+def padded_length(longest: int, multiple: int) -> int:
+    """The length a pass whose longest row is `longest` is padded to."""
+    return -(-longest // multiple) * multiple
+
+
+def plan_micro_batches(
+    items: Sequence[WorkItem], max_batch_tokens: int, pad_multiple: int = 1
+) -> list[list[WorkItem]]:
     """Sort by length and cut so each batch's padded size stays within the budget."""
     batches: list[list[WorkItem]] = []
     current: list[WorkItem] = []
     for item in sorted(items, key=lambda it: it.tokens):
         # sorted ascending: the newest item is the longest, so padded = rows * its length
-        if current and (len(current) + 1) * item.tokens > max_batch_tokens:
+        length = padded_length(item.tokens, pad_multiple)
+        if current and (len(current) + 1) * length > max_batch_tokens:
             batches.append(current)
             current = []
         current.append(item)

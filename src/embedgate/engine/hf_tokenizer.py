@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from embedgate.engine.backend import Backend
+from embedgate.engine.backend import Backend, TextOptions
+from embedgate.engine.batching import padded_length
 from embedgate.engine.model_spec import QWEN3_EOS_TOKEN, ModelSpec, read_model_spec
 from embedgate.engine.sequences import SequenceTemplate, find_template
 
@@ -28,7 +29,8 @@ IdArray = NDArray[np.int64]
 class HFTokenizer:
     """A fast tokenizer plus what the model's rules say about sequences and padding."""
 
-    def __init__(self, tokenizer: Any, model_dir: Path, max_input_tokens: int | None) -> None:
+    def __init__(self, tokenizer: Any, model_dir: Path, options: TextOptions) -> None:
+        self.pad_to_multiple_of = options.pad_to_multiple_of
         self._tokenizer = tokenizer.backend_tokenizer
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
@@ -39,8 +41,8 @@ class HFTokenizer:
         if self.spec.vocab_size is not None:
             vocab_size = min(vocab_size, self.spec.vocab_size)
         max_tokens = self.spec.max_tokens
-        if max_input_tokens is not None:
-            max_tokens = min(max_tokens, max_input_tokens)
+        if options.max_input_tokens is not None:
+            max_tokens = min(max_tokens, options.max_input_tokens)
         prefix, suffix = find_template(
             self._tokenizer.encode(_TEMPLATE_PROBE, add_special_tokens=True).ids,
             self._tokenizer.encode(_TEMPLATE_PROBE, add_special_tokens=False).ids,
@@ -57,21 +59,22 @@ class HFTokenizer:
         self.pad_id = int(pad if pad is not None else (eos if eos is not None else 0))
 
     @classmethod
-    def load(cls, model_dir: Path, max_input_tokens: int | None = None) -> HFTokenizer:
+    def load(cls, model_dir: Path, options: TextOptions) -> HFTokenizer:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"{model_dir} has no fast tokenizer (tokenizer.json)")
-        return cls(tokenizer, model_dir, max_input_tokens)
+        return cls(tokenizer, model_dir, options)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
         return [encoding.ids for encoding in encodings]
 
     def collate(self, sequences: Sequence[Sequence[int]]) -> tuple[IdArray, IdArray]:
-        """Pad to the longest row on the model's side: (input_ids, attention_mask)."""
-        longest = max(len(s) for s in sequences)
+        """Pad on the model's side to the longest row, rounded up to `pad_to_multiple_of`:
+        (input_ids, attention_mask)."""
+        longest = padded_length(max(len(s) for s in sequences), self.pad_to_multiple_of)
         ids = np.full((len(sequences), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(sequences), longest), dtype=np.int64)
         left = self.spec.padding_side == "left"
@@ -91,6 +94,7 @@ class TokenizedBackend(Backend):
         self.template = tokenizer.template
         self.device_name = device_name
         self.dtype_name = dtype_name
+        self.pad_to_multiple_of = tokenizer.pad_to_multiple_of
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer.tokenize(texts)

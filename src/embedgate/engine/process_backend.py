@@ -12,7 +12,7 @@ import functools
 from collections.abc import Sequence
 from pathlib import Path
 
-from embedgate.engine.backend import WeightOptions
+from embedgate.engine.backend import TextOptions, WeightOptions
 from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
 from embedgate.engine.model_process import ModelProcess
 from embedgate.engine.pooling import FloatArray
@@ -30,13 +30,13 @@ class ProcessBackend(TokenizedBackend):
         cls,
         model_dir: Path,
         options: WeightOptions = WeightOptions(),
-        max_input_tokens: int | None = None,
+        text: TextOptions = TextOptions(),
         threads: int | None = None,
         workers: int = 1,
     ) -> ProcessBackend:
         from embedgate.engine.torch_model import TorchModel
 
-        tokenizer = HFTokenizer.load(model_dir, max_input_tokens)
+        tokenizer = HFTokenizer.load(model_dir, text)
         loader = functools.partial(TorchModel.load, model_dir, tokenizer.spec.pooling, options)
         return cls(tokenizer, ModelProcess(loader, threads, workers))
 

@@ -93,6 +93,7 @@ class BatchScheduler:
         observer: SchedulerObserver | None = None,
         batch_wait: float = 0.0,
         workers: int = 1,
+        pad_multiple: int = 1,
     ) -> None:
         if workers < 1:
             raise ValueError("the scheduler needs at least one forward thread")
@@ -101,6 +102,7 @@ class BatchScheduler:
         self._batch_wait = batch_wait
         self._last_forward = 0.0
         self._max_batch_tokens = max_batch_tokens
+        self._pad_multiple = pad_multiple  # how `run_batch` pads a pass's length
         self._max_queued_tokens = max_queued_tokens
         self._observer = observer
         self._queue: deque[WorkItem] = deque()
@@ -220,7 +222,7 @@ class BatchScheduler:
             window = self._next_window()
             if window is None:
                 return
-            for batch in plan_micro_batches(window, self._max_batch_tokens):
+            for batch in plan_micro_batches(window, self._max_batch_tokens, self._pad_multiple):
                 self._run(batch)
 
     def _run(self, batch: list[WorkItem], alone: bool = False) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from embedgate.engine.backend import WeightOptions
+from embedgate.engine.backend import TextOptions, WeightOptions
 from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.torch_model import TorchModel
@@ -28,9 +28,9 @@ class TorchBackend(TokenizedBackend):
         cls,
         model_dir: Path,
         options: WeightOptions = WeightOptions(),
-        max_input_tokens: int | None = None,
+        text: TextOptions = TextOptions(),
     ) -> TorchBackend:
-        tokenizer = HFTokenizer.load(model_dir, max_input_tokens)
+        tokenizer = HFTokenizer.load(model_dir, text)
         model = TorchModel.load(model_dir, tokenizer.spec.pooling, options)
         return cls(tokenizer, model)
 

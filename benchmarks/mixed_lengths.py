@@ -1,0 +1,112 @@
+"""Steady state under mixed input lengths: `pad_to_multiple_of` 16 (default) vs 1 (exact).
+
+Real traffic does not come in one length. On a CPU every new (rows x length) shape of a Linear
+layer makes oneDNN compile a kernel, so exact-length passes keep paying for new shapes long
+after start-up. This runs the same stream of single-input requests with random lengths through
+two engines in turn (bf16, the model in its own process, `clients` concurrent asyncio callers),
+round after round, and prints tokens/s per round, the ratio of the steady-state rounds and the
+model process's memory at the end:
+
+    python benchmarks/mixed_lengths.py              # bundled all-MiniLM-L6-v2
+    python benchmarks/mixed_lengths.py --rounds 12 --requests 1500
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from embedgate.config import Settings
+from embedgate.engine import EmbeddingEngine, EmbedRequest, build_engine
+from embedgate.engine.process_backend import ProcessBackend
+from throughput import WORDS
+
+
+def rounds_of_texts(
+    rounds: int, requests: int, shortest: int, longest: int, seed: int
+) -> list[list[str]]:
+    rng = random.Random(seed)
+    return [
+        [
+            " ".join(rng.choice(WORDS) for _ in range(rng.randint(shortest, longest)))
+            for _ in range(requests)
+        ]
+        for _ in range(rounds)
+    ]
+
+
+async def one_round(engine: EmbeddingEngine, texts: list[str], clients: int) -> float:
+    index = 0
+
+    async def client() -> None:
+        nonlocal index
+        while index < len(texts):
+            text = texts[index]
+            index += 1
+            await engine.embed(EmbedRequest([text]))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return time.perf_counter() - start
+
+
+def model_rss_mib(engine: EmbeddingEngine) -> float | None:
+    backend = engine.backend
+    if not isinstance(backend, ProcessBackend) or backend.process.pid is None:
+        return None
+    for line in Path(f"/proc/{backend.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def run(
+    multiple: int, stream: list[list[str]], clients: int, model: str | None
+) -> tuple[list[float], float | None]:
+    engine = build_engine(Settings(model=model, dtype="bfloat16", pad_to_multiple_of=multiple))
+    engine.start()
+    try:
+        rates = []
+        for texts in stream:
+            tokens = sum(len(s) for s in engine.tokenize(EmbedRequest(texts)))
+            rates.append(tokens / asyncio.run(one_round(engine, texts, clients)))
+            print(f"  pad_to_multiple_of={multiple:<3} {rates[-1]:9.0f} tokens/s", flush=True)
+        return rates, model_rss_mib(engine)
+    finally:
+        engine.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default=None, help="model directory (default: bundled MiniLM)")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=1200, help="requests per round")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--shortest", type=int, default=4, help="words in the shortest input")
+    parser.add_argument("--longest", type=int, default=150, help="words in the longest input")
+    args = parser.parse_args()
+    sys.setswitchinterval(0.001)  # as `embedgate serve` does
+    stream = rounds_of_texts(args.rounds, args.requests, args.shortest, args.longest, seed=3)
+    results = {m: run(m, stream, args.clients, args.model) for m in (1, 16)}
+    steady = {m: statistics.median(rates[len(rates) // 2 :]) for m, (rates, _) in results.items()}
+    print(f"\n{'pad_to_multiple_of':20} {'first round':>12} {'steady tok/s':>13} {'model RSS':>10}")
+    for m, (rates, rss) in results.items():
+        memory = f"{rss:7.0f} MiB" if rss is not None else "n/a"
+        print(f"{m:<20} {rates[0]:12.0f} {steady[m]:13.0f} {memory:>10}")
+    print(f"steady state, 16 / 1: {steady[16] / steady[1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
