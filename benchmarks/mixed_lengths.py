@@ -96,16 +96,21 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--shortest", type=int, default=4, help="words in the shortest input")
     parser.add_argument("--longest", type=int, default=150, help="words in the longest input")
+    parser.add_argument(
+        "--multiples", type=int, nargs="+", default=[1, 16], help="values to compare; first = base"
+    )
     args = parser.parse_args()
     sys.setswitchinterval(0.001)  # as `embedgate serve` does
     stream = rounds_of_texts(args.rounds, args.requests, args.shortest, args.longest, seed=3)
-    results = {m: run(m, stream, args.clients, args.model) for m in (1, 16)}
+    results = {m: run(m, stream, args.clients, args.model) for m in args.multiples}
     steady = {m: statistics.median(rates[len(rates) // 2 :]) for m, (rates, _) in results.items()}
     print(f"\n{'pad_to_multiple_of':20} {'first round':>12} {'steady tok/s':>13} {'model RSS':>10}")
     for m, (rates, rss) in results.items():
         memory = f"{rss:7.0f} MiB" if rss is not None else "n/a"
         print(f"{m:<20} {rates[0]:12.0f} {steady[m]:13.0f} {memory:>10}")
-    print(f"steady state, 16 / 1: {steady[16] / steady[1]:.2f}x")
+    base = args.multiples[0]
+    for m in args.multiples[1:]:
+        print(f"steady state, {m} / {base}: {steady[m] / steady[base]:.2f}x")
 
 
 if __name__ == "__main__":

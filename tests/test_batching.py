@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
+from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from embedgate.engine.batching import (
+    SPLIT_SAVES_TOKENS,
     PendingRequest,
     WorkItem,
     padded_length,
@@ -45,6 +47,33 @@ def test_budget_counts_the_padded_length(lengths: list[int], budget: int, multip
         length = padded_length(max(item.tokens for item in batch), multiple)
         assert length % multiple == 0 and length - multiple < batch[-1].tokens <= length
         assert len(batch) * length <= budget or len(batch) == 1
+
+
+@given(
+    st.lists(st.integers(1, 600), min_size=1, max_size=200),
+    st.integers(64, 4096),
+    st.sampled_from([1, 16]),
+)
+def test_cuts_only_for_the_budget_or_enough_padding(
+    lengths: list[int], budget: int, multiple: int
+) -> None:
+    batches = plan_micro_batches(items(lengths), budget, multiple)
+    for before, after in pairwise(batches):
+        was = padded_length(before[-1].tokens, multiple)
+        now = padded_length(after[0].tokens, multiple)
+        over_budget = (len(before) + 1) * now > budget
+        assert over_budget or len(before) * (now - was) >= SPLIT_SAVES_TOKENS
+
+
+def test_a_length_boundary_splits_a_batch_when_it_saves_enough() -> None:
+    def shapes(lengths: list[int]) -> list[tuple[int, int]]:
+        batches = plan_micro_batches(items(lengths), 4096, 16)
+        return [(len(b), padded_length(b[-1].tokens, 16)) for b in batches]
+
+    # 20 rows of 47 would pad to 64 with the 50s: 20 x 16 wasted tokens, worth a pass
+    assert shapes([47] * 20 + [50] * 20) == [(20, 48), (20, 64)]
+    # 4 rows would waste 64 tokens, less than a pass costs
+    assert shapes([47] * 4 + [50] * 20) == [(24, 64)]
 
 
 def test_padded_length_rounds_up_to_the_multiple() -> None:

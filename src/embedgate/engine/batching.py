@@ -9,7 +9,9 @@ compiles a kernel for every new (rows x length) shape of a Linear layer (several
 memory that stays): with exact lengths, mixed traffic keeps producing new shapes and
 pays that on a large share of its passes for ever. Rounded, a pass's rows x length is a
 multiple of 16 no larger than the budget, so a model sees at most budget / 16 shapes per layer
-and they are all compiled after a while (measured in docs/benchmarks.md).
+and they are all compiled after a while. Rounding makes a batch that straddles a boundary
+(rows of 47 and 50 tokens) pad all of its rows to the next multiple, so the planner also cuts
+there when the padding saved outweighs one more pass (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ def take_window(queue: deque[WorkItem], max_batch_tokens: int) -> list[WorkItem]
     return window
 
 
+# Padding tokens a cut must save before it pays for one more forward pass (a pass's fixed
+# cost: MiniLM on one CPU thread runs ~100 tokens' worth of work even for one short input).
+SPLIT_SAVES_TOKENS = 128
+
+
 def padded_length(longest: int, multiple: int) -> int:
     """The length a pass whose longest row is `longest` is padded to."""
     return -(-longest // multiple) * multiple
@@ -97,13 +104,18 @@ def plan_micro_batches(
     """Sort by length and cut so each batch's padded size stays within the budget."""
     batches: list[list[WorkItem]] = []
     current: list[WorkItem] = []
+    current_length = 0
     for item in sorted(items, key=lambda it: it.tokens):
         # sorted ascending: the newest item is the longest, so padded = rows * its length
         length = padded_length(item.tokens, pad_multiple)
-        if current and (len(current) + 1) * length > max_batch_tokens:
+        if current and (
+            (len(current) + 1) * length > max_batch_tokens
+            or len(current) * (length - current_length) >= SPLIT_SAVES_TOKENS
+        ):
             batches.append(current)
             current = []
         current.append(item)
+        current_length = length
     if current:
         batches.append(current)
     return batches
