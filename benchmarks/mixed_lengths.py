@@ -3,9 +3,9 @@
 Real traffic does not come in one length. On a CPU every new (rows x length) shape of a Linear
 layer makes oneDNN compile a kernel, so exact-length passes keep paying for new shapes long
 after start-up. This runs the same stream of single-input requests with random lengths through
-two engines in turn (bf16, the model in its own process, `clients` concurrent asyncio callers),
-round after round, and prints tokens/s per round, the ratio of the steady-state rounds and the
-model process's memory at the end:
+one engine per `--multiples` value in turn (bf16 unless `--dtype`, the model in its own
+process, `--clients` concurrent asyncio callers), round after round, and prints tokens/s per
+round, the steady-state ratios and the model process's memory at the end:
 
     python benchmarks/mixed_lengths.py              # bundled all-MiniLM-L6-v2
     python benchmarks/mixed_lengths.py --rounds 12 --requests 1500
@@ -71,9 +71,10 @@ def model_rss_mib(engine: EmbeddingEngine) -> float | None:
 
 
 def run(
-    multiple: int, stream: list[list[str]], clients: int, model: str | None
+    multiple: int, stream: list[list[str]], clients: int, model: str | None, dtype: str
 ) -> tuple[list[float], float | None]:
-    engine = build_engine(Settings(model=model, dtype="bfloat16", pad_to_multiple_of=multiple))
+    settings = Settings(model=model, dtype=dtype, pad_to_multiple_of=multiple)  # type: ignore[arg-type]
+    engine = build_engine(settings)
     engine.start()
     try:
         rates = []
@@ -91,6 +92,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=None, help="model directory (default: bundled MiniLM)")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--requests", type=int, default=1200, help="requests per round")
     parser.add_argument("--clients", type=int, default=32)
@@ -102,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.setswitchinterval(0.001)  # as `embedgate serve` does
     stream = rounds_of_texts(args.rounds, args.requests, args.shortest, args.longest, seed=3)
-    results = {m: run(m, stream, args.clients, args.model) for m in args.multiples}
+    results = {m: run(m, stream, args.clients, args.model, args.dtype) for m in args.multiples}
     steady = {m: statistics.median(rates[len(rates) // 2 :]) for m, (rates, _) in results.items()}
     print(f"\n{'pad_to_multiple_of':20} {'first round':>12} {'steady tok/s':>13} {'model RSS':>10}")
     for m, (rates, rss) in results.items():

@@ -96,8 +96,8 @@ class Settings(BaseSettings):
         ge=1,
         le=1024,
         description="A forward pass's length is its longest input rounded up to a multiple of "
-        "this, so a CPU compiles a bounded set of kernel shapes (+25-35% on mixed lengths, "
-        "half the model process's memory); 1 pads only to the longest input.",
+        "this, so a CPU compiles a bounded set of kernel shapes (1.4-1.75x bf16 tokens/s on "
+        "mixed lengths, a third of the model process's memory); 1 = exact lengths.",
     )
     max_queued_tokens: int = Field(
         default=1_048_576,
