@@ -8,6 +8,8 @@ import numpy as np
 
 from conftest import start_engine
 from embedgate.engine import EmbeddingEngine, EmbedRequest
+from embedgate.engine.backend import TextOptions
+from embedgate.engine.hf_tokenizer import HFTokenizer
 
 SENTENCES = [
     "A man is eating food.",
@@ -30,6 +32,24 @@ def test_matches_sentence_transformers(minilm_engine: EmbeddingEngine, minilm_di
     assert np.abs(ours - reference).max() <= 1e-5
     single = minilm_engine.embed_sync(EmbedRequest([SENTENCES[1]])).vectors[0]
     assert np.abs(single - reference[1]).max() <= 1e-5
+
+
+def test_padding_stops_at_the_position_table(minilm_dir: Path) -> None:
+    """A pad multiple above the model's 512 positions pads to 512, not past the table."""
+    tokenizer = HFTokenizer.load(minilm_dir, TextOptions(pad_to_multiple_of=1000))
+    ids, mask = tokenizer.collate([[101, 7592, 102]])
+    assert ids.shape == (1, 512) and mask.sum() == 3
+    engine = start_engine(None, pad_to_multiple_of=1000, model_process=False)
+    try:
+        ours = engine.embed_sync(EmbedRequest(SENTENCES)).vectors
+        reference = start_engine(None, pad_to_multiple_of=1, model_process=False)
+        try:
+            exact = reference.embed_sync(EmbedRequest(SENTENCES)).vectors
+        finally:
+            reference.stop()
+        assert np.abs(ours - exact).max() <= 1e-5
+    finally:
+        engine.stop()
 
 
 def test_spec_from_sentence_transformers_config(minilm_engine: EmbeddingEngine) -> None:

@@ -72,9 +72,11 @@ class HFTokenizer:
         return [encoding.ids for encoding in encodings]
 
     def collate(self, sequences: Sequence[Sequence[int]]) -> tuple[IdArray, IdArray]:
-        """Pad on the model's side to the longest row, rounded up to `pad_to_multiple_of`:
-        (input_ids, attention_mask)."""
-        longest = padded_length(max(len(s) for s in sequences), self.pad_to_multiple_of)
+        """Pad on the model's side to the longest row, rounded up to `pad_to_multiple_of` but
+        never past the model's position table: (input_ids, attention_mask)."""
+        longest = max(len(s) for s in sequences)
+        ceiling = self.spec.max_tokens  # the model's own limit, never above its positions
+        longest = max(longest, min(padded_length(longest, self.pad_to_multiple_of), ceiling))
         ids = np.full((len(sequences), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(sequences), longest), dtype=np.int64)
         left = self.spec.padding_side == "left"
