@@ -221,3 +221,22 @@ def test_no_coalescing_wait_when_disabled(fake: FakeBackend) -> None:
         assert time.perf_counter() - started < 0.5
     finally:
         e.stop()
+
+
+def test_metrics_count_the_padded_length_the_model_computes() -> None:
+    from embedgate.api.metrics import Metrics
+
+    fake = FakeBackend()
+    fake.pad_to_multiple_of = 16
+    metrics = Metrics()
+    limits = EngineLimits(max_batch_tokens=4096)
+    engine = EmbeddingEngine(fake, "fake", limits=limits, observer=metrics)
+    engine.start()
+    try:
+        # 3 and 19 words plus the fake's end token: 4 and 20 tokens, one pass of 2 x 32
+        engine.embed_sync(EmbedRequest(["a b c", " ".join(["w"] * 19)]))
+    finally:
+        engine.stop()
+    text = metrics.render().decode()
+    assert "embedgate_batch_tokens_sum 24.0" in text
+    assert "embedgate_batch_padded_tokens_total 64.0" in text

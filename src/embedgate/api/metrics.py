@@ -50,7 +50,9 @@ class Metrics:
             registry=r,
         )
         self.padded_tokens = Counter(
-            "embedgate_batch_padded_tokens", "Padded tokens computed (rows x longest).", registry=r
+            "embedgate_batch_padded_tokens",
+            "Padded tokens computed (rows x padded length).",
+            registry=r,
         )
         self.forward_seconds = Histogram(
             "embedgate_forward_duration_seconds",

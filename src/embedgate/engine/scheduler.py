@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from embedgate.engine.backend import PassLost
-from embedgate.engine.batching import WorkItem, plan_micro_batches, take_window
+from embedgate.engine.batching import WorkItem, padded_length, plan_micro_batches, take_window
 from embedgate.engine.pooling import FloatArray
 from embedgate.errors import ErrorKind, ServiceError
 
@@ -260,9 +260,9 @@ class BatchScheduler:
         for key, (rows, indices) in by_request.items():
             requests[key].deliver(indices, vectors[rows])
         if self._observer is not None:
-            longest = max(item.tokens for item in live)
+            length = padded_length(max(item.tokens for item in live), self._pad_multiple)
             tokens = sum(item.tokens for item in live)
-            self._observer.batch_done(len(live), tokens, longest * len(live), elapsed)
+            self._observer.batch_done(len(live), tokens, length * len(live), elapsed)
 
     def _retry_alone(self, items: list[WorkItem]) -> None:
         """Rerun the inputs of a lost pass one at a time with nothing else in flight: an input
