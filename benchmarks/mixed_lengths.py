@@ -5,10 +5,12 @@ layer makes oneDNN compile a kernel, so exact-length passes keep paying for new 
 after start-up. This runs the same stream of single-input requests with random lengths through
 one engine per `--multiples` value in turn (bf16 unless `--dtype`, the model in its own
 process, `--clients` concurrent asyncio callers), round after round, and prints tokens/s per
-round, the steady-state ratios and the model process's memory at the end:
+round, the steady-state ratios and the model process's memory at the end. `--http` sends the
+stream to one `embedgate serve` per value instead (same client as `throughput.py`):
 
     python benchmarks/mixed_lengths.py              # bundled all-MiniLM-L6-v2
     python benchmarks/mixed_lengths.py --rounds 12 --requests 1500
+    python benchmarks/mixed_lengths.py --http
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EmbedRequest, build_engine
 from embedgate.engine.process_backend import ProcessBackend
-from throughput import WORDS
+from throughput import WORDS, best_load, start_server
 
 
 def rounds_of_texts(
@@ -60,13 +62,26 @@ async def one_round(engine: EmbeddingEngine, texts: list[str], clients: int) -> 
     return time.perf_counter() - start
 
 
+def rss_mib(pid: int) -> float | None:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def model_rss_mib(engine: EmbeddingEngine) -> float | None:
     backend = engine.backend
     if not isinstance(backend, ProcessBackend) or backend.process.pid is None:
         return None
-    for line in Path(f"/proc/{backend.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+    return rss_mib(backend.process.pid)
+
+
+def server_model_rss_mib(server_pid: int) -> float | None:
+    """The model process is the server's only child (started by one of its threads)."""
+    for task in Path(f"/proc/{server_pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        if children:
+            return rss_mib(int(children[0]))
     return None
 
 
@@ -87,12 +102,33 @@ def run(
         engine.stop()
 
 
+def run_http(
+    multiple: int, stream: list[list[str]], clients: int, model: str | None, dtype: str
+) -> tuple[list[float], float | None]:
+    env = {
+        "EMBEDGATE_AUTH": "false",
+        "EMBEDGATE_AUDIT": "false",
+        "EMBEDGATE_PAD_TO_MULTIPLE_OF": str(multiple),
+    }
+    server = start_server(model, dtype, env)
+    try:
+        rates = []
+        for texts in stream:
+            tokens, seconds = best_load(server, texts, clients)
+            rates.append(tokens / seconds)
+            print(f"  HTTP pad_to_multiple_of={multiple:<3} {rates[-1]:9.0f} tokens/s", flush=True)
+        return rates, server_model_rss_mib(server.process.pid)
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=None, help="model directory (default: bundled MiniLM)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--http", action="store_true", help="through `embedgate serve`")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--requests", type=int, default=1200, help="requests per round")
     parser.add_argument("--clients", type=int, default=32)
@@ -104,7 +140,8 @@ def main() -> None:
     args = parser.parse_args()
     sys.setswitchinterval(0.001)  # as `embedgate serve` does
     stream = rounds_of_texts(args.rounds, args.requests, args.shortest, args.longest, seed=3)
-    results = {m: run(m, stream, args.clients, args.model, args.dtype) for m in args.multiples}
+    runner = run_http if args.http else run
+    results = {m: runner(m, stream, args.clients, args.model, args.dtype) for m in args.multiples}
     steady = {m: statistics.median(rates[len(rates) // 2 :]) for m, (rates, _) in results.items()}
     print(f"\n{'pad_to_multiple_of':20} {'first round':>12} {'steady tok/s':>13} {'model RSS':>10}")
     for m, (rates, rss) in results.items():
