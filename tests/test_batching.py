@@ -41,7 +41,7 @@ def test_micro_batches_cover_everything_within_budget(lengths: list[int], budget
     st.sampled_from([1, 8, 16, 64]),
 )
 def test_budget_counts_the_padded_length(lengths: list[int], budget: int, multiple: int) -> None:
-    batches = plan_micro_batches(items(lengths), budget, multiple)
+    batches = plan_micro_batches(items(lengths), budget, lambda n: padded_length(n, multiple))
     assert sum(len(b) for b in batches) == len(lengths)
     for batch in batches:
         length = padded_length(max(item.tokens for item in batch), multiple)
@@ -57,7 +57,7 @@ def test_budget_counts_the_padded_length(lengths: list[int], budget: int, multip
 def test_cuts_only_for_the_budget_or_enough_padding(
     lengths: list[int], budget: int, multiple: int
 ) -> None:
-    batches = plan_micro_batches(items(lengths), budget, multiple)
+    batches = plan_micro_batches(items(lengths), budget, lambda n: padded_length(n, multiple))
     for before, after in pairwise(batches):
         was = padded_length(before[-1].tokens, multiple)
         now = padded_length(after[0].tokens, multiple)
@@ -67,7 +67,7 @@ def test_cuts_only_for_the_budget_or_enough_padding(
 
 def test_a_length_boundary_splits_a_batch_when_it_saves_enough() -> None:
     def shapes(lengths: list[int]) -> list[tuple[int, int]]:
-        batches = plan_micro_batches(items(lengths), 4096, 16)
+        batches = plan_micro_batches(items(lengths), 4096, lambda n: padded_length(n, 16))
         return [(len(b), padded_length(b[-1].tokens, 16)) for b in batches]
 
     # 20 rows of 47 would pad to 64 with the 50s: 20 x 16 wasted tokens, worth a pass

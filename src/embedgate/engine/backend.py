@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from embedgate.engine.batching import padded_length
 from embedgate.engine.model_spec import ModelSpec
 from embedgate.engine.pooling import FloatArray, finalize
 from embedgate.engine.sequences import SequenceTemplate
@@ -45,7 +46,7 @@ class Backend(ABC):
     template: SequenceTemplate
     dtype_name: str = "float32"
     device_name: str = "cpu"
-    pad_to_multiple_of: int = 1  # how `forward` pads a pass's length; the planner counts it
+    pad_to_multiple_of: int = 1  # a pass's length is rounded up to this (`pass_length`)
 
     @abstractmethod
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -54,6 +55,11 @@ class Backend(ABC):
     @abstractmethod
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         """Pooled, not yet normalised vectors (n, native_dimensions) for full sequences."""
+
+    def pass_length(self, longest: int) -> int:
+        """The length `forward` pads a pass whose longest sequence is `longest` to; the
+        scheduler plans and meters passes with it."""
+        return padded_length(longest, self.pad_to_multiple_of)
 
     def postprocess(self, pooled: FloatArray, dimensions: int | None) -> FloatArray:
         """Matryoshka slice and normalisation, as the model's rules say."""

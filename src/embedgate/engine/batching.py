@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -98,16 +98,23 @@ def padded_length(longest: int, multiple: int) -> int:
     return -(-longest // multiple) * multiple
 
 
+def exact_length(longest: int) -> int:
+    return longest
+
+
 def plan_micro_batches(
-    items: Sequence[WorkItem], max_batch_tokens: int, pad_multiple: int = 1
+    items: Sequence[WorkItem],
+    max_batch_tokens: int,
+    pass_length: Callable[[int], int] = exact_length,
 ) -> list[list[WorkItem]]:
-    """Sort by length and cut so each batch's padded size stays within the budget."""
+    """Sort by length and cut so each batch's padded size stays within the budget;
+    `pass_length` is the backend's own rule for a pass's length (`Backend.pass_length`)."""
     batches: list[list[WorkItem]] = []
     current: list[WorkItem] = []
     current_length = 0
     for item in sorted(items, key=lambda it: it.tokens):
         # sorted ascending: the newest item is the longest, so padded = rows * its length
-        length = padded_length(item.tokens, pad_multiple)
+        length = pass_length(item.tokens)
         if current and (
             (len(current) + 1) * length > max_batch_tokens
             or len(current) * (length - current_length) >= SPLIT_SAVES_TOKENS

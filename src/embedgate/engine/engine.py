@@ -85,7 +85,7 @@ class EmbeddingEngine:
             observer,
             batch_wait=self.limits.batch_wait_ms / 1000,
             workers=self.limits.forward_threads,
-            pad_multiple=backend.pad_to_multiple_of,
+            pass_length=backend.pass_length,
         )
         self._tokenizers = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.limits.tokenizer_threads, thread_name_prefix="embedgate-tokenize"

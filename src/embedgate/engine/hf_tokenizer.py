@@ -71,12 +71,16 @@ class HFTokenizer:
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
         return [encoding.ids for encoding in encodings]
 
+    def pass_length(self, longest: int) -> int:
+        """`longest` rounded up to `pad_to_multiple_of`, but never past the model's own limit
+        (which is never past its position table)."""
+        return max(
+            longest, min(padded_length(longest, self.pad_to_multiple_of), self.spec.max_tokens)
+        )
+
     def collate(self, sequences: Sequence[Sequence[int]]) -> tuple[IdArray, IdArray]:
-        """Pad on the model's side to the longest row, rounded up to `pad_to_multiple_of` but
-        never past the model's position table: (input_ids, attention_mask)."""
-        longest = max(len(s) for s in sequences)
-        ceiling = self.spec.max_tokens  # the model's own limit, never above its positions
-        longest = max(longest, min(padded_length(longest, self.pad_to_multiple_of), ceiling))
+        """Pad on the model's side to `pass_length`: (input_ids, attention_mask)."""
+        longest = self.pass_length(max(len(s) for s in sequences))
         ids = np.full((len(sequences), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(sequences), longest), dtype=np.int64)
         left = self.spec.padding_side == "left"
@@ -100,3 +104,6 @@ class TokenizedBackend(Backend):
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer.tokenize(texts)
+
+    def pass_length(self, longest: int) -> int:
+        return self.tokenizer.pass_length(longest)

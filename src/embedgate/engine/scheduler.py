@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from embedgate.engine.backend import PassLost
-from embedgate.engine.batching import WorkItem, padded_length, plan_micro_batches, take_window
+from embedgate.engine.batching import WorkItem, exact_length, plan_micro_batches, take_window
 from embedgate.engine.pooling import FloatArray
 from embedgate.errors import ErrorKind, ServiceError
 
@@ -93,7 +93,7 @@ class BatchScheduler:
         observer: SchedulerObserver | None = None,
         batch_wait: float = 0.0,
         workers: int = 1,
-        pad_multiple: int = 1,
+        pass_length: Callable[[int], int] = exact_length,
     ) -> None:
         if workers < 1:
             raise ValueError("the scheduler needs at least one forward thread")
@@ -102,7 +102,7 @@ class BatchScheduler:
         self._batch_wait = batch_wait
         self._last_forward = 0.0
         self._max_batch_tokens = max_batch_tokens
-        self._pad_multiple = pad_multiple  # how `run_batch` pads a pass's length
+        self._pass_length = pass_length  # the length `run_batch` pads a pass to
         self._max_queued_tokens = max_queued_tokens
         self._observer = observer
         self._queue: deque[WorkItem] = deque()
@@ -222,7 +222,7 @@ class BatchScheduler:
             window = self._next_window()
             if window is None:
                 return
-            for batch in plan_micro_batches(window, self._max_batch_tokens, self._pad_multiple):
+            for batch in plan_micro_batches(window, self._max_batch_tokens, self._pass_length):
                 self._run(batch)
 
     def _run(self, batch: list[WorkItem], alone: bool = False) -> None:
@@ -260,7 +260,7 @@ class BatchScheduler:
         for key, (rows, indices) in by_request.items():
             requests[key].deliver(indices, vectors[rows])
         if self._observer is not None:
-            length = padded_length(max(item.tokens for item in live), self._pad_multiple)
+            length = self._pass_length(max(item.tokens for item in live))
             tokens = sum(item.tokens for item in live)
             self._observer.batch_done(len(live), tokens, length * len(live), elapsed)
 
