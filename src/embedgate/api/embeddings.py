@@ -10,7 +10,6 @@ router by `HotRoutes`, and guarded by the same `Security.admit` every other rout
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from embedgate.api.errors import error_response
 from embedgate.api.schemas import EmbeddingsRequest, embeddings_response
 from embedgate.api.state import ServiceState, audit_fields
 from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
+from embedgate.engine.delivery import CancelFlag
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.security.gate import Security
 from embedgate.security.roles import Permission, Principal
@@ -31,12 +31,11 @@ PATH = "/v1/embeddings"
 _JSON = (b"content-type", b"application/json")
 
 
-async def _wait_for_disconnect(receive: Receive, flag: threading.Event) -> None:
+async def _wait_for_disconnect(receive: Receive) -> None:
     """The body has been read, so the next ASGI message can only be the disconnect."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            flag.set()
             return
 
 
@@ -46,19 +45,36 @@ async def _embed_unless_gone(
     admit: Callable[[int], Awaitable[None]],
     receive: Receive,
 ) -> Embeddings | None:
-    """The engine's result, or None when the client went away first (its work is dropped)."""
-    gone = threading.Event()
-    work = asyncio.ensure_future(engine.embed(job, gone, admit))
-    watcher = asyncio.ensure_future(_wait_for_disconnect(receive, gone))
+    """The engine's result, or None when the client went away first (its work is dropped).
+
+    The engine runs in this task; a watcher task cancels it on disconnect. (Running the
+    engine in a task of its own and waiting for either costs two more task steps and a
+    wait's futures on every request.)
+    """
+    gone = CancelFlag()  # the engine also sets it when this task is cancelled for any reason
+    disconnected = False
+    waiting = True  # a done callback may already be scheduled when the engine returns
+    this = asyncio.current_task()
+    assert this is not None
+
+    def on_disconnect(watcher: asyncio.Future[None]) -> None:
+        nonlocal disconnected
+        if waiting and not watcher.cancelled() and watcher.exception() is None:
+            disconnected = True
+            gone.set()
+            this.cancel()
+
+    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+    watcher.add_done_callback(on_disconnect)
     try:
-        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await engine.embed(job, gone, admit)
+    except asyncio.CancelledError:
+        if disconnected and this.uncancel() == 0:
+            return None
+        raise
     finally:
+        waiting = False
         watcher.cancel()
-    if not work.done():
-        work.cancel()
-        return None
-    result: Embeddings = work.result()
-    return result
 
 
 class EmbeddingsEndpoint:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedgate.engine.delivery import CancelFlag, CancelSignal, Completion
 from embedgate.engine.pooling import FloatArray
 
 
@@ -33,8 +34,8 @@ class PendingRequest:
 
     size: int
     dimensions: int
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    future: Future[FloatArray] = field(default_factory=Future)
+    cancelled: CancelSignal = field(default_factory=CancelFlag)
+    future: Completion = field(default_factory=lambda: Future[FloatArray]())
 
     def __post_init__(self) -> None:
         self._rows = np.zeros((self.size, self.dimensions), dtype=np.float32)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -17,6 +16,13 @@ import numpy as np
 
 from embedgate.engine.backend import Backend
 from embedgate.engine.batching import PendingRequest, WorkItem
+from embedgate.engine.delivery import (
+    CancelFlag,
+    CancelSignal,
+    Completion,
+    LoopCompletion,
+    mailbox_for,
+)
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.scheduler import BatchScheduler, SchedulerObserver
 from embedgate.errors import ErrorKind, ServiceError
@@ -189,8 +195,10 @@ class EmbeddingEngine:
             )
         return sequences
 
-    def _enqueue(self, sequences: list[list[int]], cancelled: threading.Event) -> PendingRequest:
-        pending = PendingRequest(len(sequences), self.spec.native_dimensions, cancelled)
+    def _enqueue(
+        self, sequences: list[list[int]], cancelled: CancelSignal, completion: Completion
+    ) -> PendingRequest:
+        pending = PendingRequest(len(sequences), self.spec.native_dimensions, cancelled, completion)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         self._scheduler.submit([WorkItem(sequences[i], pending, i) for i in order])
         return pending
@@ -207,7 +215,7 @@ class EmbeddingEngine:
     async def embed(
         self,
         request: EmbedRequest,
-        cancelled: threading.Event | None = None,
+        cancelled: CancelSignal | None = None,
         admit: Callable[[int], Awaitable[None]] | None = None,
     ) -> Embeddings:
         """Embed from the event loop; set `cancelled` when the caller goes away.
@@ -222,10 +230,11 @@ class EmbeddingEngine:
         else:
             loop = asyncio.get_running_loop()
             sequences = await loop.run_in_executor(self._tokenizers, self.tokenize, request)
-        flag = cancelled or threading.Event()
+        flag = cancelled or CancelFlag()
         if flag.is_set():
             raise asyncio.CancelledError
-        pending = self._enqueue(sequences, flag)
+        completion = LoopCompletion(mailbox_for(asyncio.get_running_loop()))
+        self._enqueue(sequences, flag, completion)
         tokens = sum(len(s) for s in sequences)
         if admit is not None:
             # the admission check (e.g. a token rate limit on Redis) runs while the work
@@ -237,7 +246,7 @@ class EmbeddingEngine:
                 flag.set()
                 raise
         try:
-            rows = await asyncio.wrap_future(pending.future)
+            rows = await completion.waiter
         except asyncio.CancelledError:
             flag.set()
             raise
@@ -247,5 +256,6 @@ class EmbeddingEngine:
         """Embed from a plain thread (CLI, benchmarks, self-test)."""
         self.validate(request)
         sequences = self.tokenize(request)
-        pending = self._enqueue(sequences, threading.Event())
-        return self._finish(pending.future.result(), request, sum(len(s) for s in sequences))
+        done: concurrent.futures.Future[FloatArray] = concurrent.futures.Future()
+        self._enqueue(sequences, CancelFlag(), done)
+        return self._finish(done.result(), request, sum(len(s) for s in sequences))
