@@ -85,7 +85,7 @@ class EmbeddingEngine:
         self.aliases = tuple(aliases)
         self.limits = limits or EngineLimits()
         self._scheduler = BatchScheduler(
-            backend.forward,
+            self._forward,
             self.limits.max_batch_tokens,
             self.limits.max_queued_tokens,
             observer,
@@ -203,8 +203,15 @@ class EmbeddingEngine:
         self._scheduler.submit([WorkItem(sequences[i], pending, i) for i in order])
         return pending
 
+    def _forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
+        """One forward pass, post-processed at the native size for all of its rows at once
+        (on a forward thread, not once per request on the event loop)."""
+        return self.backend.postprocess(self.backend.forward(sequences), None)
+
     def _finish(self, rows: FloatArray, request: EmbedRequest, tokens: int) -> Embeddings:
-        vectors = self.backend.postprocess(rows, request.dimensions)
+        vectors = rows
+        if request.dimensions is not None:  # Matryoshka: slice, then renormalise
+            vectors = self.backend.postprocess(rows, request.dimensions)
         if not np.isfinite(vectors).all():
             raise ServiceError(
                 ErrorKind.BACKEND_FAILURE,
