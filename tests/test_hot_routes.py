@@ -66,6 +66,8 @@ def test_the_wrappers_still_apply_to_the_hot_route(tmp_path: Path) -> None:
         assert ok.status_code == 200
         assert ok.headers["access-control-allow-origin"] == origin  # CORS wraps it
         assert ok.headers["x-request-id"]  # so does the request context
+        ids = {c.get("/health").headers["x-request-id"] for _ in range(50)}
+        assert len(ids) == 50 and all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
         bad = c.post("/v1/embeddings", json={"input": 5})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
         headers = {"Authorization": f"Bearer {admin_key(app)}"}

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import Request
 
 from embedgate.app import create_app
 from embedgate.config import Settings
@@ -333,6 +334,21 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path: Path) -> 
     with client_for(app) as c:
         c.post("/v1/embeddings", json=EMBED, headers={"X-Forwarded-For": "203.0.113.9"})
     assert "203.0.113.9" not in "".join(sink.records)
+
+
+def test_requests_take_the_forwarded_address_only_behind_a_trusted_proxy(tmp_path: Path) -> None:
+    def peer_request(peer: str, forwarded: str | None) -> Request:
+        headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+        return Request({"type": "http", "headers": headers, "client": (peer, 40000)})
+
+    for trusted, expected in (([], "10.0.0.5"), (["10.0.0.0/8"], "203.0.113.9")):
+        settings = Settings(data_dir=tmp_path / str(len(trusted)), trusted_proxies=trusted)
+        app = create_app(settings, fake_factory())
+        with client_for(app):
+            security = app.state.embedgate.security
+            assert security.client_ip(peer_request("10.0.0.5", "203.0.113.9")) == expected
+            assert security.client_ip(peer_request("10.0.0.5", None)) == "10.0.0.5"
+            assert security.client_ip(peer_request("192.0.2.1", "203.0.113.9")) == "192.0.2.1"
 
 
 def test_case31_canary_never_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

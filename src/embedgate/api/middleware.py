@@ -5,8 +5,8 @@ and one audit record per request (counts only, never input text)."""
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import time
 from typing import Any
 
@@ -45,12 +45,15 @@ class RequestContextMiddleware:
         self.max_header_bytes = max_header_bytes
         self.state = state
         self.max_upload_bytes = max_upload_bytes or max_body_bytes
+        # request ids must be unique, not secret: a generator seeded from the OS once, since
+        # reading the OS's random source on every request costs a syscall on the event loop
+        self._ids = random.Random()  # noqa: S311
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = secrets.token_hex(8)
+        request_id = f"{self._ids.getrandbits(64):016x}"
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = {"code": 500, "sent": False}

@@ -38,7 +38,7 @@ class PendingRequest:
     future: Completion = field(default_factory=lambda: Future[FloatArray]())
 
     def __post_init__(self) -> None:
-        self._rows = np.zeros((self.size, self.dimensions), dtype=np.float32)
+        self._rows = np.empty((self.size, self.dimensions), dtype=np.float32)  # all filled
         self._remaining = self.size
         self._lock = threading.Lock()
 

@@ -62,6 +62,8 @@ class Security:
 
     def client_ip(self, request: Request) -> str:
         peer = request.client.host if request.client else None
+        if not self.trusted_proxies:  # nobody may set X-Forwarded-For: skip the header lookup
+            return peer or ""
         return client_ip(peer, request.headers.get("x-forwarded-for"), self.trusted_proxies)
 
     async def authenticate(self, request: Request, ip: str) -> Principal:
