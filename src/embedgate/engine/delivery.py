@@ -60,7 +60,7 @@ class LoopMailbox:
     """Calls handed over by other threads, run on one event loop, one wake-up per burst."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self._loop = weakref.ref(loop)  # held weakly: `LoopMailboxes` keys on the loop
         self._lock = threading.Lock()
         self._calls: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self._scheduled = False
@@ -71,9 +71,12 @@ class LoopMailbox:
             if self._scheduled:
                 return
             self._scheduled = True
+        loop = self._loop()
         try:
-            self.loop.call_soon_threadsafe(self._flush)
-        except RuntimeError:  # the loop is closed: its callers are gone
+            if loop is None:
+                raise RuntimeError("the event loop is gone")
+            loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # the loop is closed or gone: its callers are gone too
             with self._lock:
                 self._calls.clear()
                 self._scheduled = False
@@ -86,19 +89,21 @@ class LoopMailbox:
             fn(*args)
 
 
-_mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopMailbox] = (
-    weakref.WeakKeyDictionary()
-)
-_mailboxes_lock = threading.Lock()
+class LoopMailboxes:
+    """One mailbox per event loop that waits on an engine; a closed loop's goes with it."""
 
+    def __init__(self) -> None:
+        self._boxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopMailbox] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
 
-def mailbox_for(loop: asyncio.AbstractEventLoop) -> LoopMailbox:
-    """The loop's mailbox (one per loop, so a burst to one loop is one wake-up)."""
-    box = _mailboxes.get(loop)
-    if box is None:
-        with _mailboxes_lock:
-            box = _mailboxes.setdefault(loop, LoopMailbox(loop))
-    return box
+    def for_loop(self, loop: asyncio.AbstractEventLoop) -> LoopMailbox:
+        with self._lock:
+            box = self._boxes.get(loop)
+            if box is None:
+                box = self._boxes[loop] = LoopMailbox(loop)
+            return box
 
 
 def _settle(waiter: asyncio.Future[FloatArray], result: FloatArray | BaseException) -> None:
@@ -111,13 +116,14 @@ def _settle(waiter: asyncio.Future[FloatArray], result: FloatArray | BaseExcepti
 
 
 class LoopCompletion:
-    """A `Completion` whose result lands in an asyncio future on the caller's loop."""
+    """A `Completion` whose result lands in an asyncio future on the caller's loop; made on
+    that loop, with that loop's mailbox."""
 
     __slots__ = ("_done", "_mailbox", "waiter")
 
     def __init__(self, mailbox: LoopMailbox) -> None:
         self._mailbox = mailbox
-        self.waiter: asyncio.Future[FloatArray] = mailbox.loop.create_future()
+        self.waiter: asyncio.Future[FloatArray] = asyncio.get_running_loop().create_future()
         self._done = False
 
     def done(self) -> bool:

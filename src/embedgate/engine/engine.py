@@ -21,7 +21,7 @@ from embedgate.engine.delivery import (
     CancelSignal,
     Completion,
     LoopCompletion,
-    mailbox_for,
+    LoopMailboxes,
 )
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.scheduler import BatchScheduler, SchedulerObserver
@@ -93,6 +93,7 @@ class EmbeddingEngine:
             workers=self.limits.forward_threads,
             pass_length=backend.pass_length,
         )
+        self._mailboxes = LoopMailboxes()
         self._tokenizers = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.limits.tokenizer_threads, thread_name_prefix="embedgate-tokenize"
         )
@@ -240,7 +241,7 @@ class EmbeddingEngine:
         flag = cancelled or CancelFlag()
         if flag.is_set():
             raise asyncio.CancelledError
-        completion = LoopCompletion(mailbox_for(asyncio.get_running_loop()))
+        completion = LoopCompletion(self._mailboxes.for_loop(asyncio.get_running_loop()))
         self._enqueue(sequences, flag, completion)
         tokens = sum(len(s) for s in sequences)
         if admit is not None:
