@@ -60,7 +60,8 @@ def test_padded_batch_matches_reference(
 def test_padding_multiple_changes_no_vector(tiny_qwen3_dir: Path, multiple: int) -> None:
     """Served passes are padded (left, masked) beyond the longest input; exact-length passes and
     much longer padding (which moves every real token's position) give the reference vectors."""
-    engine = start_engine(tiny_qwen3_dir, pad_to_multiple_of=multiple)
+    # one forward thread, as in the `qwen3_engine` fixture: the batch stays one pass
+    engine = start_engine(tiny_qwen3_dir, pad_to_multiple_of=multiple, forward_threads=1)
     try:
         assert np.abs(embed(engine, DOCS) - reference(tiny_qwen3_dir, DOCS)).max() <= TOL
     finally:
