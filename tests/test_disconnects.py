@@ -56,45 +56,44 @@ def test_a_connected_client_gets_its_vectors(engine: EmbeddingEngine) -> None:
     asyncio.run(run())
 
 
+async def _queued_behind_a_busy_pass(
+    engine: EmbeddingEngine, fake: FakeBackend, text: str, client: Client
+) -> tuple[asyncio.Future[Any], asyncio.Future[Any]]:
+    """(the pass holding the model, the endpoint's wait for `text`, queued behind it)."""
+    busy = asyncio.ensure_future(engine.embed(EmbedRequest(["busy"])))
+    await asyncio.to_thread(fake.entered.wait, 5)
+    waiting = asyncio.ensure_future(
+        _embed_unless_gone(engine, EmbedRequest([text]), _no_limit, client.receive)
+    )
+    while engine.queued_tokens == 0:
+        await asyncio.sleep(0.005)
+    return busy, waiting
+
+
 def test_a_client_that_leaves_while_queued_is_dropped(
     engine: EmbeddingEngine, fake: FakeBackend
 ) -> None:
     fake.gate = threading.Event()
-    marker = fake.word_id("abandoned")
 
     async def run() -> None:
-        busy = asyncio.ensure_future(engine.embed(EmbedRequest(["busy"])))
-        await asyncio.to_thread(fake.entered.wait, 5)
         client = Client()
-        waiting = asyncio.ensure_future(
-            _embed_unless_gone(engine, EmbedRequest(["abandoned"]), _no_limit, client.receive)
-        )
-        while engine.queued_tokens == 0:
-            await asyncio.sleep(0.005)
+        busy, waiting = await _queued_behind_a_busy_pass(engine, fake, "abandoned", client)
         client.gone.set()
         assert await asyncio.wait_for(waiting, 5) is None  # the caller answers 499
         fake.gate.set()  # type: ignore[union-attr]
         await busy
 
     asyncio.run(run())
-    assert not any(marker in seq for seq in fake.seen)
+    assert not any(fake.word_id("abandoned") in seq for seq in fake.seen)
 
 
 def test_other_cancellations_propagate_and_drop_the_work(
     engine: EmbeddingEngine, fake: FakeBackend
 ) -> None:
     fake.gate = threading.Event()
-    marker = fake.word_id("shutdown")
 
     async def run() -> None:
-        busy = asyncio.ensure_future(engine.embed(EmbedRequest(["busy"])))
-        await asyncio.to_thread(fake.entered.wait, 5)
-        client = Client()
-        waiting = asyncio.ensure_future(
-            _embed_unless_gone(engine, EmbedRequest(["shutdown"]), _no_limit, client.receive)
-        )
-        while engine.queued_tokens == 0:
-            await asyncio.sleep(0.005)
+        busy, waiting = await _queued_behind_a_busy_pass(engine, fake, "shutdown", Client())
         waiting.cancel()  # e.g. the server shutting down, not the client leaving
         with pytest.raises(asyncio.CancelledError):
             await waiting
@@ -102,4 +101,4 @@ def test_other_cancellations_propagate_and_drop_the_work(
         await busy
 
     asyncio.run(run())
-    assert not any(marker in seq for seq in fake.seen)
+    assert not any(fake.word_id("shutdown") in seq for seq in fake.seen)
