@@ -72,14 +72,15 @@ class LoopMailbox:
                 return
             self._scheduled = True
         loop = self._loop()
-        try:
-            if loop is None:
-                raise RuntimeError("the event loop is gone")
-            loop.call_soon_threadsafe(self._flush)
-        except RuntimeError:  # the loop is closed or gone: its callers are gone too
-            with self._lock:
-                self._calls.clear()
-                self._scheduled = False
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._flush)
+                return
+            except RuntimeError:  # the loop is closed
+                pass
+        with self._lock:  # the loop is closed or gone, and its callers with it
+            self._calls.clear()
+            self._scheduled = False
 
     def _flush(self) -> None:
         with self._lock:

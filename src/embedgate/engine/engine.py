@@ -198,11 +198,10 @@ class EmbeddingEngine:
 
     def _enqueue(
         self, sequences: list[list[int]], cancelled: CancelSignal, completion: Completion
-    ) -> PendingRequest:
+    ) -> None:
         pending = PendingRequest(len(sequences), self.spec.native_dimensions, cancelled, completion)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         self._scheduler.submit([WorkItem(sequences[i], pending, i) for i in order])
-        return pending
 
     def _forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         """One forward pass, post-processed at the native size for all of its rows at once
@@ -233,15 +232,15 @@ class EmbeddingEngine:
         there).
         """
         self.validate(request)
+        loop = asyncio.get_running_loop()
         if _is_small(request):  # a thread hop would cost more than tokenising
             sequences = self.tokenize(request)
         else:
-            loop = asyncio.get_running_loop()
             sequences = await loop.run_in_executor(self._tokenizers, self.tokenize, request)
         flag = cancelled or CancelFlag()
         if flag.is_set():
             raise asyncio.CancelledError
-        completion = LoopCompletion(self._mailboxes.for_loop(asyncio.get_running_loop()))
+        completion = LoopCompletion(self._mailboxes.for_loop(loop))
         self._enqueue(sequences, flag, completion)
         tokens = sum(len(s) for s in sequences)
         if admit is not None:

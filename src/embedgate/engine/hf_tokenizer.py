@@ -100,7 +100,6 @@ class TokenizedBackend(Backend):
         self.template = tokenizer.template
         self.device_name = device_name
         self.dtype_name = dtype_name
-        self.pad_to_multiple_of = tokenizer.pad_to_multiple_of
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer.tokenize(texts)
