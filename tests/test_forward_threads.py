@@ -89,6 +89,38 @@ def test_free_threads_split_queued_work_evenly(threads: int, batches: list[int])
     assert sorted(backend.batches) == sorted(batches)
 
 
+def test_a_thread_free_beside_a_busy_one_takes_half_of_all_outstanding_work() -> None:
+    """Not all that is queued: that let one thread gather nearly every client of a steady
+    load while the other ran one-row passes, for as long as the load lasted."""
+    backend = FakeBackend()
+    backend.gate = threading.Event()
+    engine = EmbeddingEngine(backend, "fake", limits=EngineLimits(forward_threads=2))
+    engine.start()
+    callers = [
+        threading.Thread(target=engine.embed_sync, args=(EmbedRequest(inputs),))
+        for inputs in ([[7]], [[7]] * 20)  # id + EOS: 2 tokens each
+    ]
+    try:
+        wait_until_free(engine, 2)
+        callers[0].start()
+        deadline = time.monotonic() + 5
+        while not backend.entered.is_set() or engine._scheduler.free_threads != 1:
+            assert time.monotonic() < deadline, "the first pass never started"
+            time.sleep(0.005)
+        callers[1].start()  # 40 tokens arrive while 2 are in flight
+        while engine._scheduler.free_threads:
+            assert time.monotonic() < deadline, "the free thread never took its share"
+            time.sleep(0.005)
+        assert engine.queued_tokens == 20  # it took (40 + 2) / 2 -> 10 inputs of 2 tokens
+    finally:
+        backend.gate.set()
+        for caller in callers:
+            if caller.ident is not None:  # started
+                caller.join(timeout=5)
+        engine.stop()
+    assert sum(backend.batches) == 21  # the rest ran once the passes were let go
+
+
 def test_one_thread_per_gpu_two_splitting_the_cores_of_a_cpu() -> None:
     assert thread_plan(Settings(), on_gpu=False, cores=2) == (2, 1)
     assert thread_plan(Settings(), on_gpu=False, cores=16) == (2, 8)

@@ -107,6 +107,7 @@ class BatchScheduler:
         self._observer = observer
         self._queue: deque[WorkItem] = deque()
         self._queued_tokens = 0
+        self._in_flight_tokens = 0  # taken by a forward thread, not yet finished
         self._cond = threading.Condition()
         self._running = False
         self._threads: list[threading.Thread] = []
@@ -178,19 +179,28 @@ class BatchScheduler:
                     self._coalesce()
                 if not self._running:
                     return None
-                window = take_window(self._queue, self._share(self._idle))
+                window = take_window(self._queue, self._share())
             finally:
                 self._idle -= 1
             if self._queue:  # more than this thread's share: wake another one for it
                 self._cond.notify()
-            self._queued_tokens -= sum(item.tokens for item in window)
+            tokens = sum(item.tokens for item in window)
+            self._queued_tokens -= tokens
+            self._in_flight_tokens += tokens
             self._report_queue()
             return window
 
-    def _share(self, free_threads: int) -> int:
-        """Queued work is split evenly between the threads free right now, so one of them
-        does not take all of it while another sits idle."""
-        even = -(-self._queued_tokens // max(1, free_threads))
+    def _share(self) -> int:
+        """A thread takes its even share of all outstanding work, queued and in flight.
+
+        Two free threads split the queue; a thread that is free while another computes takes
+        what is queued up to half of both. Taking all that is queued let the thread that
+        coalesced first gather nearly every client while the other ran one-row passes, and
+        since each thread mostly re-serves the clients it has just answered, such a split
+        lasted a whole run (63 rows against 1; a one-row pass costs ~2.5x per row).
+        """
+        outstanding = self._queued_tokens + self._in_flight_tokens
+        even = -(-outstanding // self._workers)
         return min(self._max_batch_tokens, even)
 
     def _coalesce(self) -> None:
@@ -222,8 +232,12 @@ class BatchScheduler:
             window = self._next_window()
             if window is None:
                 return
-            for batch in plan_micro_batches(window, self._max_batch_tokens, self._pass_length):
-                self._run(batch)
+            try:
+                for batch in plan_micro_batches(window, self._max_batch_tokens, self._pass_length):
+                    self._run(batch)
+            finally:
+                with self._cond:
+                    self._in_flight_tokens -= sum(item.tokens for item in window)
 
     def _run(self, batch: list[WorkItem], alone: bool = False) -> None:
         live = [item for item in batch if not item.request.dead]
