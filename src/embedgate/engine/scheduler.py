@@ -169,7 +169,8 @@ class BatchScheduler:
         if self._observer is not None:
             self._observer.queue_changed(len(self._queue), self._queued_tokens)
 
-    def _next_window(self) -> list[WorkItem] | None:
+    def _next_window(self) -> tuple[list[WorkItem], int] | None:
+        """The next window this thread runs, and its tokens (now in flight)."""
         with self._cond:
             self._idle += 1
             try:
@@ -188,7 +189,7 @@ class BatchScheduler:
             self._queued_tokens -= tokens
             self._in_flight_tokens += tokens
             self._report_queue()
-            return window
+            return window, tokens
 
     def _share(self) -> int:
         """A thread takes its even share of all outstanding work, queued and in flight.
@@ -229,15 +230,16 @@ class BatchScheduler:
 
     def _loop(self) -> None:
         while True:
-            window = self._next_window()
-            if window is None:
+            taken = self._next_window()
+            if taken is None:
                 return
+            window, tokens = taken
             try:
                 for batch in plan_micro_batches(window, self._max_batch_tokens, self._pass_length):
                     self._run(batch)
             finally:
                 with self._cond:
-                    self._in_flight_tokens -= sum(item.tokens for item in window)
+                    self._in_flight_tokens -= tokens
 
     def _run(self, batch: list[WorkItem], alone: bool = False) -> None:
         live = [item for item in batch if not item.request.dead]
