@@ -134,9 +134,9 @@ def test_an_input_that_kills_the_child_fails_alone(process: ModelProcess) -> Non
         for first, request in zip(firsts, requests, strict=True):
             if first == KILL:
                 with pytest.raises(ServiceError, match="the model failed: ModelProcessDied"):
-                    request.future.result(timeout=60)
+                    request.completion.result(timeout=60)
             else:
-                assert request.future.result(timeout=60)[0, 0] == first + 11
+                assert request.completion.result(timeout=60)[0, 0] == first + 11
     finally:
         scheduler.stop()
     assert process.restarts == 2  # in the batch, then alone; no retry loop

@@ -35,7 +35,7 @@ class PendingRequest:
     size: int
     dimensions: int
     cancelled: CancelSignal = field(default_factory=CancelFlag)
-    future: Completion = field(default_factory=lambda: Future[FloatArray]())
+    completion: Completion = field(default_factory=lambda: Future[FloatArray]())
 
     def __post_init__(self) -> None:
         self._rows = np.empty((self.size, self.dimensions), dtype=np.float32)  # all filled
@@ -45,22 +45,22 @@ class PendingRequest:
     @property
     def dead(self) -> bool:
         """True when nobody waits for the result any more (client gone or already failed)."""
-        return self.cancelled.is_set() or self.future.done()
+        return self.cancelled.is_set() or self.completion.done()
 
     def deliver(self, indices: Sequence[int], vectors: FloatArray) -> None:
         with self._lock:
             self._rows[list(indices)] = vectors
             self._remaining -= len(indices)
             finished = self._remaining == 0
-        if finished and not self.future.done():
-            self.future.set_result(self._rows)
+        if finished and not self.completion.done():
+            self.completion.set_result(self._rows)
 
     def fail(self, error: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
+        if not self.completion.done():
+            self.completion.set_exception(error)
 
     def drop(self) -> None:
-        self.future.cancel()
+        self.completion.cancel()
 
 
 @dataclass(eq=False)

@@ -198,10 +198,11 @@ class EmbeddingEngine:
 
     def _enqueue(
         self, sequences: list[list[int]], cancelled: CancelSignal, completion: Completion
-    ) -> None:
+    ) -> int:
+        """Queue the request's sequences; their tokens (the count `usage` reports)."""
         pending = PendingRequest(len(sequences), self.spec.native_dimensions, cancelled, completion)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        self._scheduler.submit([WorkItem(sequences[i], pending, i) for i in order])
+        return self._scheduler.submit([WorkItem(sequences[i], pending, i) for i in order])
 
     def _forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         """One forward pass, post-processed at the native size for all of its rows at once
@@ -241,8 +242,7 @@ class EmbeddingEngine:
         if flag.is_set():
             raise asyncio.CancelledError
         completion = LoopCompletion(self._mailboxes.for_loop(loop))
-        self._enqueue(sequences, flag, completion)
-        tokens = sum(len(s) for s in sequences)
+        tokens = self._enqueue(sequences, flag, completion)
         if admit is not None:
             # the admission check (e.g. a token rate limit on Redis) runs while the work
             # waits in the queue; if it refuses, the work is dropped before the model sees it
@@ -264,5 +264,5 @@ class EmbeddingEngine:
         self.validate(request)
         sequences = self.tokenize(request)
         done: concurrent.futures.Future[FloatArray] = concurrent.futures.Future()
-        self._enqueue(sequences, CancelFlag(), done)
-        return self._finish(done.result(), request, sum(len(s) for s in sequences))
+        tokens = self._enqueue(sequences, CancelFlag(), done)
+        return self._finish(done.result(), request, tokens)

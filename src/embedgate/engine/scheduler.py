@@ -148,8 +148,9 @@ class BatchScheduler:
         for thread in self._threads:
             thread.join(timeout=30)
 
-    def submit(self, items: Sequence[WorkItem]) -> None:
-        """Enqueue one request's items, or refuse the whole request when overloaded."""
+    def submit(self, items: Sequence[WorkItem]) -> int:
+        """Enqueue one request's items, or refuse the whole request when overloaded; the
+        tokens queued."""
         tokens = sum(item.tokens for item in items)
         with self._cond:
             if not self._running:
@@ -164,6 +165,7 @@ class BatchScheduler:
             self._queued_tokens += tokens
             self._report_queue()
             self._cond.notify()
+        return tokens
 
     def _report_queue(self) -> None:
         if self._observer is not None:
