@@ -29,8 +29,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from embedgate.config import Settings
-from embedgate.engine import EmbeddingEngine, EmbedRequest, build_engine
+from embedgate.engine import EmbeddingEngine, EmbedRequest, load_engine
 from embedgate.engine.process_backend import ProcessBackend
+from embedgate.services import engine_config
 from throughput import WORDS, best_load, start_server
 
 
@@ -89,7 +90,7 @@ def run(
     multiple: int, stream: list[list[str]], clients: int, model: str | None, dtype: str
 ) -> tuple[list[float], float | None]:
     settings = Settings(model=model, dtype=dtype, pad_to_multiple_of=multiple)  # type: ignore[arg-type]
-    engine = build_engine(settings)
+    engine = load_engine(engine_config(settings))
     engine.start()
     try:
         rates = []

@@ -21,8 +21,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from embedgate.config import Settings
-from embedgate.engine import EmbedRequest, build_engine
+from embedgate.engine import EmbedRequest, load_engine
 from embedgate.knowledge.vector_store import ChunkRow, MilvusVectorStore
+from embedgate.services import engine_config
 
 FIXTURE = Path(__file__).parent / "data" / "retrieval_fixture.json"
 
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
     fixture = json.loads(FIXTURE.read_text())
-    engine = build_engine(Settings(model=args.model))
+    engine = load_engine(engine_config(Settings(model=args.model)))
     engine.start()
     workdir = Path(tempfile.mkdtemp(prefix="embedgate-retrieval-"))
     store = MilvusVectorStore(str(workdir / "milvus.db"))

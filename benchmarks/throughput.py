@@ -32,8 +32,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from embedgate.config import Settings
-from embedgate.engine import EmbeddingEngine, EmbedRequest, build_engine
+from embedgate.engine import EmbeddingEngine, EmbedRequest, load_engine
 from embedgate.engine.loading import resolve_model
+from embedgate.services import engine_config
 
 WORDS = [
     "the",
@@ -181,7 +182,7 @@ def baseline(
     import torch
     from sentence_transformers import SentenceTransformer
 
-    # build_engine splits the cores between its forward threads (a process-wide torch
+    # load_engine splits the cores between its forward threads (a process-wide torch
     # setting); sentence-transformers runs one pass at a time, so it gets torch's default back
     engine_threads = torch.get_num_threads()
     torch.set_num_threads(torch_threads)
@@ -469,7 +470,7 @@ def main() -> None:
     import torch
 
     default_threads = torch.get_num_threads()
-    fp32 = build_engine(Settings(model=args.model))
+    fp32 = load_engine(engine_config(Settings(model=args.model)))
     fp32.start()
     corpora = {
         "sentences~50": make_corpus(fp32, 2000 // scale, 50, seed=1),
@@ -495,7 +496,7 @@ def main() -> None:
     rows = baseline(model_dir, corpora, tokens, repeats, default_threads)
     r32, v32 = engine_rows(fp32, "embedgate engine fp32", corpora, tokens, repeats)
     fp32.stop()
-    bf16 = build_engine(Settings(model=args.model, dtype="bfloat16"))
+    bf16 = load_engine(engine_config(Settings(model=args.model, dtype="bfloat16")))
     bf16.start()
     r16, v16 = engine_rows(bf16, "embedgate engine bf16", corpora, tokens, repeats)
     pattern = concurrent_rows(

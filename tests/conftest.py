@@ -1,25 +1,53 @@
-"""Shared fixtures: model directories built once per session, engines on them, free ports."""
+"""Shared fixtures: model directories built once per session, engines on them, free ports.
+
+Nothing here changes the environment at import time. The offline switches are set once, in
+`pytest_configure`, and every test gets a data dir of its own (`EMBEDGATE_DATA_DIR`,
+set with monkeypatch), so tests run in any order and in parallel (pytest-xdist) without
+sharing state.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# apps built without an explicit data_dir share this throw-away one, never the repo's ./data
-os.environ["EMBEDGATE_DATA_DIR"] = tempfile.mkdtemp(prefix="embedgate-tests-")
-
-from embedgate.config import Settings
-from embedgate.engine import EmbeddingEngine, build_engine
+from embedgate.engine import EmbeddingEngine, EngineConfig, load_engine
 from embedgate.engine.loading import bundled_model_dir
 from support import models
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test may reach a model hub. huggingface_hub reads these once, when it is first
+    imported, so they are set before collection imports it; subprocess servers inherit them.
+    Already-set values win (a developer may point the tests elsewhere on purpose)."""
+    for name, value in OFFLINE.items():
+        os.environ.setdefault(name, value)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A safety net under the per-test data dir: a module- or session-scoped fixture that
+    builds settings without a data_dir (it should pass its own) never lands in ./data."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EMBEDGATE_DATA_DIR", str(tmp_path_factory.mktemp("session-data")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def private_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Apps built without an explicit data_dir use this test's own throw-away one, never the
+    repo's ./data and never another test's."""
+    path = tmp_path_factory.mktemp("data")
+    monkeypatch.setenv("EMBEDGATE_DATA_DIR", str(path))
+    return path
 
 
 def free_port() -> int:
@@ -55,8 +83,9 @@ def minilm_dir() -> Path:
 
 
 def start_engine(model: Path | None, **overrides: object) -> EmbeddingEngine:
-    settings = Settings(model=str(model) if model else None, **overrides)  # type: ignore[arg-type]
-    engine = build_engine(settings)
+    """An engine on its own config (no server settings), started."""
+    config = EngineConfig(model=str(model) if model else None, **overrides)  # type: ignore[arg-type]
+    engine = load_engine(config)
     engine.start()
     return engine
 

@@ -18,9 +18,9 @@ POISON = FakeBackend().word_id("poison")
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     app = create_app(
-        Settings(max_body_bytes=1024 * 1024),
+        Settings(data_dir=tmp_path_factory.mktemp("errors"), max_body_bytes=1024 * 1024),
         fake_factory(FakeBackend(poison_token=POISON)),
     )
     with client_for(app) as c:

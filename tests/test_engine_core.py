@@ -224,7 +224,7 @@ def test_no_coalescing_wait_when_disabled(fake: FakeBackend) -> None:
 
 
 def test_metrics_count_the_padded_length_the_model_computes() -> None:
-    from embedgate.api.metrics import Metrics
+    from embedgate.services.metrics import Metrics
 
     fake = FakeBackend()
     fake.pad_to_multiple_of = 16

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from embedgate.config import Settings
-from embedgate.engine import EmbeddingEngine, EmbedRequest, EngineLimits, thread_plan
+from embedgate.engine import EmbeddingEngine, EmbedRequest, EngineConfig, EngineLimits, thread_plan
 from embedgate.engine.fake_backend import FakeBackend
 from embedgate.engine.pooling import FloatArray
 
@@ -122,12 +121,12 @@ def test_a_thread_free_beside_a_busy_one_takes_half_of_all_outstanding_work() ->
 
 
 def test_one_thread_per_gpu_two_splitting_the_cores_of_a_cpu() -> None:
-    assert thread_plan(Settings(), on_gpu=False, cores=2) == (2, 1)
-    assert thread_plan(Settings(), on_gpu=False, cores=16) == (2, 8)
-    assert thread_plan(Settings(), on_gpu=False, cores=1) == (1, 1)
-    assert thread_plan(Settings(), on_gpu=True, cores=16) == (1, None)
-    assert thread_plan(Settings(forward_threads=4), on_gpu=False, cores=16) == (4, 4)
-    assert thread_plan(Settings(torch_threads=3), on_gpu=False, cores=16) == (2, 3)
+    assert thread_plan(EngineConfig(), on_gpu=False, cores=2) == (2, 1)
+    assert thread_plan(EngineConfig(), on_gpu=False, cores=16) == (2, 8)
+    assert thread_plan(EngineConfig(), on_gpu=False, cores=1) == (1, 1)
+    assert thread_plan(EngineConfig(), on_gpu=True, cores=16) == (1, None)
+    assert thread_plan(EngineConfig(forward_threads=4), on_gpu=False, cores=16) == (4, 4)
+    assert thread_plan(EngineConfig(torch_threads=3), on_gpu=False, cores=16) == (2, 3)
 
 
 def test_the_scheduler_needs_a_thread() -> None:

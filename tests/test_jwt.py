@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from embedgate.app import create_app
 from embedgate.config import Settings
+from embedgate.identity import Role
 from embedgate.security.jwt_auth import JwksCache, JwtConfig, JwtVerifier
-from embedgate.security.roles import Role
 from support.servers import client_for, fake_factory
 
 ISS, AUD, SECRET = "https://idp.example", "embedgate", b"an-hs256-shared-secret-of-32-bytes!"
@@ -237,7 +237,7 @@ def test_jwt_end_to_end_over_http(tmp_path: Path, jwks_url: str) -> None:
 def test_jwt_settings_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unsupported"):
         Settings(jwt_algorithms=["none"])
-    from embedgate.security.setup import jwt_verifier
+    from embedgate.services.security import jwt_verifier
 
     with pytest.raises(ValueError, match="jwt_issuer"):
         jwt_verifier(Settings(jwt_algorithms=["HS256"], jwt_secret="x"))

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from embedgate.api.metrics import Metrics
 from embedgate.engine import EmbeddingEngine, EmbedRequest, EngineLimits
 from embedgate.engine.backend import PassLost
 from embedgate.engine.fake_backend import FakeBackend
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.scheduler import PassGate
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.services.metrics import Metrics
 
 KILLER = "this input crashes the model"
 

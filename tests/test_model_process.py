@@ -3,6 +3,7 @@ replaced, and the child sees none of the server's settings and outlives no paren
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
@@ -19,7 +20,7 @@ import pytest
 
 from conftest import start_engine
 from embedgate.config import Settings
-from embedgate.engine import EmbedRequest, build_engine
+from embedgate.engine import EmbedRequest, EngineConfig, load_engine
 from embedgate.engine.batching import PendingRequest, WorkItem
 from embedgate.engine.model_process import ModelProcess, ModelProcessError
 from embedgate.engine.process_backend import ProcessBackend
@@ -212,11 +213,11 @@ def test_engines_pick_the_backend_the_settings_ask_for(tiny_qwen3_dir: Path) -> 
     # one forward thread: both texts share one pass in every engine. With two, they may run
     # as one padded pass or as two passes, whose vectors differ by float rounding (up to
     # ~4e-5 on this tiny random model), and the comparison would depend on timing.
-    settings = Settings(model=str(tiny_qwen3_dir), forward_threads=1)
+    config = EngineConfig(model=str(tiny_qwen3_dir), forward_threads=1)
     texts = ["a query about cats", "a longer document about dogs and their owners"]
-    served = build_engine(settings)
-    one_shot = build_engine(settings, one_shot=True)
-    threaded = build_engine(settings.model_copy(update={"model_process": False}))
+    served = load_engine(config)
+    one_shot = load_engine(config, one_shot=True)
+    threaded = load_engine(dataclasses.replace(config, model_process=False))
     engines = [served, one_shot, threaded]
     try:
         assert isinstance(served.backend, ProcessBackend)

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from starlette.requests import Request
+from starlette.datastructures import Headers
 
+from embedgate.api.guard import PUBLIC_PATHS, route_table, unguarded_routes
 from embedgate.app import create_app
 from embedgate.config import Settings
+from embedgate.identity import Permission
 from embedgate.security.audit import MemoryAuditSink
 from embedgate.security.client_ip import client_ip, parse_networks
-from embedgate.security.gate import PUBLIC_PATHS, route_table, unguarded_routes
-from embedgate.security.roles import Permission
 from embedgate.storage.key_store import MemoryKeyStore
 from support.servers import admin_key, client_for, fake_factory
 
@@ -337,18 +337,17 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path: Path) -> 
 
 
 def test_requests_take_the_forwarded_address_only_behind_a_trusted_proxy(tmp_path: Path) -> None:
-    def peer_request(peer: str, forwarded: str | None) -> Request:
-        headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
-        return Request({"type": "http", "headers": headers, "client": (peer, 40000)})
+    def forwarded(value: str | None) -> Headers:
+        return Headers({"x-forwarded-for": value} if value else {})
 
     for trusted, expected in (([], "10.0.0.5"), (["10.0.0.0/8"], "203.0.113.9")):
         settings = Settings(data_dir=tmp_path / str(len(trusted)), trusted_proxies=trusted)
         app = create_app(settings, fake_factory())
         with client_for(app):
             security = app.state.embedgate.security
-            assert security.client_ip(peer_request("10.0.0.5", "203.0.113.9")) == expected
-            assert security.client_ip(peer_request("10.0.0.5", None)) == "10.0.0.5"
-            assert security.client_ip(peer_request("192.0.2.1", "203.0.113.9")) == "192.0.2.1"
+            assert security.client_ip("10.0.0.5", forwarded("203.0.113.9")) == expected
+            assert security.client_ip("10.0.0.5", forwarded(None)) == "10.0.0.5"
+            assert security.client_ip("192.0.2.1", forwarded("203.0.113.9")) == "192.0.2.1"
 
 
 def test_case31_canary_never_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

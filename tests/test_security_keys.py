@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.identity import Role
 from embedgate.security import keys
 from embedgate.security.audit import AuditLog, MemoryAuditSink
 from embedgate.security.key_service import KeyService, parse_duration
-from embedgate.security.roles import Role
 from embedgate.security.secret_files import InsecureSecretFile, load_pepper, read_secret_file
 from embedgate.storage.key_store import MemoryKeyStore
 
@@ -125,7 +125,7 @@ def test_invalid_inputs_are_clear_errors() -> None:
     ):
         args = {"name": "n", "role": "reader", **kwargs}
         with pytest.raises(ServiceError) as info:
-            svc.create(args.pop("name"), args.pop("role"), "t", **args)  # type: ignore[arg-type]
+            svc.create(args.pop("name"), args.pop("role"), actor="t", **args)  # type: ignore[arg-type]
         assert info.value.param == param
     assert parse_duration("30d") == timedelta(days=30)
     with pytest.raises(ServiceError):

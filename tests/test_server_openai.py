@@ -21,8 +21,8 @@ from support.servers import Server, fake_factory, running_server
 
 
 @pytest.fixture(scope="module")
-def minilm_server() -> Iterator[Server]:
-    app = create_app(Settings())
+def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("openai")))
     with running_server(app, free_port()) as server:
         yield server
 

@@ -72,7 +72,7 @@ def serve(
         raise typer.Exit(2)
     tls = _tls_options(settings)
     from embedgate.security.secret_files import InsecureSecretFile
-    from embedgate.security.setup import preflight
+    from embedgate.services.security import preflight
 
     try:
         preflight(settings)
@@ -139,28 +139,26 @@ def embed(
     config: ConfigOpt = None,
 ) -> None:
     """Embed one text in-process (no server) and print JSON."""
-    from embedgate.engine import EmbedRequest, build_engine
+    from embedgate.engine import EmbedRequest
     from embedgate.errors import ServiceError
     from embedgate.logs import configure_logging
+    from embedgate.services import open_services_sync
 
     settings = _settings(model=model, config=config)
     configure_logging("warning", settings.log_format)
-    engine = build_engine(settings, one_shot=True)
-    engine.start()
+    request = EmbedRequest(
+        [text],
+        dimensions=dimensions,
+        input_type="query" if query or instruction else None,
+        instruction=instruction,
+    )
     try:
-        result = engine.embed_sync(
-            EmbedRequest(
-                [text],
-                dimensions=dimensions,
-                input_type="query" if query or instruction else None,
-                instruction=instruction,
-            )
-        )
+        with open_services_sync(settings, knowledge=False, one_shot=True) as (services, _):
+            engine = services.require_engine()
+            result = engine.embed_sync(request)
     except ServiceError as exc:
         typer.echo(f"embedgate: {exc.message}", err=True)
         raise typer.Exit(1) from None
-    finally:
-        engine.stop()
     vector = result.vectors[0]
     out = {
         "model": engine.name,

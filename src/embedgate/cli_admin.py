@@ -3,12 +3,17 @@ working directly on the configured database and audit file (no server needed).""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from embedgate.config import Settings
+
+if TYPE_CHECKING:
+    from embedgate.security.key_service import KeyService
 
 keys_app = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="Check the audit log.", no_args_is_help=True)
@@ -19,18 +24,26 @@ ConfigOpt = Annotated[
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="State directory.")]
 
 
-def _service(config: Path | None, data_dir: Path | None):  # type: ignore[no-untyped-def]
+@contextmanager
+def _service(config: Path | None, data_dir: Path | None) -> Iterator[KeyService]:
+    """The key service from the one assembly: no model, no vector store (a server may hold
+    the data dir's Milvus Lite file)."""
     from embedgate.logs import configure_logging
     from embedgate.security.secret_files import InsecureSecretFile
-    from embedgate.security.setup import key_service
+    from embedgate.services import open_services_sync
 
     overrides = {k: v for k, v in {"config": config, "data_dir": data_dir}.items() if v}
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging("warning", "text")
-    try:
-        return key_service(settings)
-    except (InsecureSecretFile, OSError, ValueError) as exc:
-        raise _fail(exc) from None
+    with ExitStack() as stack:
+        try:
+            services, _ = stack.enter_context(
+                open_services_sync(settings, model="none", knowledge=False)
+            )
+        except (InsecureSecretFile, OSError, ValueError) as exc:
+            raise _fail(exc) from None
+        assert services.keys is not None
+        yield services.keys
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -56,18 +69,18 @@ def create(
     """Create a key and print it once, alone on the last line."""
     from embedgate.security.key_service import parse_duration
 
-    service = _service(config, data_dir)
     try:
-        issued = service.create(
-            name,
-            role,
-            actor="cli",
-            collections=[c for c in collections.split(",") if c] if collections else None,
-            expires_in=parse_duration(expires_in) if expires_in else None,
-            rpm=rpm,
-            tpm=tpm,
-            cidrs=list(cidr or []),
-        )
+        with _service(config, data_dir) as service:
+            issued = service.create(
+                name,
+                role,
+                actor="cli",
+                collections=[c for c in collections.split(",") if c] if collections else None,
+                expires_in=parse_duration(expires_in) if expires_in else None,
+                rpm=rpm,
+                tpm=tpm,
+                cidrs=list(cidr or []),
+            )
     except Exception as exc:
         raise _fail(exc) from None
     record = issued.record
@@ -82,7 +95,9 @@ def list_keys(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     from rich.table import Table
 
     table = Table("id", "name", "role", "key", "collections", "expires", "active", "last used")
-    for entry in _service(config, data_dir).list():
+    with _service(config, data_dir) as service:
+        entries = service.list()
+    for entry in entries:
         table.add_row(
             entry["id"],
             entry["name"],
@@ -100,7 +115,8 @@ def list_keys(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 def revoke(key_id: str, config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Revoke a key at once."""
     try:
-        _service(config, data_dir).revoke(key_id, actor="cli")
+        with _service(config, data_dir) as service:
+            service.revoke(key_id, actor="cli")
     except Exception as exc:
         raise _fail(exc) from None
     typer.echo(f"revoked {key_id}")
@@ -117,7 +133,8 @@ def rotate(
     from embedgate.security.key_service import parse_duration
 
     try:
-        issued = _service(config, data_dir).rotate(key_id, "cli", parse_duration(grace))
+        with _service(config, data_dir) as service:
+            issued = service.rotate(key_id, "cli", parse_duration(grace))
     except Exception as exc:
         raise _fail(exc) from None
     typer.echo(f"rotated {key_id} -> {issued.record.id}; old key valid for {grace}; new key:")

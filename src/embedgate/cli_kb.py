@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -83,19 +84,21 @@ class HttpBackend:
 
 
 class LocalBackend:
-    """The knowledge base in this process, acting as a local administrator."""
+    """The knowledge base in this process, from the one assembly, acting as a local
+    administrator."""
 
     def __init__(self, settings: Settings) -> None:
-        from embedgate.engine import build_engine
-        from embedgate.knowledge.setup import build_knowledge
-        from embedgate.security.roles import Principal, Role
-        from embedgate.security.setup import open_settings_database
+        from embedgate.identity import Principal, Role
+        from embedgate.services import open_services_sync
 
-        self.engine = build_engine(settings)
-        self.engine.start()
-        self.kb = build_knowledge(settings, open_settings_database(settings), lambda: self.engine)
-        self.kb.runner.start()
-        self.kb.runner.recover()
+        self._stack = ExitStack()
+        services, self._loop = self._stack.enter_context(open_services_sync(settings))
+        try:
+            self.engine = services.require_engine()
+            self.kb = services.require_knowledge()
+        except BaseException:
+            self._stack.close()
+            raise
         self.me = Principal(subject="cli", role=Role.ADMIN)
 
     def create(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -111,13 +114,10 @@ class LocalBackend:
         return self.kb.document(self.me, name, doc_id)
 
     def search(self, name: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-        import asyncio
-
-        return asyncio.run(self.kb.search(self.me, self.engine, name, **body))
+        return self._loop.run(self.kb.search(self.me, self.engine, name, **body))
 
     def close(self) -> None:
-        self.kb.runner.stop()
-        self.engine.stop()
+        self._stack.close()
 
 
 def _backend(server: str | None, data_dir: Path | None) -> Backend:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import defaultdict
 from typing import Any
 
@@ -11,12 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
 from embedgate.api.body import read_model
-from embedgate.api.state import ServiceState, service
+from embedgate.api.guard import requires
+from embedgate.api.state import service
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.identity import Permission, Principal
 from embedgate.security.audit import AuditLog
-from embedgate.security.gate import requires
 from embedgate.security.key_service import KeyService, parse_duration, public_view
-from embedgate.security.roles import Permission, Principal
+from embedgate.services import Services
 
 router = APIRouter(prefix="/v1/admin")
 
@@ -39,13 +41,13 @@ class RotateKey(BaseModel):
     grace: str | None = None
 
 
-def _keys(state: ServiceState) -> KeyService:
+def _keys(state: Services) -> KeyService:
     if state.keys is None:
         raise ServiceError(ErrorKind.NOT_READY, "the key store is not available")
     return state.keys
 
 
-def _audit(state: ServiceState) -> AuditLog:
+def _audit(state: Services) -> AuditLog:
     if state.audit is None:
         raise ServiceError(ErrorKind.NOT_READY, "the audit log is not available")
     return state.audit
@@ -54,27 +56,29 @@ def _audit(state: ServiceState) -> AuditLog:
 @router.post("/keys")
 async def create_key(
     request: Request,
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     admin: Principal = requires(Permission.ADMIN),
 ) -> JSONResponse:
     body: CreateKey = await read_model(request, CreateKey, state.settings.max_json_depth)
     expires = parse_duration(body.expires_in) if body.expires_in else None
     issued = await asyncio.to_thread(
-        _keys(state).create,
-        body.name,
-        body.role,
-        admin.subject,
-        body.collections,
-        expires,
-        body.rpm,
-        body.tpm,
-        body.cidrs,
+        functools.partial(
+            _keys(state).create,
+            body.name,
+            body.role,
+            actor=admin.subject,
+            collections=body.collections,
+            expires_in=expires,
+            rpm=body.rpm,
+            tpm=body.tpm,
+            cidrs=body.cidrs,
+        )
     )
     return JSONResponse({**public_view(issued.record), "key": issued.key}, status_code=201)
 
 
 @router.get("/keys", dependencies=[requires(Permission.ADMIN)])
-async def list_keys(state: ServiceState = Depends(service)) -> dict[str, Any]:
+async def list_keys(state: Services = Depends(service)) -> dict[str, Any]:
     return {"object": "list", "data": await asyncio.to_thread(_keys(state).list)}
 
 
@@ -82,7 +86,7 @@ async def list_keys(state: ServiceState = Depends(service)) -> dict[str, Any]:
 async def rotate_key(
     key_id: str,
     request: Request,
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     admin: Principal = requires(Permission.ADMIN),
 ) -> JSONResponse:
     body: RotateKey = (
@@ -98,7 +102,7 @@ async def rotate_key(
 @router.delete("/keys/{key_id}")
 async def revoke_key(
     key_id: str,
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     admin: Principal = requires(Permission.ADMIN),
 ) -> dict[str, Any]:
     return await asyncio.to_thread(_keys(state).revoke, key_id, admin.subject)
@@ -106,7 +110,7 @@ async def revoke_key(
 
 @router.get("/audit", dependencies=[requires(Permission.ADMIN)])
 async def read_audit(
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     key_id: str | None = None,
     route: str | None = None,
     status: int | None = None,
@@ -114,16 +118,25 @@ async def read_audit(
     until: str | None = None,
     limit: int = Query(default=100, ge=1, le=10000),
 ) -> dict[str, Any]:
-    records = await asyncio.to_thread(
-        _audit(state).query, key_id, route, status, since, until, limit
+    query = functools.partial(
+        _audit(state).query,
+        key_id=key_id,
+        route=route,
+        status=status,
+        since=since,
+        until=until,
+        limit=limit,
     )
+    records = await asyncio.to_thread(query)
     return {"object": "list", "data": records}
 
 
 @router.get("/usage", dependencies=[requires(Permission.ADMIN)])
-async def usage(state: ServiceState = Depends(service), since: str | None = None) -> dict[str, Any]:
+async def usage(state: Services = Depends(service), since: str | None = None) -> dict[str, Any]:
     """Requests and input tokens per key, from the audit log."""
-    records = await asyncio.to_thread(_audit(state).query, None, None, None, since, None, 10**9)
+    records = await asyncio.to_thread(
+        functools.partial(_audit(state).query, since=since, limit=10**9)
+    )
     totals: dict[str, dict[str, int]] = defaultdict(lambda: {"requests": 0, "tokens": 0})
     for record in records:
         if record.get("kind") != "request" or not record.get("key_id"):

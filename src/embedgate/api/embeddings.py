@@ -4,27 +4,28 @@ This is the one route whose cost per request matters: a 50-token sentence is ~3 
 time on a 2-core CPU, and FastAPI's request/dependency machinery cost ~0.3 ms of event-loop CPU
 on top (measured, docs/benchmarks.md). So it is a plain ASGI endpoint: registered as a route
 (so routing, 405s, the route table and the deny-by-default check see it), reached without the
-router by `HotRoutes`, and guarded by the same `Security.admit` every other route uses.
+router by `HotRoutes`, and guarded by the same `guard.admit` every other route uses.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from embedgate.api.body import read_model
+from embedgate.api.context import RequestContext, request_context
 from embedgate.api.errors import error_response
+from embedgate.api.guard import admit, charge_usage
 from embedgate.api.schemas import EmbeddingsRequest, embeddings_response
-from embedgate.api.state import ServiceState, audit_fields
 from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
 from embedgate.engine.delivery import CancelFlag
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.identity import Permission, Principal
 from embedgate.security.gate import Security
-from embedgate.security.roles import Permission, Principal
+from embedgate.services import Services
 
 CLIENT_CLOSED_REQUEST = 499
 PATH = "/v1/embeddings"
@@ -82,7 +83,7 @@ class EmbeddingsEndpoint:
 
     permission = Permission.EMBED
 
-    def __init__(self, state: ServiceState) -> None:
+    def __init__(self, state: Services) -> None:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,13 +99,11 @@ class EmbeddingsEndpoint:
 
     async def _handle(self, request: Request) -> tuple[int, bytes]:
         state = self.state
-        security = state.security
-        if security is None:
-            raise ServiceError(ErrorKind.NOT_READY, "the server is starting")
-        principal = await security.admit(request, self.permission, defer_limits=True)
-        usage = _Usage(security, request, principal)
+        principal = await admit(request, state.security, self.permission, defer_limits=True)
+        assert state.security is not None  # admit refuses while the server is starting
+        usage = _Usage(state.security, request, principal)
         try:
-            body = await self._read(request, usage.fields)
+            body = await self._read(request, usage.context)
             engine = self._engine_for(body)
             job = EmbedRequest(
                 inputs=body.input,
@@ -126,9 +125,10 @@ class EmbeddingsEndpoint:
         )
         return 200, payload
 
-    async def _read(self, request: Request, fields: dict[str, Any]) -> EmbeddingsRequest:
+    async def _read(self, request: Request, context: RequestContext) -> EmbeddingsRequest:
         body = await read_model(request, EmbeddingsRequest, self.state.settings.max_json_depth)
-        fields.update(n_inputs=len(body.input), dimensions=body.dimensions, user=body.user)
+        audit = context.audit
+        audit.n_inputs, audit.dimensions, audit.user = len(body.input), body.dimensions, body.user
         return body
 
     def _engine_for(self, body: EmbeddingsRequest) -> EmbeddingEngine:
@@ -151,15 +151,15 @@ class _Usage:
         self.security = security
         self.request = request
         self.principal = principal
-        self.fields = audit_fields(request)
+        self.context = request_context(request.scope)
         self.charged = False
 
     async def charge(self, tokens: int) -> None:
-        self.fields["n_tokens"] = tokens
+        self.context.audit.n_tokens = tokens
         self.charged = True
-        await self.security.charge_usage(self.request, self.principal, tokens)
+        await charge_usage(self.request, self.security, self.principal, tokens)
 
     async def charge_if_not_yet(self) -> None:
         if not self.charged:
             self.charged = True
-            await self.security.charge_usage(self.request, self.principal, None)
+            await charge_usage(self.request, self.security, self.principal, None)

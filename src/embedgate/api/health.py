@@ -6,9 +6,10 @@ from fastapi import APIRouter, Depends
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
-from embedgate.api.state import ServiceState, service
-from embedgate.security.gate import requires
-from embedgate.security.roles import Permission
+from embedgate.api.guard import requires
+from embedgate.api.state import service
+from embedgate.identity import Permission
+from embedgate.services import Services
 
 router = APIRouter()
 
@@ -20,7 +21,7 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(state: ServiceState = Depends(service)) -> Response:
+async def ready(state: Services = Depends(service)) -> Response:
     """Green after the model loaded and passed its self-test, and while its process is up."""
     reason = state.not_ready_reason()
     if reason is None:
@@ -31,5 +32,5 @@ async def ready(state: ServiceState = Depends(service)) -> Response:
 
 
 @router.get("/metrics", dependencies=[requires(Permission.ADMIN)])
-async def metrics(state: ServiceState = Depends(service)) -> Response:
+async def metrics(state: Services = Depends(service)) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
@@ -10,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.responses import JSONResponse
 
 from embedgate.api.body import read_model
-from embedgate.api.state import ServiceState, service
+from embedgate.api.guard import requires
+from embedgate.api.state import service
 from embedgate.errors import ErrorKind, ServiceError
-from embedgate.security.gate import requires
-from embedgate.security.roles import Permission, Principal
+from embedgate.identity import Permission, Principal
+from embedgate.services import Services
 
 router = APIRouter(prefix="/v1")
 
@@ -42,7 +44,7 @@ class SearchRequest(BaseModel):
 @router.post("/collections")
 async def create_collection(
     request: Request,
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     principal: Principal = requires(Permission.WRITE),
 ) -> JSONResponse:
     body: CreateCollection = await read_model(
@@ -50,21 +52,23 @@ async def create_collection(
     )
     kb, engine = state.require_knowledge(), state.require_engine()
     created = await asyncio.to_thread(
-        kb.create_collection,
-        principal,
-        engine,
-        body.name,
-        body.description,
-        body.chunk_tokens,
-        body.chunk_overlap,
-        body.dimensions,
+        functools.partial(
+            kb.create_collection,
+            principal,
+            engine,
+            body.name,
+            description=body.description,
+            chunk_tokens=body.chunk_tokens,
+            chunk_overlap=body.chunk_overlap,
+            dimensions=body.dimensions,
+        )
     )
     return JSONResponse(created, status_code=201)
 
 
 @router.get("/collections")
 async def list_collections(
-    state: ServiceState = Depends(service), principal: Principal = requires(Permission.SEARCH)
+    state: Services = Depends(service), principal: Principal = requires(Permission.SEARCH)
 ) -> dict[str, Any]:
     kb = state.require_knowledge()
     return {"object": "list", "data": await asyncio.to_thread(kb.list_collections, principal)}
@@ -73,7 +77,7 @@ async def list_collections(
 @router.get("/collections/{name}")
 async def get_collection(
     name: str,
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     principal: Principal = requires(Permission.SEARCH),
 ) -> dict[str, Any]:
     return await asyncio.to_thread(state.require_knowledge().describe, principal, name)
@@ -82,7 +86,7 @@ async def get_collection(
 @router.delete("/collections/{name}")
 async def delete_collection(
     name: str,
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     principal: Principal = requires(Permission.DELETE),
 ) -> dict[str, Any]:
     kb = state.require_knowledge()
@@ -98,7 +102,7 @@ async def upload_document(
     name: str,
     request: Request,
     file: UploadFile = File(...),
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     principal: Principal = requires(Permission.WRITE),
 ) -> JSONResponse:
     kb = state.require_knowledge()
@@ -115,7 +119,7 @@ async def upload_document(
 @router.get("/collections/{name}/documents")
 async def list_documents(
     name: str,
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     principal: Principal = requires(Permission.SEARCH),
 ) -> dict[str, Any]:
     docs = await asyncio.to_thread(state.require_knowledge().documents, principal, name)
@@ -126,7 +130,7 @@ async def list_documents(
 async def delete_document(
     name: str,
     doc_id: str,
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     principal: Principal = requires(Permission.DELETE),
 ) -> dict[str, Any]:
     kb = state.require_knowledge()
@@ -140,7 +144,7 @@ async def delete_document(
 @router.get("/collections/{name}/duplicates")
 async def duplicates(
     name: str,
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     principal: Principal = requires(Permission.SEARCH),
 ) -> dict[str, Any]:
     found = await asyncio.to_thread(state.require_knowledge().duplicates, principal, name)
@@ -150,7 +154,7 @@ async def duplicates(
 @router.get("/jobs/{job_id}")
 async def get_job(
     job_id: str,
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     principal: Principal = requires(Permission.SEARCH),
 ) -> dict[str, Any]:
     return await asyncio.to_thread(state.require_knowledge().job, principal, job_id)
@@ -160,7 +164,7 @@ async def get_job(
 async def search(
     name: str,
     request: Request,
-    state: ServiceState = Depends(service),
+    state: Services = Depends(service),
     principal: Principal = requires(Permission.SEARCH),
 ) -> dict[str, Any]:
     body: SearchRequest = await read_model(request, SearchRequest, state.settings.max_json_depth)
@@ -169,11 +173,11 @@ async def search(
         principal,
         engine,
         name,
-        body.query,
-        body.top_k,
-        body.mode,
-        body.instruction,
-        body.model,
-        body.dimensions,
+        query=body.query,
+        top_k=body.top_k,
+        mode=body.mode,
+        instruction=body.instruction,
+        model=body.model,
+        dimensions=body.dimensions,
     )
     return {"object": "list", "data": hits, "mode": body.mode}

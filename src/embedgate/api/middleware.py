@@ -1,50 +1,48 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware, which would break disconnect detection):
-a request id, header and body size limits, rate-limit headers, metrics, one access-log line
-and one audit record per request (counts only, never input text)."""
+"""The steps every HTTP request passes, outermost first, each a small pure-ASGI middleware
+(no BaseHTTPMiddleware, which would break disconnect detection) that can be tested alone:
+
+1. `RequestIdStep`: starts the request's `RequestContext` (id, clock) and stamps the
+   response with `x-request-id` and the rate-limit headers the guard found;
+2. `AccessLogStep`: one access-log line and the request metrics, failures included;
+3. `AuditStep`: one audit record per guarded request (counts only, never input text);
+4. `SizeLimitStep`: header and body size limits (431 / 413), before any route reads a byte.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
 import re
-import time
-from typing import Any
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from embedgate.api.context import RequestContext, request_context, start_context
 from embedgate.api.errors import error_response
-from embedgate.api.metrics import Metrics
-from embedgate.api.state import ServiceState
+from embedgate.api.guard import PUBLIC_PATHS
 from embedgate.errors import ErrorKind, ServiceError
-from embedgate.security.gate import PUBLIC_PATHS
-from embedgate.security.roles import Principal
+from embedgate.security.audit import AuditLog
+from embedgate.services.metrics import Metrics
 
 log = logging.getLogger("embedgate.access")
 UPLOAD_PATH = re.compile(r"^/v1/collections/[^/]+/documents$")
+# the audit log opens with the services, after the app is built: the step asks per request
+AuditSource = Callable[[], AuditLog | None]
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _route_template(scope: Scope) -> str:
+    return getattr(scope.get("route"), "path", None) or "unmatched"
 
 
-class RequestContextMiddleware:
-    """Wraps every HTTP request: id, size limit, status/latency metrics, access log."""
+def _peer(scope: Scope) -> str:
+    return str((scope.get("client") or ("", 0))[0])
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        metrics: Metrics,
-        max_body_bytes: int,
-        max_header_bytes: int = 16384,
-        state: ServiceState | None = None,
-        max_upload_bytes: int | None = None,
-    ) -> None:
+
+class RequestIdStep:
+    """Outermost: the context every later step and route writes into."""
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
-        self.max_header_bytes = max_header_bytes
-        self.state = state
-        self.max_upload_bytes = max_upload_bytes or max_body_bytes
         # request ids must be unique, not secret: a generator seeded from the OS once, since
         # reading the OS's random source on every request costs a syscall on the event loop
         self._ids = random.Random()  # noqa: S311
@@ -53,10 +51,123 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = f"{self._ids.getrandbits(64):016x}"
-        scope.setdefault("state", {})["request_id"] = request_id
-        started = time.perf_counter()
-        status = {"code": 500, "sent": False}
+        context = start_context(scope, f"{self._ids.getrandbits(64):016x}")
+
+        async def stamped_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = self._stamp(message, context)
+            await send(message)
+
+        await self.app(scope, receive, stamped_send)
+
+    @staticmethod
+    def _stamp(message: Message, context: RequestContext) -> Message:
+        context.status = message["status"]
+        context.response_started = True
+        headers = list(message.get("headers", []))
+        headers.append((b"x-request-id", context.request_id.encode()))
+        if context.ratelimit_headers:
+            present = {name.lower() for name, _ in headers}
+            for name, value in context.ratelimit_headers.items():
+                if name.encode() not in present:
+                    headers.append((name.encode(), value.encode()))
+        return {**message, "headers": headers}
+
+
+class AccessLogStep:
+    """Status and latency per route template into the metrics, and one access-log line."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._record(scope, request_context(scope))
+
+    def _record(self, scope: Scope, context: RequestContext) -> None:
+        template, seconds = _route_template(scope), context.elapsed()
+        self.metrics.requests.labels(template, str(context.status)).inc()
+        self.metrics.latency.labels(template).observe(seconds)
+        log.info(
+            "request",
+            extra={
+                "request_id": context.request_id,
+                "method": scope.get("method"),
+                "route": template,
+                "status": context.status,
+                "latency_ms": round(seconds * 1000, 2),
+                "client": _peer(scope),
+            },
+        )
+
+
+class AuditStep:
+    """One audit record per request to a guarded route, refused ones included."""
+
+    def __init__(self, app: ASGIApp, audit: AuditSource) -> None:
+        self.app = app
+        self.audit = audit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path", "") in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            audit = self.audit()
+            if audit is not None:
+                audit.request(self._fields(scope, request_context(scope)))
+
+    @staticmethod
+    def _fields(scope: Scope, context: RequestContext) -> dict[str, object]:
+        principal, counts = context.principal, context.audit
+        return {
+            "request_id": context.request_id,
+            "key_id": context.key_id,
+            "role": principal.role.value if principal is not None else None,
+            "client_ip": context.client_ip or _peer(scope),
+            "method": scope.get("method"),
+            "route": _route_template(scope),
+            "status": context.status,
+            "latency_ms": round(context.elapsed() * 1000, 2),
+            "n_inputs": counts.n_inputs,
+            "n_tokens": counts.n_tokens,
+            "dimensions": counts.dimensions,
+            "user": counts.user,
+        }
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class SizeLimitStep:
+    """431 for oversized headers; 413 for a body over its limit, declared or streamed."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        max_header_bytes: int = 16384,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.max_header_bytes = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         header_bytes = sum(len(k) + len(v) for k, v in scope.get("headers", []))
         limit = self._limit_for(scope)
         if header_bytes > self.max_header_bytes:
@@ -65,34 +176,24 @@ class RequestContextMiddleware:
                 f"request headers are larger than {self.max_header_bytes} bytes",
             )
             await error_response(error, {"Connection": "close"})(scope, receive, send)
-            status["code"] = 431
         elif self._declared_too_large(scope, limit):
             await self._send_too_large(scope, receive, send, limit)
-            status["code"] = 413
         else:
             try:
-                await self.app(
-                    scope,
-                    self._limited(receive, limit),
-                    self._tracking(scope, send, status, request_id),
-                )
+                await self.app(scope, self._limited(receive, limit), send)
             except _BodyTooLarge:
-                if status["sent"]:
+                if request_context(scope).response_started:
                     raise
                 await self._send_too_large(scope, receive, send, limit)
-                status["code"] = 413
-        elapsed = time.perf_counter() - started
-        self._record(scope, int(status["code"]), elapsed, request_id)
-        self._audit(scope, int(status["code"]), elapsed, request_id)
 
     def _limit_for(self, scope: Scope) -> int:
         """Uploads get their own, larger limit; every other body the general one."""
-        path = scope.get("path", "")
-        if scope.get("method") == "POST" and UPLOAD_PATH.match(path):
+        if scope.get("method") == "POST" and UPLOAD_PATH.match(scope.get("path", "")):
             return self.max_upload_bytes
         return self.max_body_bytes
 
-    def _declared_too_large(self, scope: Scope, limit: int) -> bool:
+    @staticmethod
+    def _declared_too_large(scope: Scope, limit: int) -> bool:
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -101,7 +202,8 @@ class RequestContextMiddleware:
                     return True
         return False
 
-    def _limited(self, receive: Receive, limit: int) -> Receive:
+    @staticmethod
+    def _limited(receive: Receive, limit: int) -> Receive:
         seen = 0
 
         async def limited_receive() -> Message:
@@ -115,69 +217,10 @@ class RequestContextMiddleware:
 
         return limited_receive
 
-    def _tracking(self, scope: Scope, send: Send, status: dict[str, Any], request_id: str) -> Send:
-        async def tracking_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                status["sent"] = True
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                present = {name.lower() for name, _ in headers}
-                limits = scope.get("state", {}).get("ratelimit_headers", {})
-                for name, value in limits.items():
-                    if name.encode() not in present:
-                        headers.append((name.encode(), value.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        return tracking_send
-
-    async def _send_too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    @staticmethod
+    async def _send_too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         error = ServiceError(
             ErrorKind.REQUEST_TOO_LARGE,
             f"the request body is larger than {limit} bytes; split the input",
         )
         await error_response(error, {"Connection": "close"})(scope, receive, send)
-
-    def _audit(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
-        if self.state is None or self.state.audit is None:
-            return
-        path = scope.get("path", "")
-        if path in PUBLIC_PATHS:
-            return
-        route = scope.get("route")
-        info = scope.get("state", {})
-        principal = info.get("principal")
-        fields: dict[str, Any] = {
-            "request_id": request_id,
-            "key_id": principal.subject if isinstance(principal, Principal) else None,
-            "role": principal.role.value if isinstance(principal, Principal) else None,
-            "client_ip": info.get("client_ip") or (scope.get("client") or ("", 0))[0],
-            "method": scope.get("method"),
-            "route": getattr(route, "path", None) or "unmatched",
-            "status": status,
-            "latency_ms": round(seconds * 1000, 2),
-            "n_inputs": None,
-            "n_tokens": None,
-            "dimensions": None,
-            "user": None,
-        }
-        fields.update(info.get("audit", {}))
-        self.state.audit.request(fields)
-
-    def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
-        self.metrics.requests.labels(template, str(status)).inc()
-        self.metrics.latency.labels(template).observe(seconds)
-        log.info(
-            "request",
-            extra={
-                "request_id": request_id,
-                "method": scope.get("method"),
-                "route": template,
-                "status": status,
-                "latency_ms": round(seconds * 1000, 2),
-                "client": (scope.get("client") or ("", 0))[0],
-            },
-        )

@@ -6,15 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from embedgate.api.state import ServiceState, service
-from embedgate.security.gate import requires
-from embedgate.security.roles import Permission
+from embedgate.api.guard import requires
+from embedgate.api.state import service
+from embedgate.identity import Permission
+from embedgate.services import Services
 
 router = APIRouter()
 
 
 @router.get("/v1/models", dependencies=[requires(Permission.SEARCH)])
-async def list_models(state: ServiceState = Depends(service)) -> dict[str, Any]:
+async def list_models(state: Services = Depends(service)) -> dict[str, Any]:
     engine = state.require_engine()
     spec = engine.spec
     entry = {

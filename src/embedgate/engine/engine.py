@@ -259,10 +259,11 @@ class EmbeddingEngine:
             raise
         return self._finish(rows, request, tokens)
 
-    def embed_sync(self, request: EmbedRequest) -> Embeddings:
-        """Embed from a plain thread (CLI, benchmarks, self-test)."""
+    def embed_sync(self, request: EmbedRequest, cancel: CancelSignal | None = None) -> Embeddings:
+        """Embed from a plain thread (CLI, benchmarks, self-test, ingest). Setting `cancel`
+        drops the request's queued inputs; waiting then ends in `CancelledError`."""
         self.validate(request)
         sequences = self.tokenize(request)
         done: concurrent.futures.Future[FloatArray] = concurrent.futures.Future()
-        tokens = self._enqueue(sequences, CancelFlag(), done)
+        tokens = self._enqueue(sequences, cancel or CancelFlag(), done)
         return self._finish(done.result(), request, tokens)

@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.identity import Principal
 from embedgate.knowledge.ingest import IngestRunner
 from embedgate.knowledge.parsers import ParseLimits, check_upload
 from embedgate.knowledge.vector_store import Hit, VectorStore
-from embedgate.security.roles import Principal
 from embedgate.storage.catalog import Catalog, CollectionInfo, new_id
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_\-]{0,62}$")
@@ -61,6 +61,7 @@ class KnowledgeBase:
         principal: Principal,
         engine: EmbeddingEngine,
         name: str,
+        *,
         description: str = "",
         chunk_tokens: int | None = None,
         chunk_overlap: int | None = None,
@@ -211,6 +212,7 @@ class KnowledgeBase:
         principal: Principal,
         engine: EmbeddingEngine,
         name: str,
+        *,
         query: str,
         top_k: int = 5,
         mode: Mode = "hybrid",

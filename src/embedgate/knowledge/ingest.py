@@ -6,14 +6,17 @@ document while the previous one is analysed and written by the vector store. A
 document turns `ready` only after every chunk is stored and counted back; until then search
 ignores it. After a crash, `recover()` removes the partial chunks of every unfinished job and
 runs it again from the stored upload (or fails it when the upload is gone).
+
+`stop()` ends the pipeline within about one embedding batch: a job it interrupts is left
+unfinished, not failed, so the next start's `recover()` runs it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,7 @@ from typing import Any
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.chunker import Chunk, chunk_text
-from embedgate.knowledge.parse_worker import parse_with_limit
+from embedgate.knowledge.parse_worker import ParseWorker
 from embedgate.knowledge.parsers import ParseLimits
 from embedgate.knowledge.vector_store import ChunkRow, VectorStore
 from embedgate.storage.catalog import Catalog, CollectionInfo
@@ -45,6 +48,10 @@ class Prepared:
     tokens: int
 
 
+class Stopped(Exception):
+    """The runner is stopping: leave the current job unfinished for `recover()`."""
+
+
 @dataclass(frozen=True)
 class IngestSettings:
     uploads: Path
@@ -60,6 +67,7 @@ class IngestRunner:
         store: VectorStore,
         engine: Callable[[], EmbeddingEngine | None],
         settings: IngestSettings,
+        parser: ParseWorker | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -72,6 +80,8 @@ class IngestRunner:
         self._count_lock = threading.Lock()
         self.idle = threading.Event()
         self.idle.set()
+        self.parser = parser or ParseWorker()
+        self._stopping = threading.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -83,9 +93,19 @@ class IngestRunner:
             thread.start()
 
     def stop(self) -> None:
+        """Stop both stages and the parse worker; an interrupted job stays unfinished."""
+        self._stopping.set()
         self._queue.put(None)
+        with contextlib.suppress(queue.Full):
+            self._store_queue.put_nowait(None)
         for thread in self._threads:
             thread.join(timeout=30)
+        self._threads = []
+        self.parser.close()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def submit(self, job_id: str) -> None:
         with self._count_lock:
@@ -129,12 +149,15 @@ class IngestRunner:
     def _loop(self) -> None:
         while True:
             job_id = self._queue.get()
-            if job_id is None:
-                self._store_queue.put(None)
+            if job_id is None or self.stopping:
+                with contextlib.suppress(queue.Full):
+                    self._store_queue.put_nowait(None)
                 return
             prepared = None
             try:
                 prepared = self.prepare(job_id)
+            except Stopped:
+                return
             except Exception:
                 log.exception("ingest job crashed", extra={"job_id": job_id})
             if prepared is None:
@@ -145,10 +168,12 @@ class IngestRunner:
     def _store_loop(self) -> None:
         while True:
             prepared = self._store_queue.get()
-            if prepared is None:
+            if prepared is None or self.stopping:
                 return
             try:
                 self.store_prepared(prepared)
+            except Stopped:
+                return
             except Exception:
                 log.exception("ingest storage crashed", extra={"job_id": prepared.job_id})
             finally:
@@ -159,7 +184,8 @@ class IngestRunner:
             engine = self._engine()
             if engine is not None:
                 return engine
-            time.sleep(0.2)
+            if self._stopping.wait(0.2):
+                raise Stopped
 
     def run(self, job_id: str) -> None:
         """Both stages, in this thread (tests and tools)."""
@@ -192,11 +218,16 @@ class IngestRunner:
     def _guarded(self, job_id: str, doc_id: str, collection: str, step: Callable[[], Any]) -> Any:
         try:
             return step()
-        except ServiceError as exc:
-            self._fail(job_id, doc_id, collection, exc.message)
+        except Stopped:
+            raise
         except Exception as exc:
-            log.exception("ingest failed", extra={"job_id": job_id})
-            self._fail(job_id, doc_id, collection, f"internal error ({type(exc).__name__})")
+            if self.stopping:  # the engine or store went away under a stopping runner
+                raise Stopped from None
+            if isinstance(exc, ServiceError):
+                self._fail(job_id, doc_id, collection, exc.message)
+            else:
+                log.exception("ingest failed", extra={"job_id": job_id})
+                self._fail(job_id, doc_id, collection, f"internal error ({type(exc).__name__})")
         return None
 
     def _fail(self, job_id: str, doc_id: str, collection: str, message: str) -> None:
@@ -216,7 +247,7 @@ class IngestRunner:
         self.catalog.update_document(doc_id, status="indexing")
         self._stage(job_id, "parsing", 0.02)
         data = self.upload_path(doc_id).read_bytes()
-        parsed = parse_with_limit(
+        parsed = self.parser.parse(
             document["filename"], data, self.settings.parse_limits, self.settings.parse_timeout_s
         )
         engine = self._wait_for_engine()
@@ -239,11 +270,14 @@ class IngestRunner:
         vectors: list[list[float]] = []
         tokens = 0
         for start in range(0, len(chunks), EMBED_BATCH):
+            if self.stopping:
+                raise Stopped
             batch = chunks[start : start + EMBED_BATCH]
             result = engine.embed_sync(
                 EmbedRequest(
                     [c.text for c in batch], dimensions=dims, input_type="document", truncate=True
-                )
+                ),
+                cancel=self._stopping,
             )
             vectors.extend(result.vectors.tolist())
             tokens += result.prompt_tokens

@@ -3,7 +3,8 @@
 A PDF that makes a parser spin, or a file that crashes a C library, costs one worker process,
 which is killed at the deadline and replaced; the server and every other job carry on. The
 worker is long-lived (starting a process per document costs more than parsing most documents)
-and comes from a `forkserver`, never a `fork` of the threaded server.
+and comes from a `forkserver`, never a `fork` of the threaded server. Its owner (the ingest
+runner) closes it, so a stopped server leaves no process behind.
 """
 
 from __future__ import annotations
@@ -90,21 +91,18 @@ class ParseWorker:
         raise ServiceError(ErrorKind(kind), message, "file")
 
     def close(self) -> None:
+        """Kill the worker. The `forkserver` stays: multiprocessing owns it, one per process,
+        and ends it at exit; it holds no file or socket of ours."""
         with self._lock:
             self._discard()
-
-
-_SHARED: ParseWorker | None = None
-_SHARED_LOCK = threading.Lock()
 
 
 def parse_with_limit(
     filename: str, data: bytes, limits: ParseLimits, timeout_s: float
 ) -> ParsedDocument:
-    """Parse on the process-wide worker (created on first use)."""
-    global _SHARED
-    with _SHARED_LOCK:
-        if _SHARED is None:
-            _SHARED = ParseWorker()
-        worker = _SHARED
-    return worker.parse(filename, data, limits, timeout_s)
+    """Parse once on a worker of its own (tools and tests; the server keeps one worker)."""
+    worker = ParseWorker()
+    try:
+        return worker.parse(filename, data, limits, timeout_s)
+    finally:
+        worker.close()

@@ -73,6 +73,8 @@ class VectorStore(Protocol):
 
     def hybrid(self, name: str, vector: Sequence[float], query: str, top_k: int) -> list[Hit]: ...
 
+    def close(self) -> None: ...
+
 
 def physical_name(name: str) -> str:
     """Milvus names allow letters, digits and '_': keep it readable and unique."""
@@ -285,6 +287,9 @@ class MemoryVectorStore:
 
     def __init__(self) -> None:
         self._rows: dict[str, dict[str, ChunkRow]] = {}
+
+    def close(self) -> None:
+        """Nothing to release: the rows go with the object."""
 
     def ensure_collection(self, name: str, dimensions: int) -> None:
         self._rows.setdefault(name, {})

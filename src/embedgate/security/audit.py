@@ -188,6 +188,7 @@ class AuditLog:
 
     def query(
         self,
+        *,
         key_id: str | None = None,
         route: str | None = None,
         status: int | None = None,

@@ -1,25 +1,29 @@
-"""The gate every non-public route passes: authenticate, authorise, rate-limit.
-
-Deny by default: routes declare the permission they need with `requires(...)`, and a test walks
-the route table to fail on any route that is neither public nor guarded.
+"""The rules every guarded request passes: credential parsing, authentication,
+authorisation and request limits. Framework-free on purpose: the HTTP adapter
+(`embedgate.api.guard`) calls these with plain values, and so can any other surface (the
+console's routes, a future gRPC endpoint) without copying a rule.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from fastapi import Depends, Request
+from typing import Protocol
 
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.identity import Permission, Principal, Role
 from embedgate.security.client_ip import Network, client_ip
 from embedgate.security.jwt_auth import JwtVerifier, looks_like_jwt
 from embedgate.security.key_service import KeyService
 from embedgate.security.ratelimit import Limit, RateLimiter
-from embedgate.security.roles import Permission, Principal, Role
 
-PUBLIC_PATHS = frozenset({"/health", "/ready"})
 ANONYMOUS_ADMIN = Principal(subject="anonymous", role=Role.ADMIN)
+RateHeaders = dict[str, str]
+
+
+class HeaderLookup(Protocol):
+    """Case-insensitive request headers (starlette's `Headers`, a gRPC metadata view...)."""
+
+    def get(self, key: str, /) -> str | None: ...
 
 
 def _unauthenticated(message: str = "Invalid API key") -> ServiceError:
@@ -28,7 +32,7 @@ def _unauthenticated(message: str = "Invalid API key") -> ServiceError:
     )
 
 
-def credential_from(headers: Any) -> str:
+def credential_from(headers: HeaderLookup) -> str:
     """`Authorization: Bearer <token>` (any case) or `x-api-key`; never the query string."""
     authorization = headers.get("authorization")
     if authorization is not None:
@@ -49,7 +53,7 @@ def credential_from(headers: Any) -> str:
 
 @dataclass
 class Security:
-    """Everything the gate needs, built once by `create_app`."""
+    """Everything the rules need, built once by the composition root."""
 
     keys: KeyService | None
     limiter: RateLimiter
@@ -60,18 +64,19 @@ class Security:
     default_tpm: int | None = None
     failed_auth_per_minute: int = 30
 
-    def client_ip(self, request: Request) -> str:
-        peer = request.client.host if request.client else None
+    def client_ip(self, peer: str | None, headers: HeaderLookup) -> str:
+        """The caller's address: the peer, or X-Forwarded-For walked past trusted proxies."""
         if not self.trusted_proxies:  # nobody may set X-Forwarded-For: skip the header lookup
             return peer or ""
-        return client_ip(peer, request.headers.get("x-forwarded-for"), self.trusted_proxies)
+        return client_ip(peer, headers.get("x-forwarded-for"), self.trusted_proxies)
 
-    async def authenticate(self, request: Request, ip: str) -> Principal:
+    async def authenticate(self, headers: HeaderLookup, ip: str) -> Principal:
+        """Who is calling; a failed attempt counts against the caller's address."""
         if not self.enabled:
             return ANONYMOUS_ADMIN
         self.limiter.raise_if_refused("auth", ip, self.failed_auth_per_minute)
         try:
-            token = credential_from(request.headers)
+            token = credential_from(headers)
             principal = None
             if self.jwt is not None and looks_like_jwt(token):
                 principal = await self.jwt.verify(token)
@@ -84,40 +89,33 @@ class Security:
             raise
         return principal
 
-    async def admit(
-        self, request: Request, permission: Permission, *, defer_limits: bool = False
-    ) -> Principal:
-        """Authenticate, authorise and charge the request limit.
+    async def authorise(
+        self, principal: Principal, permission: Permission, *, defer_limits: bool = False
+    ) -> RateHeaders:
+        """Check the role, then charge the request limit; returns the rate-limit headers.
 
         With `defer_limits` the request limit is only checked against refusals this process
         already knows of, and the caller charges it later with `charge_usage`, together with
         the tokens once they are counted: one store round trip per request instead of two.
         """
-        ip = self.client_ip(request)
-        state = request.scope.setdefault("state", {})
-        state["client_ip"] = ip
-        principal = await self.authenticate(request, ip)
-        state["principal"] = principal
         if not principal.can(permission):
             raise ServiceError(
                 ErrorKind.FORBIDDEN,
                 f"this key's role ({principal.role.value}) may not {permission.value}",
             )
         rpm = principal.rpm or self.default_rpm
-        if rpm is not None and self.enabled:
-            if not defer_limits:
-                await self._charge(request, principal, [Limit("requests", rpm)])
-            else:
-                self.limiter.raise_if_refused("requests", principal.subject, rpm)
-        return principal
+        if rpm is None or not self.enabled:
+            return {}
+        if defer_limits:
+            self.limiter.raise_if_refused("requests", principal.subject, rpm)
+            return {}
+        return await self._charge(principal, [Limit("requests", rpm)])
 
-    async def charge_usage(
-        self, request: Request, principal: Principal, tokens: int | None
-    ) -> None:
-        """The limits `admit(defer_limits=True)` left: the request, and its tokens when known
-        (None: the request failed before they were counted), all or nothing."""
+    async def charge_usage(self, principal: Principal, tokens: int | None) -> RateHeaders:
+        """The limits `authorise(defer_limits=True)` left: the request, and its tokens when
+        known (None: the request failed before they were counted), all or nothing."""
         if not self.enabled:
-            return
+            return {}
         limits = []
         rpm = principal.rpm or self.default_rpm
         if rpm is not None:
@@ -125,56 +123,10 @@ class Security:
         tpm = principal.tpm or self.default_tpm
         if tpm is not None and tokens is not None:
             limits.append(Limit("tokens", tpm, tokens))
-        if limits:
-            await self._charge(request, principal, limits)
+        return await self._charge(principal, limits) if limits else {}
 
-    async def _charge(self, request: Request, principal: Principal, limits: list[Limit]) -> None:
-        statuses = await self.limiter.charge(principal.subject, limits)
-        headers = request.scope.setdefault("state", {}).setdefault("ratelimit_headers", {})
-        for status in statuses:
+    async def _charge(self, principal: Principal, limits: list[Limit]) -> RateHeaders:
+        headers: RateHeaders = {}
+        for status in await self.limiter.charge(principal.subject, limits):
             headers.update(status.headers())
-
-
-class Requires:
-    """The dependency object; its `permission` is what the deny-by-default test reads."""
-
-    def __init__(self, permission: Permission) -> None:
-        self.permission = permission
-
-    async def __call__(self, request: Request) -> Principal:
-        security: Security = request.app.state.embedgate.security
-        return await security.admit(request, self.permission)
-
-
-def requires(permission: Permission) -> Any:
-    return Depends(Requires(permission))
-
-
-def route_table(routes: list[Any], prefix: str = "") -> list[tuple[str, Permission | None]]:
-    """Every endpoint (descending into included routers) with the permission guarding it."""
-    table: list[tuple[str, Permission | None]] = []
-    for route in routes:
-        inner = getattr(route, "original_router", None)
-        if inner is not None:  # FastAPI's wrapper around an included router
-            context = getattr(route, "include_context", None)
-            table += route_table(list(inner.routes), prefix + getattr(context, "prefix", ""))
-            continue
-        path = prefix + str(getattr(route, "path", "?"))
-        dependant = getattr(route, "dependant", None)
-        guards = [
-            d.call.permission
-            for d in (dependant.dependencies if dependant is not None else [])
-            if isinstance(d.call, Requires)
-        ]
-        # a plain ASGI endpoint declares the permission it checks itself
-        declared = getattr(getattr(route, "endpoint", None), "permission", None)
-        if dependant is None and isinstance(declared, Permission):
-            guards.append(declared)
-        table.append((path, guards[0] if guards else None))
-    return table
-
-
-def unguarded_routes(routes: list[Any]) -> list[str]:
-    return [
-        path for path, guard in route_table(routes) if guard is None and path not in PUBLIC_PATHS
-    ]
+        return headers

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import jwt
 
-from embedgate.security.roles import Principal, Role
+from embedgate.identity import Principal, Role
 
 log = logging.getLogger(__name__)
 

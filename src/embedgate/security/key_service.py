@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.identity import Principal, Role
 from embedgate.security import keys
 from embedgate.security.audit import AuditLog
-from embedgate.security.roles import Principal, Role
 from embedgate.storage.key_store import KeyRecord, KeyStore
 
 
@@ -84,6 +84,7 @@ class KeyService:
         self,
         name: str,
         role: str,
+        *,
         actor: str,
         collections: list[str] | None = None,
         expires_in: timedelta | None = None,
@@ -157,12 +158,12 @@ class KeyService:
         issued = self.create(
             old.name,
             old.role,
-            actor,
-            list(old.collections) if old.collections is not None else None,
-            remaining,
-            old.rpm,
-            old.tpm,
-            list(old.cidrs),
+            actor=actor,
+            collections=list(old.collections) if old.collections is not None else None,
+            expires_in=remaining,
+            rpm=old.rpm,
+            tpm=old.tpm,
+            cidrs=list(old.cidrs),
             rotated_from=old.id,
         )
         ends = now + grace

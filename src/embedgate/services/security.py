@@ -1,4 +1,4 @@
-"""Building the security layer from settings: database, pepper, keys, JWT, limits, audit.
+"""The security layer built from the server's settings: pepper, keys, JWT, limits, audit.
 
 Also the first-start bootstrap: with an empty key store an admin key is created and written to
 `<data_dir>/admin.key` (mode 0600); only the path is logged, never the key.
@@ -20,7 +20,6 @@ from embedgate.security.jwt_auth import JwtConfig, JwtVerifier
 from embedgate.security.key_service import KeyService
 from embedgate.security.ratelimit import RateLimiter
 from embedgate.security.secret_files import load_pepper, read_secret_file, write_secret_file
-from embedgate.storage.database import database_url, open_database
 from embedgate.storage.key_store import KeyStore, SqlKeyStore
 
 log = logging.getLogger(__name__)
@@ -33,11 +32,6 @@ class SecurityParts:
     security: Security
     audit: AuditLog
     keys: KeyService
-    bootstrap_key_file: Path | None = None
-
-
-def open_key_store(settings: Settings) -> KeyStore:
-    return SqlKeyStore(open_settings_database(settings))
 
 
 def open_audit(settings: Settings) -> AuditLog:
@@ -47,17 +41,10 @@ def open_audit(settings: Settings) -> AuditLog:
     return AuditLog(FileAuditSink(settings.audit_path or settings.data_dir / "audit.jsonl"))
 
 
-def key_service(
-    settings: Settings, store: KeyStore | None = None, audit: AuditLog | None = None
-) -> KeyService:
+def key_service(settings: Settings, store: KeyStore, audit: AuditLog) -> KeyService:
     pepper_env = settings.pepper.get_secret_value() if settings.pepper else None
     pepper = load_pepper(pepper_env, settings.pepper_file, settings.data_dir)
-    return KeyService(
-        store or open_key_store(settings),
-        pepper,
-        audit or open_audit(settings),
-        settings.key_cache_ttl_s,
-    )
+    return KeyService(store, pepper, audit, settings.key_cache_ttl_s)
 
 
 def jwt_verifier(settings: Settings) -> JwtVerifier | None:
@@ -100,22 +87,16 @@ def preflight(settings: Settings) -> None:
     jwt_verifier(settings)
 
 
-def open_settings_database(settings: Settings) -> Engine:
-    configured = settings.database_url.get_secret_value() if settings.database_url else None
-    return open_database(database_url(configured, settings.data_dir))
-
-
 def build_security(
     settings: Settings,
+    *,
+    database: Engine,
     store: KeyStore | None = None,
     audit_sink: AuditSink | None = None,
-    database: Engine | None = None,
 ) -> SecurityParts:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     audit = AuditLog(audit_sink) if audit_sink is not None else open_audit(settings)
-    if store is None and database is not None:
-        store = SqlKeyStore(database)
-    keys = key_service(settings, store, audit)
+    keys = key_service(settings, store or SqlKeyStore(database), audit)
     redis = settings.redis_url.get_secret_value() if settings.redis_url else None
     security = Security(
         keys=keys,
@@ -127,12 +108,18 @@ def build_security(
         default_tpm=settings.default_tpm,
         failed_auth_per_minute=settings.failed_auth_per_minute,
     )
-    parts = SecurityParts(security, audit, keys)
-    if settings.auth and settings.audit:
-        issued = keys.ensure_admin_key()
-        if issued is not None:
-            path = settings.data_dir / ADMIN_KEY_FILE
-            write_secret_file(path, issued.key.encode() + b"\n")
-            parts.bootstrap_key_file = path
-            log.warning("created the first admin key", extra={"admin_key_file": str(path)})
-    return parts
+    return SecurityParts(security, audit, keys)
+
+
+def ensure_first_admin_key(settings: Settings, keys: KeyService) -> Path | None:
+    """The server's first start: with an empty key store, create an admin key and write it
+    to `<data_dir>/admin.key` (0600); returns that path, or None when keys exist."""
+    if not (settings.auth and settings.audit):
+        return None
+    issued = keys.ensure_admin_key()
+    if issued is None:
+        return None
+    path = settings.data_dir / ADMIN_KEY_FILE
+    write_secret_file(path, issued.key.encode() + b"\n")
+    log.warning("created the first admin key", extra={"admin_key_file": str(path)})
+    return path

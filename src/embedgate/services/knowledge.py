@@ -1,4 +1,4 @@
-"""Building the knowledge base from settings (Milvus Lite file or server, catalog, runner)."""
+"""The knowledge base built from the server's settings: vector store, catalog, runner."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def parse_limits(settings: Settings) -> ParseLimits:
 
 
 def open_vector_store(settings: Settings) -> VectorStore:
+    """Milvus Lite in the data dir, or the Milvus server at `milvus_uri`: one code path."""
     uri = settings.milvus_uri or str((settings.data_dir / "milvus.db").resolve())
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     return MilvusVectorStore(uri, token)
@@ -31,14 +32,16 @@ def open_vector_store(settings: Settings) -> VectorStore:
 
 def build_knowledge(
     settings: Settings,
+    *,
     database: Engine,
+    store: VectorStore,
     engine: Callable[[], EmbeddingEngine | None],
-    store: VectorStore | None = None,
 ) -> KnowledgeBase:
+    """Not started: the caller starts the runner, and stops it before closing the store."""
     limits = parse_limits(settings)
     runner = IngestRunner(
         Catalog(database),
-        store or open_vector_store(settings),
+        store,
         engine,
         IngestSettings(
             uploads=settings.data_dir / "uploads",

@@ -1,4 +1,6 @@
-"""Roles, permissions and the caller's identity (the table in product.md, made code)."""
+"""Who is calling: roles, permissions and the caller's identity (the table in product.md, made
+code). Security decides who a caller is; the knowledge base and the API only read it, so this
+sits below both and imports nothing of embedgate."""
 
 from __future__ import annotations
 

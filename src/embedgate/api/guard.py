@@ -1,0 +1,94 @@
+"""The HTTP side of the security rules: a thin adapter from a request to `Security`.
+
+Deny by default: routes declare the permission they need with `requires(...)`, and
+`unguarded_routes` walks the route table so that `create_app` refuses to build an app with a
+route that is neither public nor guarded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, Request
+
+from embedgate.api.context import request_context
+from embedgate.errors import ErrorKind, ServiceError
+from embedgate.identity import Permission, Principal
+from embedgate.security.gate import Security
+
+PUBLIC_PATHS = frozenset({"/health", "/ready"})
+
+
+async def admit(
+    request: Request,
+    security: Security | None,
+    permission: Permission,
+    *,
+    defer_limits: bool = False,
+) -> Principal:
+    """Authenticate, authorise and charge the request limit, recording each finding in the
+    request's context as soon as it is known (a refused request's audit record still names
+    the caller and its address)."""
+    if security is None:
+        raise ServiceError(ErrorKind.NOT_READY, "the server is starting")
+    context = request_context(request.scope)
+    peer = request.client.host if request.client else None
+    context.client_ip = security.client_ip(peer, request.headers)
+    principal = await security.authenticate(request.headers, context.client_ip)
+    context.principal = principal
+    headers = await security.authorise(principal, permission, defer_limits=defer_limits)
+    context.ratelimit_headers.update(headers)
+    return principal
+
+
+async def charge_usage(
+    request: Request, security: Security, principal: Principal, tokens: int | None
+) -> None:
+    """Charge what `admit(defer_limits=True)` left, and keep the headers for the response."""
+    context = request_context(request.scope)
+    context.tokens_charged = tokens
+    context.ratelimit_headers.update(await security.charge_usage(principal, tokens))
+
+
+class Requires:
+    """The dependency object; its `permission` is what the deny-by-default check reads."""
+
+    def __init__(self, permission: Permission) -> None:
+        self.permission = permission
+
+    async def __call__(self, request: Request) -> Principal:
+        return await admit(request, request.app.state.embedgate.security, self.permission)
+
+
+def requires(permission: Permission) -> Any:
+    return Depends(Requires(permission))
+
+
+def route_table(routes: list[Any], prefix: str = "") -> list[tuple[str, Permission | None]]:
+    """Every endpoint (descending into included routers) with the permission guarding it."""
+    table: list[tuple[str, Permission | None]] = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:  # FastAPI's wrapper around an included router
+            context = getattr(route, "include_context", None)
+            table += route_table(list(inner.routes), prefix + getattr(context, "prefix", ""))
+            continue
+        path = prefix + str(getattr(route, "path", "?"))
+        dependant = getattr(route, "dependant", None)
+        guards = [
+            d.call.permission
+            for d in (dependant.dependencies if dependant is not None else [])
+            if isinstance(d.call, Requires)
+        ]
+        # a plain ASGI endpoint declares the permission it checks itself
+        declared = getattr(getattr(route, "endpoint", None), "permission", None)
+        if dependant is None and isinstance(declared, Permission):
+            guards.append(declared)
+        table.append((path, guards[0] if guards else None))
+    return table
+
+
+def unguarded_routes(routes: list[Any]) -> list[str]:
+    return [
+        path for path, guard in route_table(routes) if guard is None and path not in PUBLIC_PATHS
+    ]

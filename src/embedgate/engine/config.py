@@ -1,0 +1,41 @@
+"""`EngineConfig`: everything the engine needs to know, and nothing about the server.
+
+The server's `Settings` is translated into this record by the composition root
+(`embedgate.services`), so the engine can be built and tested on its own: a test or a
+benchmark writes `EngineConfig(model=..., forward_threads=1)` and never touches the server's
+settings, files or environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Which model, on what hardware, and the batching and admission limits around it.
+
+    `None` means "choose for this machine" (see `factory.thread_plan` and `factory.load_engine`).
+    """
+
+    # the model
+    model: str | None = None  # local directory or hub id; None = the bundled MiniLM
+    model_name: str | None = None
+    model_aliases: tuple[str, ...] = ()
+    # the hardware
+    dtype: str = "float32"
+    device: str = "auto"
+    onednn: bool = True
+    model_process: bool | None = None
+    forward_threads: int | None = None
+    torch_threads: int | None = None
+    # text and passes
+    max_input_tokens: int | None = None
+    pad_to_multiple_of: int = 16
+    max_batch_tokens: int | None = None
+    batch_wait_ms: float = 20.0
+    tokenizer_threads: int = 1
+    # admission
+    max_inputs_per_request: int = 2048
+    max_request_tokens: int = 1_048_576
+    max_queued_tokens: int = 1_048_576

@@ -1,0 +1,86 @@
+"""`load_engine(config)`: the one place a model backend is chosen and loaded.
+
+A new backend (an upstream gateway, llama.cpp) is a new branch here, selected by
+`EngineConfig`; everything above the engine sees only `EmbeddingEngine`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from embedgate.engine.backend import Backend, TextOptions, WeightOptions
+from embedgate.engine.config import EngineConfig
+from embedgate.engine.engine import EmbeddingEngine, EngineLimits
+from embedgate.engine.loading import resolve_model
+from embedgate.engine.scheduler import SchedulerObserver
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_plan(config: EngineConfig, *, on_gpu: bool, cores: int) -> tuple[int, int | None]:
+    """(forward threads, torch intra-op threads or None for torch's default).
+
+    A CPU gets two forward threads splitting the cores (measured faster under concurrent
+    load than one thread with all of them, docs/benchmarks.md), in the model process or in
+    this one; a GPU runs one pass at a time, so one thread feeds it.
+    """
+    forward = config.forward_threads or (1 if on_gpu or cores < 2 else 2)
+    if config.torch_threads:
+        return forward, config.torch_threads
+    return forward, (None if on_gpu else max(1, cores // forward))
+
+
+def load_engine(
+    config: EngineConfig,
+    observer: SchedulerObserver | None = None,
+    *,
+    one_shot: bool = False,
+) -> EmbeddingEngine:
+    """Load the configured model (slow: reads weights); the engine is not started yet.
+
+    `one_shot` callers (the CLI's `embed`) keep the model in this process: a second process
+    would only add start-up time."""
+    source = resolve_model(config.model, config.model_name, list(config.model_aliases))
+    wants_gpu = config.device == "cuda" or (config.device == "auto" and _cuda_available())
+    use_process = config.model_process
+    if use_process is None:
+        use_process = not wants_gpu and not one_shot
+    forward_threads, torch_threads = thread_plan(config, on_gpu=wants_gpu, cores=available_cores())
+    weights = WeightOptions(config.dtype, config.device, config.onednn)
+    text = TextOptions(config.max_input_tokens, config.pad_to_multiple_of)
+    backend: Backend
+    if use_process:
+        from embedgate.engine.process_backend import ProcessBackend
+
+        backend = ProcessBackend.load(source.path, weights, text, torch_threads, forward_threads)
+    else:
+        import torch
+
+        from embedgate.engine.torch_backend import TorchBackend
+
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+        backend = TorchBackend.load(source.path, weights, text)
+    limits = EngineLimits(
+        max_inputs=config.max_inputs_per_request,
+        max_request_tokens=config.max_request_tokens,
+        # small batches keep a CPU's caches warm; GPUs need large ones to be busy
+        max_batch_tokens=config.max_batch_tokens or (16384 if wants_gpu else 4096),
+        max_queued_tokens=config.max_queued_tokens,
+        tokenizer_threads=config.tokenizer_threads,
+        batch_wait_ms=config.batch_wait_ms,
+        forward_threads=forward_threads,
+    )
+    return EmbeddingEngine(backend, source.name, source.aliases, limits, observer)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())

@@ -1,0 +1,26 @@
+"""The composition root: settings in, opened services out (`Services`, `open_services`).
+
+Each layer below takes only its own configuration; the translation from the server's
+`Settings` to those records lives here (`engine.py`, `security.py`, `knowledge.py`).
+"""
+
+from __future__ import annotations
+
+from embedgate.services.assembly import (
+    ModelStart,
+    Overrides,
+    Services,
+    open_services,
+    open_services_sync,
+)
+from embedgate.services.engine import EngineFactory, engine_config
+
+__all__ = [
+    "EngineFactory",
+    "ModelStart",
+    "Overrides",
+    "Services",
+    "engine_config",
+    "open_services",
+    "open_services_sync",
+]

@@ -1,0 +1,271 @@
+"""`Services`: the one composition root. The server, the in-process CLI, the benchmarks and
+the tests build everything through it, and a new backend or store is chosen here, from
+settings, and nowhere else.
+
+`Services.open()` starts the parts in dependency order on one `AsyncExitStack`, so leaving it
+closes them in reverse: the ingest runner stops (and its parse worker with it) before the
+model and the vector store go, and the database goes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import Engine
+
+from embedgate.config import Settings
+from embedgate.engine import EmbeddingEngine, EngineConfig, load_engine
+from embedgate.engine.scheduler import SchedulerObserver
+from embedgate.errors import ErrorKind, ServiceError
+from embedgate.knowledge.base import KnowledgeBase
+from embedgate.knowledge.vector_store import VectorStore
+from embedgate.security.audit import AuditLog, AuditSink
+from embedgate.security.gate import Security
+from embedgate.security.key_service import KeyService
+from embedgate.services.engine import EngineFactory, bring_up
+from embedgate.services.knowledge import build_knowledge, open_vector_store
+from embedgate.services.metrics import Metrics
+from embedgate.services.security import build_security, ensure_first_admin_key
+from embedgate.storage.database import database_url, open_database
+from embedgate.storage.key_store import KeyStore
+
+log = logging.getLogger("embedgate.app")
+
+ModelStart = Literal["background", "wait", "none"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Overrides:
+    """Boundaries a test or benchmark swaps for its own; None means the real one."""
+
+    engine_factory: EngineFactory | None = None
+    key_store: KeyStore | None = None
+    audit_sink: AuditSink | None = None
+    vector_store: VectorStore | None = None
+
+
+@dataclass(kw_only=True)
+class Services:
+    """Everything a surface (HTTP routes, CLI commands) works with, opened by `open()`."""
+
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    database: Engine | None = None
+    security: Security | None = None
+    audit: AuditLog | None = None
+    keys: KeyService | None = None
+    bootstrap_key_file: Path | None = None
+    knowledge: KnowledgeBase | None = None
+    knowledge_error: str = "starting"
+    engine: EmbeddingEngine | None = None
+    ready: bool = False
+    reason: str = "loading the model"
+
+    def __post_init__(self) -> None:
+        self.metrics.ready.set_function(lambda: float(self.not_ready_reason() is None))
+
+    # --- what the surfaces ask ---------------------------------------------------------------
+    def not_ready_reason(self) -> str | None:
+        """None when requests can be served now: the model passed its self-test and its
+        process (if it has one) is up, not being replaced after a crash."""
+        if not self.ready:
+            return self.reason
+        return self.engine.backend.unavailable if self.engine is not None else None
+
+    def ready_engine(self) -> EmbeddingEngine | None:
+        return self.engine if self.ready else None
+
+    def require_engine(self) -> EmbeddingEngine:
+        if self.engine is None or not self.ready:
+            raise ServiceError(ErrorKind.NOT_READY, f"the model is not ready: {self.reason}")
+        return self.engine
+
+    def require_knowledge(self) -> KnowledgeBase:
+        if self.knowledge is None:
+            raise ServiceError(
+                ErrorKind.NOT_READY,
+                f"the knowledge base is not available ({self.knowledge_error}); check the "
+                "vector store (milvus_uri) and the server log",
+            )
+        return self.knowledge
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def open(
+        self,
+        *,
+        overrides: Overrides | None = None,
+        model: ModelStart = "background",
+        knowledge: bool = True,
+        one_shot: bool = False,
+        first_admin_key: bool = False,
+    ) -> AsyncIterator[Services]:
+        """Start the parts; leaving closes them in reverse.
+
+        `model`: "background" loads it while the caller already serves (the server's /health
+        answers during a long load), "wait" loads it before returning (the CLI), "none" never
+        loads one (key administration). `knowledge=False` leaves the vector store closed, so
+        a command that needs none never touches a data dir a server holds.
+        `first_admin_key`: the server's first start writes an admin key (see `security.py`).
+        """
+        overrides = overrides or Overrides()
+        settings = self.settings
+        async with contextlib.AsyncExitStack() as stack:
+            self.database = await asyncio.to_thread(_open_database, settings)
+            stack.callback(self.database.dispose)
+            parts = await asyncio.to_thread(
+                lambda: build_security(
+                    settings,
+                    database=_opened(self.database),
+                    store=overrides.key_store,
+                    audit_sink=overrides.audit_sink,
+                )
+            )
+            self.security, self.audit, self.keys = parts.security, parts.audit, parts.keys
+            stack.push_async_callback(self._close_security)
+            if first_admin_key:
+                self.bootstrap_key_file = await asyncio.to_thread(
+                    ensure_first_admin_key, settings, parts.keys
+                )
+            if model != "none":
+                factory = overrides.engine_factory or _default_factory(one_shot=one_shot)
+                loader = asyncio.create_task(bring_up(self, factory))
+                stack.push_async_callback(self._stop_model, loader)
+                if model == "wait":
+                    await asyncio.shield(loader)
+                    if not self.ready:
+                        raise ServiceError(ErrorKind.NOT_READY, self.reason)
+            if knowledge:
+                await self._open_knowledge(stack, overrides.vector_store)
+            flusher = asyncio.create_task(self._flush_last_used())
+            stack.push_async_callback(_cancel, flusher)
+            yield self
+            self.ready = False
+
+    async def _open_knowledge(
+        self, stack: contextlib.AsyncExitStack, store: VectorStore | None
+    ) -> None:
+        """Embeddings keep working when the vector store cannot be opened."""
+        try:
+            opened = (
+                store
+                if store is not None
+                else await asyncio.to_thread(open_vector_store, self.settings)
+            )
+        except Exception as exc:
+            self.knowledge_error = f"{type(exc).__name__}: {exc}"
+            log.error("knowledge base unavailable", extra={"reason": self.knowledge_error})
+            return
+        if store is None:  # a store handed in belongs to the caller, who closes it
+            stack.callback(opened.close)
+        self.knowledge = build_knowledge(
+            self.settings, database=_opened(self.database), store=opened, engine=self.ready_engine
+        )
+        runner = self.knowledge.runner
+        runner.start()
+        stack.callback(runner.stop)
+        try:
+            await asyncio.to_thread(runner.recover)
+        except Exception as exc:
+            self.knowledge_error = f"{type(exc).__name__}: {exc}"
+            log.error("knowledge base unavailable", extra={"reason": self.knowledge_error})
+            self.knowledge = None
+
+    async def _stop_model(self, loader: asyncio.Task[None]) -> None:
+        self.ready = False
+        await _cancel(loader)
+        if self.engine is not None:
+            await asyncio.to_thread(self.engine.stop)
+            self.engine = None
+
+    async def _close_security(self) -> None:
+        if self.keys is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.keys.flush_last_used)
+        if self.security is not None:
+            with contextlib.suppress(Exception):
+                await self.security.limiter.aclose()
+
+    async def _flush_last_used(self, every: float = 30.0) -> None:
+        """Key last-used times are buffered off the hot path and written periodically."""
+        while True:
+            await asyncio.sleep(every)
+            if self.keys is not None:
+                try:
+                    await asyncio.to_thread(self.keys.flush_last_used)
+                except Exception:
+                    log.warning("could not record key last-used times", exc_info=True)
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    overrides: Overrides | None = None,
+    model: ModelStart = "wait",
+    knowledge: bool = True,
+    one_shot: bool = False,
+) -> AsyncIterator[Services]:
+    """A fresh `Services`, opened (see `Services.open`)."""
+    services = Services(settings=settings)
+    async with services.open(
+        overrides=overrides, model=model, knowledge=knowledge, one_shot=one_shot
+    ):
+        yield services
+
+
+@contextlib.contextmanager
+def open_services_sync(
+    settings: Settings,
+    *,
+    overrides: Overrides | None = None,
+    model: ModelStart = "wait",
+    knowledge: bool = True,
+    one_shot: bool = False,
+) -> Iterator[tuple[Services, asyncio.Runner]]:
+    """For synchronous callers (CLI commands, benchmarks): the services on an event loop of
+    their own, with the runner to `run()` their coroutines (a search) on that same loop."""
+    runner = asyncio.Runner()
+    manager = open_services(
+        settings, overrides=overrides, model=model, knowledge=knowledge, one_shot=one_shot
+    )
+    try:
+        services = runner.run(manager.__aenter__())
+        try:
+            yield services, runner
+        except BaseException as exc:
+            if not runner.run(manager.__aexit__(type(exc), exc, exc.__traceback__)):
+                raise
+        else:
+            runner.run(manager.__aexit__(None, None, None))
+    finally:
+        runner.close()
+
+
+def _open_database(settings: Settings) -> Engine:
+    configured = settings.database_url.get_secret_value() if settings.database_url else None
+    return open_database(database_url(configured, settings.data_dir))
+
+
+def _opened(database: Engine | None) -> Engine:
+    assert database is not None, "the database opens first"
+    return database
+
+
+def _default_factory(*, one_shot: bool) -> EngineFactory:
+    def factory(config: EngineConfig, observer: SchedulerObserver) -> EmbeddingEngine:
+        return load_engine(config, observer, one_shot=one_shot)
+
+    return factory
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

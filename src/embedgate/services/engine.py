@@ -1,0 +1,79 @@
+"""The engine's part of the server's settings, and bringing the model up behind /ready."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from embedgate.config import Settings
+from embedgate.engine import EmbeddingEngine, EngineConfig
+from embedgate.engine.scheduler import SchedulerObserver
+from embedgate.engine.selftest import run_self_test
+
+if TYPE_CHECKING:
+    from embedgate.services.assembly import Services
+
+log = logging.getLogger("embedgate.app")
+
+EngineFactory = Callable[[EngineConfig, SchedulerObserver], EmbeddingEngine]
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The engine's own record, read off the server's settings (names match one to one)."""
+    return EngineConfig(
+        model=settings.model,
+        model_name=settings.model_name,
+        model_aliases=tuple(settings.model_aliases),
+        dtype=settings.dtype,
+        device=settings.device,
+        onednn=settings.onednn,
+        model_process=settings.model_process,
+        forward_threads=settings.forward_threads,
+        torch_threads=settings.torch_threads,
+        max_input_tokens=settings.max_input_tokens,
+        pad_to_multiple_of=settings.pad_to_multiple_of,
+        max_batch_tokens=settings.max_batch_tokens,
+        batch_wait_ms=settings.batch_wait_ms,
+        tokenizer_threads=settings.tokenizer_threads,
+        max_inputs_per_request=settings.max_inputs_per_request,
+        max_request_tokens=settings.max_request_tokens,
+        max_queued_tokens=settings.max_queued_tokens,
+    )
+
+
+async def bring_up(services: Services, factory: EngineFactory) -> None:
+    """Load the model on a worker thread (so /health answers while a large model loads),
+    start it, run the self-test, and only then mark the services ready."""
+    config = engine_config(services.settings)
+    try:
+        engine = await asyncio.to_thread(factory, config, services.metrics)
+    except Exception as exc:
+        services.reason = f"loading the model failed: {exc}"
+        log.error("model load failed", extra={"reason": services.reason})
+        return
+    engine.start()
+    services.engine = engine
+    services.metrics.watch_backend(engine.backend)
+    log.info(
+        "model loaded",
+        extra={
+            "model": engine.name,
+            "family": engine.spec.family,
+            "dtype": engine.backend.dtype_name,
+            "device": engine.backend.device_name,
+            "dimensions": engine.spec.native_dimensions,
+            "max_input_tokens": engine.max_input_tokens,
+        },
+    )
+    if services.settings.self_test:
+        services.reason = "running the self-test"
+        result = await asyncio.to_thread(run_self_test, engine)
+        if not result.ok:
+            services.reason = f"self-test failed: {result.reason}"
+            log.error("self-test failed; staying not-ready", extra={"reason": result.reason})
+            return
+        log.info("self-test passed", extra={"detail": result.reason})
+    services.ready = True
+    services.reason = "ready"
