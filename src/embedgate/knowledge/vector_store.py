@@ -225,14 +225,19 @@ class MilvusVectorStore:
         self.client.flush(self._use(name))
 
     def lexical(self, name: str, query: str, top_k: int) -> list[Hit]:
-        result = self.client.search(
-            self._use(name),
-            data=[query],
-            anns_field="sparse",
-            limit=top_k,
-            output_fields=_FIELDS,
-            search_params={"metric_type": "BM25"},
-        )
+        try:
+            result = self.client.search(
+                self._use(name),
+                data=[query],
+                anns_field="sparse",
+                limit=top_k,
+                output_fields=_FIELDS,
+                search_params={"metric_type": "BM25"},
+            )
+        except Exception as exc:
+            if _no_bm25_statistics(exc):
+                return []
+            raise
         return [_hit(e, abs(float(e["distance"]))) for e in result[0]]
 
     def hybrid(self, name: str, vector: Sequence[float], query: str, top_k: int) -> list[Hit]:
@@ -247,13 +252,31 @@ class MilvusVectorStore:
                 data=[query], anns_field="sparse", param={"metric_type": "BM25"}, limit=depth
             ),
         ]
-        result = self.client.hybrid_search(
-            self._use(name), requests, RRFRanker(RRF_K), limit=top_k, output_fields=_FIELDS
-        )
+        try:
+            result = self.client.hybrid_search(
+                self._use(name), requests, RRFRanker(RRF_K), limit=top_k, output_fields=_FIELDS
+            )
+        except Exception as exc:
+            if _no_bm25_statistics(exc):
+                return []  # nothing indexed yet: no text to match, no vector either
+            raise
         return [_hit(e, float(e["distance"])) for e in result[0]]
 
     def close(self) -> None:
+        """Close the client and, for a Milvus Lite file, the embedded server behind it:
+        pymilvus starts one per file on first use and would otherwise keep its threads and
+        sockets until the process exits."""
         self.client.close()
+        if not self.uri.startswith(("http://", "https://", "tcp://", "unix:")):
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.uri)
+
+
+def _no_bm25_statistics(exc: Exception) -> bool:
+    """Milvus Lite 2.5 refuses a BM25 query on a collection with no text yet (its average
+    document length is 0, so the query's weights are NaN): that is an empty result."""
+    return "Invalid sparse row: NaN or Inf" in str(exc)
 
 
 def _quote(value: str) -> str:

@@ -43,6 +43,8 @@ class AuditSink(Protocol):
 
     def lines(self) -> Iterator[str]: ...
 
+    def close(self) -> None: ...
+
 
 class FileAuditSink:
     def __init__(self, path: Path) -> None:
@@ -112,6 +114,9 @@ class MemoryAuditSink:
     def lines(self) -> Iterator[str]:
         yield from list(self.records)
 
+    def close(self) -> None:
+        """Records stay readable: a test inspects them after the app stopped."""
+
 
 @dataclass(frozen=True)
 class VerifyResult:
@@ -151,6 +156,10 @@ class AuditLog:
 
     def __init__(self, sink: AuditSink | None) -> None:
         self.sink = sink
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
 
     def request(self, fields: dict[str, Any]) -> None:
         """A served request. Failing to record it is logged loudly, not fatal."""

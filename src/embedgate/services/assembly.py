@@ -128,6 +128,8 @@ class Services:
                 )
             )
             self.security, self.audit, self.keys = parts.security, parts.audit, parts.keys
+            if overrides.audit_sink is None:  # a sink handed in belongs to the caller
+                stack.callback(parts.audit.close)
             stack.push_async_callback(self._close_security)
             if first_admin_key:
                 self.bootstrap_key_file = await asyncio.to_thread(
