@@ -34,9 +34,11 @@ lint: install-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
+# two workers: tests that start real servers take free ports and temp dirs of their own
 test: lint system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 bench: install-test
 	$(BIN)/python benchmarks/throughput.py

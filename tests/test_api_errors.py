@@ -1,5 +1,5 @@
 """Every failure is a clear 4xx/5xx in OpenAI's envelope, and the service stays healthy.
-Covers "Embedding input" cases 16-21 of the security checklist."""
+The "embedding input" cases of docs/security.md."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def still_healthy(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "bad", ["", [], [""], [1, "a"], None, ["a", 1], [[1], "a"], [[]], {"a": 1}, True, [True]]
 )
-def test_case16_bad_input_shapes(client: TestClient, bad: object) -> None:
+def test_bad_input_shapes_are_400(client: TestClient, bad: object) -> None:
     assert_envelope(client.post("/v1/embeddings", json={"input": bad}), 400, "input")
     still_healthy(client)
 
@@ -62,7 +62,7 @@ def test_missing_input(client: TestClient) -> None:
     assert "input" in error["message"]
 
 
-def test_case17_too_many_inputs(client: TestClient) -> None:
+def test_more_than_2048_inputs_is_400(client: TestClient) -> None:
     error = assert_envelope(
         client.post("/v1/embeddings", json={"input": ["a"] * 2049}), 400, "input"
     )
@@ -70,7 +70,7 @@ def test_case17_too_many_inputs(client: TestClient) -> None:
     still_healthy(client)
 
 
-def test_case17_huge_body_is_413(client: TestClient) -> None:
+def test_a_huge_body_is_413(client: TestClient) -> None:
     response = client.post(
         "/v1/embeddings",
         content=b'{"input": "' + b"a" * (2 * 1024 * 1024) + b'"}',
@@ -80,7 +80,7 @@ def test_case17_huge_body_is_413(client: TestClient) -> None:
     still_healthy(client)
 
 
-def test_case17_too_many_tokens(client: TestClient) -> None:
+def test_too_many_tokens_is_400_and_says_by_how_many(client: TestClient) -> None:
     error = assert_envelope(
         client.post("/v1/embeddings", json={"input": "word " * 600}), 400, "input"
     )
@@ -94,7 +94,7 @@ def test_case17_too_many_tokens(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("dims", [0, -1, 31, 65, 1.5, "512", True, None])
-def test_case18_bad_dimensions(client: TestClient, dims: object) -> None:
+def test_bad_dimensions_are_400(client: TestClient, dims: object) -> None:
     body: dict[str, Any] = {"input": "a", "dimensions": dims}
     if dims is None:
         body["dimensions"] = float("nan")
@@ -110,7 +110,7 @@ def test_case18_bad_dimensions(client: TestClient, dims: object) -> None:
 
 
 @pytest.mark.parametrize("token", [-1, 30_000, 2**31, 2**70])
-def test_case19_token_ids_outside_vocabulary(client: TestClient, token: int) -> None:
+def test_token_ids_outside_the_vocabulary_are_400(client: TestClient, token: int) -> None:
     error = assert_envelope(client.post("/v1/embeddings", json={"input": [1, token]}), 400, "input")
     if token < 2**63:  # larger numbers arrive as JSON floats and are refused as non-integers
         assert "check_embedding_ctx_length=False" in error["message"]
@@ -130,7 +130,7 @@ def test_case19_token_ids_outside_vocabulary(client: TestClient, token: int) -> 
         (b'"just a string"', "application/json", 400),
     ],
 )
-def test_case20_malformed_bodies(
+def test_malformed_bodies_are_400(
     client: TestClient, content: bytes, content_type: str, status: int
 ) -> None:
     response = client.post(
@@ -140,7 +140,7 @@ def test_case20_malformed_bodies(
     still_healthy(client)
 
 
-def test_case21_non_finite_output_is_clean_500(client: TestClient) -> None:
+def test_non_finite_model_output_is_a_clean_500(client: TestClient) -> None:
     response = client.post("/v1/embeddings", json={"input": "this is poison"})
     error = assert_envelope(response, 500, code="model_error")
     assert "NaN" in error["message"]

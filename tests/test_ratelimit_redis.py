@@ -38,7 +38,9 @@ def make_key(data_dir: Path, *args: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def test_case22_two_processes_share_one_limit(tmp_path: Path, redis: RedisServer) -> None:
+def test_two_server_processes_share_one_limit_through_redis(
+    tmp_path: Path, redis: RedisServer
+) -> None:
     key = make_key(tmp_path, "--name", "shared", "--role", "reader", "--rpm", "5")
     env = {
         **os.environ,
@@ -77,7 +79,7 @@ def test_case22_two_processes_share_one_limit(tmp_path: Path, redis: RedisServer
             proc.wait(timeout=60)
 
 
-def test_case23_tokens_on_redis(tmp_path: Path, redis: RedisServer) -> None:
+def test_tokens_per_minute_on_redis(tmp_path: Path, redis: RedisServer) -> None:
     app = create_app(Settings(data_dir=tmp_path, redis_url=redis.url), fake_factory())
     with client_for(app, authenticated=False) as c:
         admin = {"Authorization": f"Bearer {admin_key(app)}"}
@@ -91,7 +93,7 @@ def test_case23_tokens_on_redis(tmp_path: Path, redis: RedisServer) -> None:
         assert refused.status_code == 429 and refused.json()["error"]["type"] == "tokens"
 
 
-def test_case25_redis_dies_fail_closed(tmp_path: Path, redis: RedisServer) -> None:
+def test_redis_down_fails_closed_with_503(tmp_path: Path, redis: RedisServer) -> None:
     app = create_app(
         Settings(data_dir=tmp_path, redis_url=redis.url, default_rpm=1000), fake_factory()
     )
@@ -106,7 +108,7 @@ def test_case25_redis_dies_fail_closed(tmp_path: Path, redis: RedisServer) -> No
         assert c.get("/health").status_code == 200
 
 
-def test_case25_redis_dies_local_fallback(
+def test_redis_down_falls_back_to_local_limits_when_configured(
     tmp_path: Path, redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = Settings(

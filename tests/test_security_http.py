@@ -1,5 +1,5 @@
-"""The security checklist over HTTP (cases 1-12, 14-15, 23-24, 30-31), the deny-by-default
-route walk, and the secure defaults. Each case checks status, envelope and continued health."""
+"""The security checklist over HTTP (docs/security.md maps case ids to these tests), the
+deny-by-default route walk, and the secure defaults. Each case checks status, envelope and continued health."""
 
 from __future__ import annotations
 
@@ -74,20 +74,20 @@ def healthy(client: TestClient) -> None:
 EMBED = {"input": "hello"}
 
 
-def test_case1_no_credentials(client: TestClient) -> None:
+def test_a_request_without_credentials_is_401_in_the_openai_envelope(client: TestClient) -> None:
     error = assert_error(client.post("/v1/embeddings", json=EMBED), 401, "invalid_api_key")
     assert error["type"] == "invalid_request_error"
     healthy(client)
 
 
 @pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Basic {key}", "Token {key}", "{key}"])
-def test_case2_bad_schemes(client: TestClient, header: str) -> None:
+def test_authorization_schemes_other_than_bearer_are_401(client: TestClient, header: str) -> None:
     value = header.format(key=admin_key(client.app))  # type: ignore[arg-type]
     assert_error(client.post("/v1/embeddings", json=EMBED, headers={"Authorization": value}), 401)
     healthy(client)
 
 
-def test_case2_lowercase_bearer_and_x_api_key(client: TestClient) -> None:
+def test_lowercase_bearer_and_x_api_key_are_accepted(client: TestClient) -> None:
     key = admin_key(client.app)  # type: ignore[arg-type]
     assert (
         client.post(
@@ -98,13 +98,13 @@ def test_case2_lowercase_bearer_and_x_api_key(client: TestClient) -> None:
     assert client.post("/v1/embeddings", json=EMBED, headers={"x-api-key": key}).status_code == 200
 
 
-def test_case2_query_string_is_ignored(client: TestClient) -> None:
+def test_a_key_in_the_query_string_is_ignored(client: TestClient) -> None:
     key = admin_key(client.app)  # type: ignore[arg-type]
     assert_error(client.post(f"/v1/embeddings?api_key={key}", json=EMBED), 401)
 
 
 @pytest.mark.parametrize("suffix", [" ", "\t", "  x"])
-def test_case3_trailing_whitespace(client: TestClient, suffix: str) -> None:
+def test_whitespace_around_the_key_is_handled(client: TestClient, suffix: str) -> None:
     key = admin_key(client.app)  # type: ignore[arg-type]
     response = client.post(
         "/v1/embeddings", json=EMBED, headers={"Authorization": f"Bearer {key}{suffix}"}
@@ -113,7 +113,9 @@ def test_case3_trailing_whitespace(client: TestClient, suffix: str) -> None:
     healthy(client)
 
 
-def test_case4_bad_checksum_needs_no_lookup(client: TestClient, store: MemoryKeyStore) -> None:
+def test_a_key_with_a_bad_checksum_is_refused_without_a_lookup(
+    client: TestClient, store: MemoryKeyStore
+) -> None:
     key = make_key(client, "writer")
     forged = key[:-6] + ("aaaaaa" if not key.endswith("aaaaaa") else "bbbbbb")
     before = store.lookups
@@ -121,7 +123,7 @@ def test_case4_bad_checksum_needs_no_lookup(client: TestClient, store: MemoryKey
     assert store.lookups == before
 
 
-def test_case5_huge_header_is_rejected_fast(client: TestClient) -> None:
+def test_a_huge_authorization_header_is_rejected_fast(client: TestClient) -> None:
     response = client.post(
         "/v1/embeddings", json=EMBED, headers={"Authorization": "Bearer " + "a" * 1_000_000}
     )
@@ -132,12 +134,12 @@ def test_case5_huge_header_is_rejected_fast(client: TestClient) -> None:
 @pytest.mark.parametrize(
     "key", ["egk_'; DROP TABLE api_keys; --", "' OR '1'='1", "egk_abc%00def", "\\x00"]
 )
-def test_case6_metacharacters(client: TestClient, key: str) -> None:
+def test_keys_with_metacharacters_are_plain_401s(client: TestClient, key: str) -> None:
     assert_error(client.post("/v1/embeddings", json=EMBED, headers=bearer(key)), 401)
     healthy(client)
 
 
-def test_case7_revoked_and_rotated_keys(client: TestClient, store: MemoryKeyStore) -> None:
+def test_revoked_and_rotated_keys_stop_working(client: TestClient, store: MemoryKeyStore) -> None:
     admin = bearer(admin_key(client.app))  # type: ignore[arg-type]
     key = make_key(client, "writer")
     key_id = key.split("_")[1]
@@ -161,7 +163,7 @@ def test_case7_revoked_and_rotated_keys(client: TestClient, store: MemoryKeyStor
     assert_error(client.post("/v1/embeddings", json=EMBED, headers=bearer(expiring)), 401)
 
 
-def test_case12_roles(client: TestClient) -> None:
+def test_each_role_can_do_exactly_its_permissions(client: TestClient) -> None:
     reader, writer = make_key(client, "reader"), make_key(client, "writer")
     error = assert_error(client.post("/v1/embeddings", json=EMBED, headers=bearer(reader)), 403)
     assert "reader" in error["message"]
@@ -177,7 +179,7 @@ def test_case12_roles(client: TestClient) -> None:
     assert client.post("/v1/embeddings", json=EMBED, headers=bearer(writer)).status_code == 200
 
 
-def test_case14_no_self_promotion(client: TestClient) -> None:
+def test_a_writer_cannot_create_an_admin_key(client: TestClient) -> None:
     writer = make_key(client, "writer")
     body = {"name": "me", "role": "admin"}
     assert_error(client.post("/v1/admin/keys", json=body, headers=bearer(writer)), 403)
@@ -185,7 +187,7 @@ def test_case14_no_self_promotion(client: TestClient) -> None:
     assert_error(client.post(f"/v1/admin/keys/{own_id}/rotate", headers=bearer(writer)), 403)
 
 
-def test_case15_listings_are_redacted(client: TestClient, store: MemoryKeyStore) -> None:
+def test_key_listings_are_redacted(client: TestClient, store: MemoryKeyStore) -> None:
     key = make_key(client, "reader")
     listing = client.get("/v1/admin/keys", headers=bearer(admin_key(client.app))).text  # type: ignore[arg-type]
     assert key not in listing and admin_key(client.app) not in listing  # type: ignore[arg-type]
@@ -208,7 +210,7 @@ def test_rate_limit_requests_and_headers(client: TestClient) -> None:
     healthy(client)
 
 
-def test_case23_tokens_per_minute_by_input_tokens(client: TestClient) -> None:
+def test_tokens_per_minute_count_input_tokens(client: TestClient) -> None:
     key = make_key(client, "writer", tpm=10)
     first = client.post("/v1/embeddings", json={"input": "one two three four"}, headers=bearer(key))
     assert first.status_code == 200 and first.json()["usage"]["prompt_tokens"] == 5
@@ -350,7 +352,9 @@ def test_requests_take_the_forwarded_address_only_behind_a_trusted_proxy(tmp_pat
             assert security.client_ip("192.0.2.1", forwarded("203.0.113.9")) == "192.0.2.1"
 
 
-def test_case31_canary_never_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_canary_key_and_text_never_reach_logs_or_audit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     sink = MemoryAuditSink()
     app = create_app(Settings(data_dir=tmp_path), fake_factory(), audit_sink=sink)
     with caplog.at_level(logging.DEBUG), client_for(app, authenticated=False) as c:
