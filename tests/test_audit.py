@@ -14,7 +14,7 @@ def write_log(path: Path, n: int = 5) -> list[str]:
     log = AuditLog(FileAuditSink(path))
     for i in range(n):
         log.request({"route": "/v1/embeddings", "status": 200, "n_tokens": i, "key_id": "k"})
-    log.admin("key.create", "admin", "k2", after={"role": "reader"})
+    log.admin("key.create", actor="admin", target="k2", after={"role": "reader"})
     return path.read_text().splitlines()
 
 

@@ -118,8 +118,10 @@ def test_recover_removes_partial_chunks_and_fails_jobs_without_upload(tmp_path: 
         catalog, store, lambda: None, IngestSettings(tmp_path / "up", ParseLimits())
     )
     for doc in ("doc_a", "doc_b"):
-        catalog.add_document(doc, "c", f"{doc}.txt", doc, 1, "indexing")
-        catalog.add_job(f"job_{doc}", doc, "c")
+        catalog.add_document(
+            doc, collection="c", filename=f"{doc}.txt", digest=doc, size=1, status="indexing"
+        )
+        catalog.add_job(f"job_{doc}", document_id=doc, collection="c")
         catalog.update_job(f"job_{doc}", status="running")
         store.upsert("c", [ChunkRow(f"{doc}:0", doc, 0, "partial", 1, 0, 7, "", [1, 0, 0, 0])])
     (tmp_path / "up").mkdir()

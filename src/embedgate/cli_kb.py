@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -28,9 +29,9 @@ class Backend(Protocol):
 
     def upload(self, name: str, path: Path) -> dict[str, Any]: ...
 
-    def job(self, job_id: str) -> dict[str, Any]: ...
+    def job(self, job_id: str) -> Mapping[str, Any]: ...
 
-    def document(self, name: str, doc_id: str) -> dict[str, Any]: ...
+    def document(self, name: str, doc_id: str) -> Mapping[str, Any]: ...
 
     def search(self, name: str, body: dict[str, Any]) -> list[dict[str, Any]]: ...
 
@@ -107,10 +108,10 @@ class LocalBackend:
     def upload(self, name: str, path: Path) -> dict[str, Any]:
         return self.kb.upload(self.me, name, path.name, path.read_bytes())
 
-    def job(self, job_id: str) -> dict[str, Any]:
+    def job(self, job_id: str) -> Mapping[str, Any]:
         return self.kb.job(self.me, job_id)
 
-    def document(self, name: str, doc_id: str) -> dict[str, Any]:
+    def document(self, name: str, doc_id: str) -> Mapping[str, Any]:
         return self.kb.document(self.me, name, doc_id)
 
     def search(self, name: str, body: dict[str, Any]) -> list[dict[str, Any]]:

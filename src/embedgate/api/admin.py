@@ -17,7 +17,7 @@ from embedgate.api.state import service
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Permission, Principal
 from embedgate.security.audit import AuditLog
-from embedgate.security.key_service import KeyService, parse_duration, public_view
+from embedgate.security.key_service import KeyService, KeyView, parse_duration, public_view
 from embedgate.services import Services
 
 router = APIRouter(prefix="/v1/admin")
@@ -104,7 +104,7 @@ async def revoke_key(
     key_id: str,
     state: Services = Depends(service),
     admin: Principal = requires(Permission.ADMIN),
-) -> dict[str, Any]:
+) -> KeyView:
     return await asyncio.to_thread(_keys(state).revoke, key_id, admin.subject)
 
 

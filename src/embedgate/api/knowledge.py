@@ -16,6 +16,7 @@ from embedgate.api.state import service
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Permission, Principal
 from embedgate.services import Services
+from embedgate.storage.records import JobRow
 
 router = APIRouter(prefix="/v1")
 
@@ -92,7 +93,7 @@ async def delete_collection(
     kb = state.require_knowledge()
     before = await asyncio.to_thread(kb.describe, principal, name)
     if state.audit is not None:  # recorded first: refused when it cannot be recorded
-        state.audit.admin("collection.delete", principal.subject, name, before=before)
+        state.audit.admin("collection.delete", actor=principal.subject, target=name, before=before)
     await asyncio.to_thread(kb.delete_collection, principal, name)
     return {"deleted": name}
 
@@ -136,7 +137,7 @@ async def delete_document(
     kb = state.require_knowledge()
     before = await asyncio.to_thread(kb.document, principal, name, doc_id)
     if state.audit is not None:
-        state.audit.admin("document.delete", principal.subject, doc_id, before=before)
+        state.audit.admin("document.delete", actor=principal.subject, target=doc_id, before=before)
     await asyncio.to_thread(kb.delete_document, principal, name, doc_id)
     return {"deleted": doc_id}
 
@@ -156,7 +157,7 @@ async def get_job(
     job_id: str,
     state: Services = Depends(service),
     principal: Principal = requires(Permission.SEARCH),
-) -> dict[str, Any]:
+) -> JobRow:
     return await asyncio.to_thread(state.require_knowledge().job, principal, job_id)
 
 

@@ -19,6 +19,7 @@ from embedgate.knowledge.ingest import IngestRunner
 from embedgate.knowledge.parsers import ParseLimits, check_upload
 from embedgate.knowledge.vector_store import Hit, VectorStore
 from embedgate.storage.catalog import Catalog, CollectionInfo, new_id
+from embedgate.storage.records import DocumentRow, JobRow
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_\-]{0,62}$")
 Mode = Literal["dense", "lexical", "hybrid"]
@@ -145,28 +146,43 @@ class KnowledgeBase:
         doc_id, job_id = new_id("doc"), new_id("job")
         existing = self.catalog.ready_with_hash(name, digest)
         if existing is not None:  # exact duplicate: nothing to embed again
-            self.catalog.add_document(doc_id, name, shown, digest, len(data), "duplicate", existing)
-            self.catalog.add_job(job_id, doc_id, name, status="succeeded")
+            self.catalog.add_document(
+                doc_id,
+                collection=name,
+                filename=shown,
+                digest=digest,
+                size=len(data),
+                status="duplicate",
+                duplicate_of=existing,
+            )
+            self.catalog.add_job(job_id, document_id=doc_id, collection=name, status="succeeded")
             self.catalog.update_job(job_id, stage="duplicate")
         else:
             self.runner.settings.uploads.mkdir(parents=True, exist_ok=True)
             self.runner.upload_path(doc_id).write_bytes(data)
-            self.catalog.add_document(doc_id, name, shown, digest, len(data), "queued")
-            self.catalog.add_job(job_id, doc_id, name)
+            self.catalog.add_document(
+                doc_id,
+                collection=name,
+                filename=shown,
+                digest=digest,
+                size=len(data),
+                status="queued",
+            )
+            self.catalog.add_job(job_id, document_id=doc_id, collection=name)
             self.runner.submit(job_id)
         return {
             "job": self.job(principal, job_id),
             "document": self.document(principal, name, doc_id),
         }
 
-    def document(self, principal: Principal, name: str, doc_id: str) -> dict[str, Any]:
+    def document(self, principal: Principal, name: str, doc_id: str) -> DocumentRow:
         self.get(principal, name)
         doc = self.catalog.document(doc_id)
         if doc is None or doc["collection"] != name:
             raise _not_found(f"document {doc_id!r}")
         return doc
 
-    def documents(self, principal: Principal, name: str) -> list[dict[str, Any]]:
+    def documents(self, principal: Principal, name: str) -> list[DocumentRow]:
         self.get(principal, name)
         return self.catalog.documents(name)
 
@@ -200,7 +216,7 @@ class KnowledgeBase:
                 )
         return out
 
-    def job(self, principal: Principal, job_id: str) -> dict[str, Any]:
+    def job(self, principal: Principal, job_id: str) -> JobRow:
         job = self.catalog.job(job_id)
         if job is None or not principal.may_see(job["collection"]):
             raise _not_found(f"job {job_id!r}")

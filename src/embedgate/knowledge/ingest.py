@@ -29,6 +29,7 @@ from embedgate.knowledge.parse_worker import ParseWorker
 from embedgate.knowledge.parsers import ParseLimits
 from embedgate.knowledge.vector_store import ChunkRow, VectorStore
 from embedgate.storage.catalog import Catalog, CollectionInfo
+from embedgate.storage.records import DocumentRow, NearDuplicate
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +241,7 @@ class IngestRunner:
     def _stage(self, job_id: str, stage: str, progress: float) -> None:
         self.catalog.update_job(job_id, status="running", stage=stage, progress=round(progress, 3))
 
-    def _prepare(
-        self, job_id: str, document: dict[str, Any], collection: CollectionInfo
-    ) -> Prepared:
+    def _prepare(self, job_id: str, document: DocumentRow, collection: CollectionInfo) -> Prepared:
         doc_id = document["id"]
         self.catalog.update_document(doc_id, status="indexing")
         self._stage(job_id, "parsing", 0.02)
@@ -342,12 +341,12 @@ class IngestRunner:
 
     def _near_duplicates(
         self, collection: str, doc_id: str, vectors: list[list[float]]
-    ) -> list[dict[str, Any]]:
+    ) -> list[NearDuplicate]:
         """Other ready documents with a chunk at or above the similarity threshold."""
         ready = self.catalog.ready_ids(collection)
         if not ready:
             return []
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, NearDuplicate] = {}
         threshold = self.settings.near_duplicate_threshold
         for start in range(0, len(vectors), EMBED_BATCH):
             batch = vectors[start : start + EMBED_BATCH]
@@ -357,10 +356,12 @@ class IngestRunner:
                     continue
                 entry = found.setdefault(
                     hit.document_id,
-                    {"document_id": hit.document_id, "chunks": 0, "max_similarity": 0.0},
+                    NearDuplicate(
+                        document_id=hit.document_id, chunks=0, max_similarity=0.0, share=0.0
+                    ),
                 )
                 entry["chunks"] += 1
                 entry["max_similarity"] = round(max(entry["max_similarity"], hit.score), 4)
         for entry in found.values():
             entry["share"] = round(entry["chunks"] / max(len(vectors), 1), 3)
-        return sorted(found.values(), key=lambda e: -float(e["max_similarity"]))
+        return sorted(found.values(), key=lambda e: -e["max_similarity"])

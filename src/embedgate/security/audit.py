@@ -171,7 +171,13 @@ class AuditLog:
             log.error("audit record could not be written", exc_info=True)
 
     def admin(
-        self, action: str, actor: str, target: str | None, before: Any = None, after: Any = None
+        self,
+        action: str,
+        *,
+        actor: str,
+        target: str | None,
+        before: Any = None,
+        after: Any = None,
     ) -> None:
         """An admin or key action; raises (so the action is refused) when it cannot be recorded."""
         record = {

@@ -13,7 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+
+from typing_extensions import TypedDict  # pydantic (FastAPI answers) needs it before 3.12
 
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Principal, Role
@@ -30,29 +31,48 @@ class IssuedKey:
     key: str
 
 
-def public_view(record: KeyRecord, now: datetime | None = None) -> dict[str, Any]:
+class KeyView(TypedDict):
+    """A key as listings, API answers and audit records may show it: redacted."""
+
+    id: str
+    name: str
+    role: str
+    key: str  # prefix and last four characters only
+    collections: list[str] | None
+    cidrs: list[str]
+    rpm: int | None
+    tpm: int | None
+    created_at: str | None
+    expires_at: str | None
+    revoked_at: str | None
+    last_used_at: str | None
+    rotated_from: str | None
+    active: bool
+
+
+def public_view(record: KeyRecord, now: datetime | None = None) -> KeyView:
     """What listings and audit records may show: never the digest, never the key."""
     now = now or datetime.now(UTC)
 
     def iso(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
 
-    return {
-        "id": record.id,
-        "name": record.name,
-        "role": record.role,
-        "key": keys.redact(record.id, record.last4),
-        "collections": list(record.collections) if record.collections is not None else None,
-        "cidrs": list(record.cidrs),
-        "rpm": record.rpm,
-        "tpm": record.tpm,
-        "created_at": iso(record.created_at),
-        "expires_at": iso(record.expires_at),
-        "revoked_at": iso(record.revoked_at),
-        "last_used_at": iso(record.last_used_at),
-        "rotated_from": record.rotated_from,
-        "active": record.active(now),
-    }
+    return KeyView(
+        id=record.id,
+        name=record.name,
+        role=record.role,
+        key=keys.redact(record.id, record.last4),
+        collections=list(record.collections) if record.collections is not None else None,
+        cidrs=list(record.cidrs),
+        rpm=record.rpm,
+        tpm=record.tpm,
+        created_at=iso(record.created_at),
+        expires_at=iso(record.expires_at),
+        revoked_at=iso(record.revoked_at),
+        last_used_at=iso(record.last_used_at),
+        rotated_from=record.rotated_from,
+        active=record.active(now),
+    )
 
 
 def _bad(message: str, param: str) -> ServiceError:
@@ -124,11 +144,11 @@ class KeyService:
             tpm=tpm,
             rotated_from=rotated_from,
         )
-        self.audit.admin("key.create", actor, key_id, after=public_view(record, now))
+        self.audit.admin("key.create", actor=actor, target=key_id, after=public_view(record, now))
         self.store.add(record)
         return IssuedKey(record, key)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[KeyView]:
         now = datetime.now(UTC)
         return [public_view(r, now) for r in self.store.all()]
 
@@ -138,11 +158,13 @@ class KeyService:
             raise ServiceError(ErrorKind.NOT_FOUND, f"no key with id {key_id!r}", "id")
         return record
 
-    def revoke(self, key_id: str, actor: str) -> dict[str, Any]:
+    def revoke(self, key_id: str, actor: str) -> KeyView:
         record = self.get(key_id)
         now = datetime.now(UTC)
         after = public_view(record.__class__(**{**record.__dict__, "revoked_at": now}), now)
-        self.audit.admin("key.revoke", actor, key_id, before=public_view(record, now), after=after)
+        self.audit.admin(
+            "key.revoke", actor=actor, target=key_id, before=public_view(record, now), after=after
+        )
         updated = self.store.update(key_id, revoked_at=now)
         self.invalidate(key_id)
         assert updated is not None
@@ -171,8 +193,8 @@ class KeyService:
             ends = old.expires_at
         self.audit.admin(
             "key.rotate",
-            actor,
-            key_id,
+            actor=actor,
+            target=key_id,
             before=public_view(old, now),
             after={"expires_at": str(ends)},
         )

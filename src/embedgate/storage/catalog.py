@@ -8,12 +8,14 @@ what to clean up or resume after a restart.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Unpack, cast
 
 from sqlalchemy import Engine, select
 
+from embedgate.storage.records import DocumentChanges, DocumentRow, JobChanges, JobRow
 from embedgate.storage.schema import kb_collections as collections
 from embedgate.storage.schema import kb_documents as documents
 from embedgate.storage.schema import kb_jobs as jobs
@@ -82,6 +84,7 @@ class Catalog:
     def add_document(
         self,
         doc_id: str,
+        *,
         collection: str,
         filename: str,
         digest: str,
@@ -108,7 +111,7 @@ class Catalog:
                 )
             )
 
-    def update_document(self, doc_id: str, **changes: Any) -> None:
+    def update_document(self, doc_id: str, **changes: Unpack[DocumentChanges]) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 documents.update()
@@ -116,19 +119,19 @@ class Catalog:
                 .values(**changes, updated_at=_now())
             )
 
-    def document(self, doc_id: str) -> dict[str, Any] | None:
+    def document(self, doc_id: str) -> DocumentRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(documents).where(documents.c.id == doc_id)).first()
-        return {k: _iso(v) for k, v in row._mapping.items()} if row is not None else None
+        return _document(row._mapping) if row is not None else None
 
-    def documents(self, collection: str) -> list[dict[str, Any]]:
+    def documents(self, collection: str) -> list[DocumentRow]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(documents)
                 .where(documents.c.collection == collection)
                 .order_by(documents.c.created_at)
             ).all()
-        return [{k: _iso(v) for k, v in r._mapping.items()} for r in rows]
+        return [_document(r._mapping) for r in rows]
 
     def ready_with_hash(self, collection: str, digest: str) -> str | None:
         with self.engine.connect() as conn:
@@ -157,7 +160,7 @@ class Catalog:
 
     # --- jobs --------------------------------------------------------------------------------
     def add_job(
-        self, job_id: str, document_id: str, collection: str, status: str = "queued"
+        self, job_id: str, *, document_id: str, collection: str, status: str = "queued"
     ) -> None:
         now = _now()
         with self.engine.begin() as conn:
@@ -174,20 +177,28 @@ class Catalog:
                 )
             )
 
-    def update_job(self, job_id: str, **changes: Any) -> None:
+    def update_job(self, job_id: str, **changes: Unpack[JobChanges]) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 jobs.update().where(jobs.c.id == job_id).values(**changes, updated_at=_now())
             )
 
-    def job(self, job_id: str) -> dict[str, Any] | None:
+    def job(self, job_id: str) -> JobRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-        return {k: _iso(v) for k, v in row._mapping.items()} if row is not None else None
+        return _job(row._mapping) if row is not None else None
 
-    def unfinished_jobs(self) -> list[dict[str, Any]]:
+    def unfinished_jobs(self) -> list[JobRow]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(jobs).where(jobs.c.status.in_(UNFINISHED)).order_by(jobs.c.created_at)
             ).all()
-        return [dict(r._mapping) for r in rows]
+        return [_job(r._mapping) for r in rows]
+
+
+def _document(row: Mapping[Any, Any]) -> DocumentRow:
+    return cast(DocumentRow, {k: _iso(v) for k, v in row.items()})
+
+
+def _job(row: Mapping[Any, Any]) -> JobRow:
+    return cast(JobRow, {k: _iso(v) for k, v in row.items()})
