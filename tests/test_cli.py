@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import free_port
 from support.servers import wait_ready
+
+pytestmark = pytest.mark.slow  # starts real embedgate processes
 
 
 def run(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:

@@ -8,10 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import free_port
 from embedgate.app import create_app
 from embedgate.config import Settings
 from support.servers import fake_factory, running_server
+
+pytestmark = pytest.mark.slow  # starts real embedgate processes
 
 
 def kb(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

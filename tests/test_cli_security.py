@@ -12,11 +12,14 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import typer
 
 from conftest import free_port
 from embedgate import cli
 from support.servers import wait_ready
+
+pytestmark = pytest.mark.slow  # starts real embedgate processes
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

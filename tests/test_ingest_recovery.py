@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from embedgate.knowledge.ingest import IngestRunner, IngestSettings
 from embedgate.knowledge.parsers import ParseLimits
@@ -19,6 +20,8 @@ from embedgate.storage.catalog import Catalog, CollectionInfo
 from embedgate.storage.database import open_database
 from support.servers import wait_ready
 from support.services import free_port
+
+pytestmark = pytest.mark.slow  # starts real embedgate processes
 
 
 def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:

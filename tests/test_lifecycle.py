@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from embedgate.app import create_app
 from embedgate.config import Settings
@@ -19,6 +20,8 @@ from embedgate.storage.catalog import Catalog
 from embedgate.storage.database import open_database
 from support.servers import client_for, fake_factory, wait_ready
 from support.services import free_port
+
+pytestmark = pytest.mark.slow  # starts real embedgate processes
 
 
 def open_files() -> int:

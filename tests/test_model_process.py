@@ -185,6 +185,7 @@ def test_close_ends_the_child_and_refuses_work() -> None:
         proc.run(*batch(10))
 
 
+@pytest.mark.slow
 def test_no_orphan_when_the_server_is_killed() -> None:
     script = textwrap.dedent(
         f"""

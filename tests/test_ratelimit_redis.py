@@ -38,6 +38,7 @@ def make_key(data_dir: Path, *args: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_two_server_processes_share_one_limit_through_redis(
     tmp_path: Path, redis: RedisServer
 ) -> None:
