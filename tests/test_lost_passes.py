@@ -92,7 +92,7 @@ def test_only_the_input_that_kills_the_model_fails() -> None:
         engine.stop()
     for text, want, got in zip(texts, expected, results, strict=True):
         if text == KILLER:
-            assert isinstance(got, ServiceError) and got.kind is ErrorKind.BACKEND_FAILURE
+            assert isinstance(got, ServiceError) and got.kind is ErrorKind.INPUT_CRASHED_MODEL
         else:
             assert isinstance(got, np.ndarray), f"{text!r} failed: {got}"
             assert np.abs(got - want).max() <= 1e-6

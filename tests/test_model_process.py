@@ -21,8 +21,9 @@ import pytest
 from conftest import start_engine
 from embedgate.config import Settings
 from embedgate.engine import EmbedRequest, EngineConfig, load_engine
+from embedgate.engine.backend import ModelUnavailable
 from embedgate.engine.batching import PendingRequest, WorkItem
-from embedgate.engine.model_process import ModelProcess, ModelProcessError
+from embedgate.engine.model_process import ModelProcess, ModelProcessError, RestartPolicy
 from embedgate.engine.process_backend import ProcessBackend
 from embedgate.engine.scheduler import BatchScheduler
 from embedgate.engine.torch_backend import TorchBackend
@@ -134,7 +135,7 @@ def test_an_input_that_kills_the_child_fails_alone(process: ModelProcess) -> Non
         )
         for first, request in zip(firsts, requests, strict=True):
             if first == KILL:
-                with pytest.raises(ServiceError, match="the model failed: ModelProcessDied"):
+                with pytest.raises(ServiceError, match="makes the model process exit"):
                     request.completion.result(timeout=60)
             else:
                 assert request.completion.result(timeout=60)[0, 0] == first + 11
@@ -143,18 +144,43 @@ def test_an_input_that_kills_the_child_fails_alone(process: ModelProcess) -> Non
     assert process.restarts == 2  # in the batch, then alone; no retry loop
 
 
-def test_a_child_that_cannot_be_restarted_refuses_work(tmp_path: Path) -> None:
+QUICK = RestartPolicy(first_backoff_s=0.05, max_backoff_s=0.2, max_wait_s=0.5)
+
+
+def test_a_replacement_that_cannot_load_is_retried_until_it_can(tmp_path: Path) -> None:
     marker = tmp_path / "gone"
-    proc = ModelProcess(functools.partial(load_unless, str(marker)), threads=None)
+    proc = ModelProcess(functools.partial(load_unless, str(marker)), threads=None, policy=QUICK)
     try:
         pid = proc.pid
         assert pid is not None and proc.run(*batch(10))[0, 0] == 21
+        marker.touch()  # every start fails from now on: the weights are "gone"
+        os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: proc.restart_failures >= 2)
+        with pytest.raises(ModelUnavailable, match="weights are gone") as waited:
+            proc.run(*batch(10))  # waits max_wait_s for a child, then says why
+        assert waited.value.retry_after_s >= 0
+        assert "failed" in (proc.unavailable or "") and proc.gave_up is None
+        marker.unlink()  # the next retry loads
+        assert wait_until(lambda: proc.pid is not None)
+        assert proc.run(*batch(10))[0, 0] == 21 and proc.restarts == 1
+        assert proc.unavailable is None
+    finally:
+        proc.close()
+
+
+def test_restarts_give_up_only_when_told_to(tmp_path: Path) -> None:
+    marker = tmp_path / "gone"
+    policy = RestartPolicy(first_backoff_s=0.05, max_wait_s=0.5, max_failures=2)
+    proc = ModelProcess(functools.partial(load_unless, str(marker)), threads=None, policy=policy)
+    try:
+        pid = proc.pid
+        assert pid is not None
         marker.touch()
         os.kill(pid, signal.SIGKILL)
-        assert wait_until(lambda: proc.pid is None)
-        with pytest.raises(ModelProcessError, match=r"could not be restarted.*weights are gone"):
+        assert wait_until(lambda: proc.gave_up is not None)
+        assert proc.restart_failures == 2 and "2 restarts in a row failed" in (proc.gave_up or "")
+        with pytest.raises(ModelUnavailable, match="giving up"):
             proc.run(*batch(10))
-        assert "could not be restarted" in (proc.unavailable or "")
     finally:
         proc.close()
 
@@ -259,7 +285,7 @@ def test_the_server_reports_a_restart_and_keeps_serving(tiny_qwen3_dir: Path) ->
     app = create_app(Settings(model=str(tiny_qwen3_dir), auth=False, audit=False))
     with TestClient(app) as client:
         wait_ready(client.get)
-        assert "embedgate_model_process_restarts 0.0" in client.get("/metrics").text
+        assert "embedgate_model_restarts_total 0.0" in client.get("/metrics").text
         backend = app.state.embedgate.engine.backend
         assert isinstance(backend, ProcessBackend) and backend.process.pid is not None
         os.kill(backend.process.pid, signal.SIGKILL)
@@ -267,8 +293,18 @@ def test_the_server_reports_a_restart_and_keeps_serving(tiny_qwen3_dir: Path) ->
         assert wait_until(lambda: client.get("/ready").status_code == 503)
         assert "exit code -9" in client.get("/ready").json()["reason"]
         assert "embedgate_ready 0.0" in client.get("/metrics").text
-        assert wait_until(lambda: backend.restarts == 1)
+        refused = client.post("/v1/embeddings", json={"input": "during the restart"})
+        if refused.status_code != 200:  # the replacement may already be up and self-tested
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "model_unavailable"
+            assert int(refused.headers["Retry-After"]) >= 1
+        assert client.get("/health").status_code == 200  # liveness: the server is fine
+        # ready again only after the replacement passed the self-test
+        assert wait_until(lambda: client.get("/ready").status_code == 200)
+        assert backend.restarts == 1 and app.state.embedgate.self_tested_restarts == 1
         reply = client.post("/v1/embeddings", json={"input": "after the crash"})
         assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) > 0
-        assert "embedgate_model_process_restarts 1.0" in client.get("/metrics").text
-        assert client.get("/ready").status_code == 200
+        metrics = client.get("/metrics").text
+        assert "embedgate_model_restarts_total 1.0" in metrics
+        assert "embedgate_model_restart_failures_total 0.0" in metrics
+        assert "embedgate_model_ready 1.0" in metrics

@@ -82,17 +82,30 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     scheme = "https" if tls else "http"
     typer.echo(f"embedgate: serving on {scheme}://{settings.host}:{settings.port}", err=True)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,  # X-Forwarded-For is resolved by embedgate (trusted_proxies)
-        ssl_certfile=tls.get("certfile"),
-        ssl_keyfile=tls.get("keyfile"),
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,  # X-Forwarded-For is resolved by embedgate (trusted_proxies)
+            ssl_certfile=tls.get("certfile"),
+            ssl_keyfile=tls.get("keyfile"),
+        )
     )
+    services = app.state.embedgate
+    # a fault the server cannot recover from by itself (model restarts given up): shut down
+    # gracefully and exit non-zero, so that systemd or Kubernetes restarts the process
+    services.on_fatal = lambda _reason: setattr(server, "should_exit", True)
+    server.run()
+    if not server.started:  # as uvicorn.run: the port could not be bound, say
+        raise typer.Exit(3)
+    if services.fatal is not None:
+        typer.echo(f"embedgate: exiting: {services.fatal}", err=True)
+        raise typer.Exit(3)
 
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         "event loop's GIL (restarted if it dies); false runs it on threads in the server "
         "process. Empty = true on CPU, false on GPU.",
     )
+    model_restart_failures_before_exit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Failed restarts of the model process in a row after which the server "
+        "exits non-zero (for its supervisor to restart it); empty = keep retrying for ever, "
+        "with a backoff from 1 s doubling to 30 s.",
+    )
     forward_threads: int | None = Field(
         default=None,
         ge=1,

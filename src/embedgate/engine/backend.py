@@ -33,6 +33,16 @@ class TextOptions:
     pad_to_multiple_of: int = 16  # a pass's length, rounded up (see `batching.py`)
 
 
+class ModelUnavailable(RuntimeError):
+    """What `forward` raises when no model can run the pass within the wait it allows (its
+    process is being restarted, or restarts were given up); not the inputs' fault, so the
+    caller answers 503 with a Retry-After, never 500."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class PassLost(RuntimeError):
     """What `forward` raises when a pass failed for a reason that need not be its inputs'
     (the process running it died: another pass crashed it, or the whole batch ran out of
@@ -75,6 +85,20 @@ class Backend(ABC):
     def restarts(self) -> int:
         """Times the model's process died and was replaced (0 where it has none)."""
         return 0
+
+    @property
+    def restart_failures(self) -> int:
+        """Attempts to start a replacement that failed (each is retried after a backoff)."""
+        return 0
+
+    @property
+    def gave_up(self) -> str | None:
+        """Why restarts stopped for good (`model_restart_failures_before_exit`), or None."""
+        return None
+
+    def expected_ready_in(self) -> float:
+        """Seconds until a pass can run again, as best known (0 when it can now)."""
+        return 0.0
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (weights, threads); the default has none."""

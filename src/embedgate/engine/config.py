@@ -27,6 +27,7 @@ class EngineConfig:
     device: str = "auto"
     onednn: bool = True
     model_process: bool | None = None
+    model_restart_failures_before_exit: int | None = None  # None: restarts never give up
     forward_threads: int | None = None
     torch_threads: int | None = None
     # text and passes

@@ -56,9 +56,13 @@ def load_engine(
     text = TextOptions(config.max_input_tokens, config.pad_to_multiple_of)
     backend: Backend
     if use_process:
+        from embedgate.engine.model_process import RestartPolicy
         from embedgate.engine.process_backend import ProcessBackend
 
-        backend = ProcessBackend.load(source.path, weights, text, torch_threads, forward_threads)
+        policy = RestartPolicy(max_failures=config.model_restart_failures_before_exit)
+        backend = ProcessBackend.load(
+            source.path, weights, text, torch_threads, forward_threads, policy
+        )
     else:
         import torch
 

@@ -10,6 +10,10 @@ to the caller waiting for it.
 If the child dies (killed, out of memory, a crash in native code), the passes in flight fail
 with `ModelProcessDied` and a fresh child is started; later callers wait for it instead of
 failing too, and the scheduler reruns the lost inputs one at a time (`backend.PassLost`).
+Starting a replacement never gives up by itself: a failed start (the OOM killer again, say) is
+retried after a capped exponential backoff. Only `max_failures` failed starts in a row, when
+set, give up for good, so that a supervisor can restart the whole server. A caller waits for
+the new child at most `max_wait_s`, then gets `ModelUnavailable` (a 503, not a 500).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Protocol
 
-from embedgate.engine.backend import PassLost
+from embedgate.engine.backend import ModelUnavailable, PassLost
 from embedgate.engine.hf_tokenizer import IdArray
 from embedgate.engine.pooling import FloatArray
 
@@ -123,16 +127,36 @@ def _child_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.upper().startswith("EMBEDGATE_")}
 
 
+@dataclass(frozen=True, kw_only=True)
+class RestartPolicy:
+    """How a dead child is replaced: retries after `first_backoff_s`, doubling up to
+    `max_backoff_s`, for ever unless `max_failures` failed starts in a row give up."""
+
+    first_backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    max_failures: int | None = None
+    max_wait_s: float = 30.0  # how long a caller waits for a replacement
+    load_timeout_s: float = 900.0
+
+    def backoff(self, failures: int) -> float:
+        return float(min(self.max_backoff_s, self.first_backoff_s * 2 ** max(0, failures - 1)))
+
+
 class ModelProcess:
     """The parent's handle: submit batches from any thread, restart the child if it dies."""
 
     def __init__(
-        self, load: ModelLoader, threads: int | None, workers: int = 1, load_timeout: float = 900
+        self,
+        load: ModelLoader,
+        threads: int | None,
+        workers: int = 1,
+        policy: RestartPolicy = RestartPolicy(),
     ) -> None:
         self._load = load
         self._threads = threads
         self._workers = workers
-        self._load_timeout = load_timeout
+        self._policy = policy
+        self._load_timeout = policy.load_timeout_s
         self._lock = threading.Condition()
         self._send_lock = threading.Lock()
         self._pending: dict[int, concurrent.futures.Future[FloatArray]] = {}
@@ -143,6 +167,9 @@ class ModelProcess:
         self._restarting: str | None = None
         self._closing = False
         self.restarts = 0
+        self.restart_failures = 0
+        self._next_attempt_at = 0.0  # monotonic time of the next start attempt
+        self._load_seconds = 0.0  # how long the last successful start took
         self.info: ModelInfo
         self._spawn()
         self._reader = threading.Thread(target=self._read, name="embedgate-model-reader")
@@ -161,14 +188,36 @@ class ModelProcess:
                 return "the model process is shut down"
             return self._broken or self._restarting
 
+    @property
+    def gave_up(self) -> str | None:
+        with self._lock:
+            return self._broken
+
+    def expected_ready_in(self) -> float:
+        """Seconds until a child can take a pass: the backoff left plus a typical start."""
+        with self._lock:
+            if self._conn is not None:
+                return 0.0
+            waiting = max(0.0, self._next_attempt_at - time.monotonic())
+        return waiting + self._load_seconds
+
     def run(self, ids: IdArray, mask: IdArray) -> FloatArray:
         """One forward pass in the child; blocks this thread (not the GIL) until it returns."""
         future: concurrent.futures.Future[FloatArray] = concurrent.futures.Future()
+        deadline = time.monotonic() + self._policy.max_wait_s
         with self._lock:
             while self._conn is None and self._broken is None and not self._closing:
-                self._lock.wait()  # a fresh child is loading
-            if self._closing or self._broken is not None:
-                raise ModelProcessError(self._broken or "the model process is shut down")
+                left = deadline - time.monotonic()  # a fresh child is loading
+                if left <= 0:
+                    raise ModelUnavailable(
+                        self._restarting or "the model process is restarting",
+                        self._retry_after_locked(),
+                    )
+                self._lock.wait(left)
+            if self._closing:
+                raise ModelProcessError("the model process is shut down")
+            if self._broken is not None:
+                raise ModelUnavailable(self._broken, self._policy.max_backoff_s)
             request_id = next(self._ids)
             self._pending[request_id] = future
             conn = self._conn
@@ -203,6 +252,9 @@ class ModelProcess:
                 process.kill()
                 process.wait(timeout=5)
 
+    def _retry_after_locked(self) -> float:
+        return max(0.0, self._next_attempt_at - time.monotonic()) + self._load_seconds
+
     # --- the child's lifecycle -------------------------------------------------------------
     def _spawn(self) -> None:
         """Start a clean interpreter (not a fork: no lock or thread state is inherited, and
@@ -234,9 +286,10 @@ class ModelProcess:
             process.wait(timeout=10)
             conn.close()
             raise ModelProcessError(f"the model process could not load the model: {reply[1]}")
+        self._load_seconds = time.monotonic() - started
         log.info(
             "model process ready",
-            extra={"pid": process.pid, "load_seconds": round(time.monotonic() - started, 2)},
+            extra={"pid": process.pid, "load_seconds": round(self._load_seconds, 2)},
         )
         with self._lock:
             self._conn, self._process = conn, process
@@ -286,19 +339,46 @@ class ModelProcess:
         if closing:
             return False
         log.error("%s; starting a new one", reason, extra={"failed_batches": len(pending)})
-        try:
-            self._spawn()
-        except ModelProcessError as exc:
-            log.error("the model process could not be restarted: %s", exc)
-            with self._lock:
-                self._broken = f"{reason} and could not be restarted: {exc}"
-                self._restarting = None
-                self._lock.notify_all()
-            return False
-        self.restarts += 1
-        if self._closing:  # close() ran while the new child loaded: it never saw this one
-            self._stop_child()
-        return True
+        return self._restart(reason)
+
+    def _restart(self, reason: str) -> bool:
+        """Start a replacement, retrying with backoff until one loads, the process is closed,
+        or `max_failures` starts in a row failed. True when a new child is serving."""
+        failures = 0
+        while True:
+            try:
+                self._spawn()
+            except ModelProcessError as exc:
+                failures += 1
+                self.restart_failures += 1
+                wait = self._policy.backoff(failures)
+                limit = self._policy.max_failures
+                with self._lock:
+                    if limit is not None and failures >= limit:
+                        self._broken = (
+                            f"{reason}; {failures} restarts in a row failed, giving up "
+                            f"(model_restart_failures_before_exit = {limit}); last: {exc}"
+                        )
+                        self._restarting = None
+                        self._lock.notify_all()
+                        log.critical("%s", self._broken)
+                        return False
+                    self._next_attempt_at = time.monotonic() + wait
+                    self._restarting = (
+                        f"{reason}; restart {failures} failed ({exc}), next try in {wait:g} s"
+                    )
+                    log.error(
+                        "model process restart failed; retrying",
+                        extra={"attempt": failures, "reason": str(exc), "retry_in_s": wait},
+                    )
+                    if self._lock.wait_for(lambda: self._closing, timeout=wait):
+                        return False
+                continue
+            self.restarts += 1
+            if self._closing:  # close() ran while the new child loaded: it never saw this one
+                self._stop_child()
+                return False
+            return True
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from embedgate.engine.backend import TextOptions, WeightOptions
 from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
-from embedgate.engine.model_process import ModelProcess
+from embedgate.engine.model_process import ModelProcess, RestartPolicy
 from embedgate.engine.pooling import FloatArray
 
 
@@ -33,12 +33,13 @@ class ProcessBackend(TokenizedBackend):
         text: TextOptions = TextOptions(),
         threads: int | None = None,
         workers: int = 1,
+        policy: RestartPolicy = RestartPolicy(),
     ) -> ProcessBackend:
         from embedgate.engine.torch_model import TorchModel
 
         tokenizer = HFTokenizer.load(model_dir, text)
         loader = functools.partial(TorchModel.load, model_dir, tokenizer.spec.pooling, options)
-        return cls(tokenizer, ModelProcess(loader, threads, workers))
+        return cls(tokenizer, ModelProcess(loader, threads, workers, policy))
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         return self.process.run(*self.tokenizer.collate(sequences))
@@ -50,6 +51,17 @@ class ProcessBackend(TokenizedBackend):
     @property
     def restarts(self) -> int:
         return self.process.restarts
+
+    @property
+    def restart_failures(self) -> int:
+        return self.process.restart_failures
+
+    @property
+    def gave_up(self) -> str | None:
+        return self.process.gave_up
+
+    def expected_ready_in(self) -> float:
+        return self.process.expected_ready_in()
 
     def close(self) -> None:
         self.process.close()

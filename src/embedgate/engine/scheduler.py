@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
-from embedgate.engine.backend import PassLost
+from embedgate.engine.backend import ModelUnavailable, PassLost
 from embedgate.engine.batching import WorkItem, exact_length, plan_micro_batches, take_window
 from embedgate.engine.pooling import FloatArray
 from embedgate.errors import ErrorKind, ServiceError
@@ -257,13 +258,13 @@ class BatchScheduler:
             with self._gate.exclusive() if alone else self._gate.shared():
                 vectors = self._run_batch([item.sequence for item in live])
         except Exception as exc:
-            log.exception("forward pass failed for a batch of %d inputs", len(live))
             if isinstance(exc, PassLost) and not alone:
+                log.warning("a forward pass of %d inputs was lost: %s", len(live), exc)
                 self._retry_alone(live)
                 return
-            error = ServiceError(
-                ErrorKind.BACKEND_FAILURE, f"the model failed: {type(exc).__name__}"
-            )
+            error = _pass_error(exc)
+            if error.kind is ErrorKind.BACKEND_FAILURE:
+                log.exception("forward pass failed for a batch of %d inputs", len(live))
             for item in live:
                 item.request.fail(error)
             return
@@ -291,3 +292,22 @@ class BatchScheduler:
             self._observer.retried_alone(len(items))
         for item in items:
             self._run([item], alone=True)
+
+
+def _pass_error(exc: Exception) -> ServiceError:
+    """What the callers of a failed pass are told: 503 while the model is being replaced,
+    a 400 for an input that made the model exit even when run alone, 500 otherwise."""
+    if isinstance(exc, ModelUnavailable):
+        return ServiceError(
+            ErrorKind.MODEL_UNAVAILABLE,
+            f"the model is not available right now ({exc}); retry shortly",
+            headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+        )
+    if isinstance(exc, PassLost):  # lost again with nothing else in the pass
+        return ServiceError(
+            ErrorKind.INPUT_CRASHED_MODEL,
+            "this input makes the model process exit (it did in its batch and again when run "
+            "alone), so it is refused; the other requests in its batch were served",
+            "input",
+        )
+    return ServiceError(ErrorKind.BACKEND_FAILURE, f"the model failed: {type(exc).__name__}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedgate.engine import EmbeddingEngine, EmbedRequest
+from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.chunker import Chunk, chunk_text
 from embedgate.knowledge.parse_worker import ParseWorker
@@ -34,6 +34,7 @@ from embedgate.storage.records import DocumentRow, NearDuplicate
 log = logging.getLogger(__name__)
 
 EMBED_BATCH = 256
+PAUSE_ON = frozenset({ErrorKind.MODEL_UNAVAILABLE, ErrorKind.NOT_READY})
 UPSERT_BATCH = 512
 
 
@@ -188,6 +189,22 @@ class IngestRunner:
             if self._stopping.wait(0.2):
                 raise Stopped
 
+    def _embed(self, request: EmbedRequest) -> Embeddings:
+        """One batch; while the model process is being replaced the job pauses and resumes
+        (it does not fail), until the runner stops."""
+        while True:
+            engine = self._wait_for_engine()
+            try:
+                return engine.embed_sync(request, cancel=self._stopping)
+            except ServiceError as exc:
+                if exc.kind not in PAUSE_ON:
+                    raise
+                log.warning(
+                    "ingest paused: the model is unavailable", extra={"reason": exc.message}
+                )
+            if self._stopping.wait(1.0):
+                raise Stopped
+
     def run(self, job_id: str) -> None:
         """Both stages, in this thread (tests and tools)."""
         prepared = self.prepare(job_id)
@@ -272,11 +289,10 @@ class IngestRunner:
             if self.stopping:
                 raise Stopped
             batch = chunks[start : start + EMBED_BATCH]
-            result = engine.embed_sync(
+            result = self._embed(
                 EmbedRequest(
                     [c.text for c in batch], dimensions=dims, input_type="document", truncate=True
-                ),
-                cancel=self._stopping,
+                )
             )
             vectors.extend(result.vectors.tolist())
             tokens += result.prompt_tokens

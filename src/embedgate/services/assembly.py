@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+import math
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,7 @@ from sqlalchemy import Engine
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EngineConfig, load_engine
 from embedgate.engine.scheduler import SchedulerObserver
+from embedgate.engine.selftest import run_self_test
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.base import KnowledgeBase
 from embedgate.knowledge.vector_store import VectorStore
@@ -66,24 +68,60 @@ class Services:
     engine: EmbeddingEngine | None = None
     ready: bool = False
     reason: str = "loading the model"
+    self_tested_restarts: int = 0  # the model process restarts whose successor passed
+    # called with a one-line reason when the server must exit for its supervisor to restart
+    # it (model restarts given up); the server sets it, tests may too
+    on_fatal: Callable[[str], None] | None = None
+    fatal: str | None = None
 
     def __post_init__(self) -> None:
         self.metrics.ready.set_function(lambda: float(self.not_ready_reason() is None))
+        self.metrics.watch_model(self._model_counts)
+
+    def _model_counts(self) -> tuple[int, int, bool]:
+        engine = self.engine
+        if engine is None:
+            return 0, 0, False
+        backend = engine.backend
+        return backend.restarts, backend.restart_failures, self._model_reason() is None
 
     # --- what the surfaces ask ---------------------------------------------------------------
     def not_ready_reason(self) -> str | None:
         """None when requests can be served now: the model passed its self-test and its
-        process (if it has one) is up, not being replaced after a crash."""
+        process (if it has one) is up, not being replaced after a crash, and a replacement
+        has passed the self-test again."""
         if not self.ready:
             return self.reason
-        return self.engine.backend.unavailable if self.engine is not None else None
+        return self._model_reason()
+
+    def _model_reason(self) -> str | None:
+        if self.engine is None:
+            return self.reason
+        backend = self.engine.backend
+        unavailable = backend.gave_up or backend.unavailable
+        if unavailable is not None:
+            return unavailable
+        if backend.restarts != self.self_tested_restarts:
+            return "the model process was restarted; running the self-test"
+        return None
 
     def ready_engine(self) -> EmbeddingEngine | None:
-        return self.engine if self.ready else None
+        """The engine while it can take work now (the ingest runner pauses otherwise)."""
+        return self.engine if self.not_ready_reason() is None else None
 
     def require_engine(self) -> EmbeddingEngine:
+        """The engine, or 503: `not_ready` while it first loads, `model_unavailable` with
+        a Retry-After while its process is being replaced."""
         if self.engine is None or not self.ready:
             raise ServiceError(ErrorKind.NOT_READY, f"the model is not ready: {self.reason}")
+        reason = self._model_reason()
+        if reason is not None:
+            retry = max(1, math.ceil(self.engine.backend.expected_ready_in()))
+            raise ServiceError(
+                ErrorKind.MODEL_UNAVAILABLE,
+                f"the model is not available right now: {reason}",
+                headers={"Retry-After": str(retry)},
+            )
         return self.engine
 
     def require_knowledge(self) -> KnowledgeBase:
@@ -139,6 +177,8 @@ class Services:
                 factory = overrides.engine_factory or _default_factory(one_shot=one_shot)
                 loader = asyncio.create_task(bring_up(self, factory))
                 stack.push_async_callback(self._stop_model, loader)
+                watchdog = asyncio.create_task(self._watch_model())
+                stack.push_async_callback(_cancel, watchdog)
                 if model == "wait":
                     await asyncio.shield(loader)
                     if not self.ready:
@@ -185,6 +225,31 @@ class Services:
         if self.engine is not None:
             await asyncio.to_thread(self.engine.stop)
             self.engine = None
+
+    async def _watch_model(self, every: float = 0.2) -> None:
+        """After the model process was replaced, run the self-test again before the model
+        counts as ready; when restarts were given up, ask the server to exit."""
+        while True:
+            await asyncio.sleep(every)
+            engine = self.engine
+            if engine is None or not self.ready:
+                continue
+            backend = engine.backend
+            if backend.gave_up is not None and self.fatal is None:
+                self.fatal = backend.gave_up
+                log.critical("the model cannot be restarted; exiting", extra={"reason": self.fatal})
+                if self.on_fatal is not None:
+                    self.on_fatal(self.fatal)
+                continue
+            restarts = backend.restarts
+            if restarts == self.self_tested_restarts or backend.unavailable is not None:
+                continue
+            result = await asyncio.to_thread(run_self_test, engine)
+            if result.ok:
+                self.self_tested_restarts = restarts
+                log.info("self-test passed after a model restart", extra={"restarts": restarts})
+            else:
+                log.error("self-test failed after a model restart", extra={"reason": result.reason})
 
     async def _close_security(self) -> None:
         if self.keys is not None:

@@ -30,6 +30,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         device=settings.device,
         onednn=settings.onednn,
         model_process=settings.model_process,
+        model_restart_failures_before_exit=settings.model_restart_failures_before_exit,
         forward_threads=settings.forward_threads,
         torch_threads=settings.torch_threads,
         max_input_tokens=settings.max_input_tokens,
@@ -55,7 +56,6 @@ async def bring_up(services: Services, factory: EngineFactory) -> None:
         return
     engine.start()
     services.engine = engine
-    services.metrics.watch_backend(engine.backend)
     log.info(
         "model loaded",
         extra={

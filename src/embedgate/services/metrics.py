@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable, Iterator
 
-from embedgate.engine.backend import Backend
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# (restarts, failed restart attempts, model ready), read when Prometheus scrapes
+ModelCounts = Callable[[], tuple[int, int, bool]]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -75,15 +80,12 @@ class Metrics:
             "1 when the model passed its self-test and its process is up (as /ready).",
             registry=r,
         )
-        self.model_restarts = Gauge(
-            "embedgate_model_process_restarts",
-            "Times the model process died and a new one was started.",
-            registry=r,
-        )
+        self._model: ModelCounts = lambda: (0, 0, False)
+        r.register(_ModelCollector(lambda: self._model()))
 
-    def watch_backend(self, backend: Backend) -> None:
-        """Read the backend's restart count at each scrape."""
-        self.model_restarts.set_function(lambda: backend.restarts)
+    def watch_model(self, counts: ModelCounts) -> None:
+        """Where the model's restart counts and readiness are read at each scrape."""
+        self._model = counts
 
     # --- SchedulerObserver ---------------------------------------------------------------
     def queue_changed(self, items: int, tokens: int) -> None:
@@ -104,3 +106,29 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ModelCollector(Collector):
+    """The model process's restart counters, read from the backend when scraped (they are
+    counted where restarts happen, in the engine, which knows nothing of Prometheus)."""
+
+    def __init__(self, counts: ModelCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        restarts, failures, ready = self._counts()
+        yield CounterMetricFamily(
+            "embedgate_model_restarts",
+            "Times the model process died and a replacement started serving.",
+            value=restarts,
+        )
+        yield CounterMetricFamily(
+            "embedgate_model_restart_failures",
+            "Attempts to start a replacement model process that failed (each is retried).",
+            value=failures,
+        )
+        yield GaugeMetricFamily(
+            "embedgate_model_ready",
+            "1 while the model can take passes (its process is up and passed the self-test).",
+            value=float(ready),
+        )
