@@ -109,8 +109,25 @@ def test_bad_dimensions_are_400(client: TestClient, dims: object) -> None:
     still_healthy(client)
 
 
+@pytest.fixture(scope="module")
+def ids_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A server that accepts token-id input (off by default)."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("ids"), accept_token_ids=True)
+    with client_for(create_app(settings, fake_factory())) as c:
+        yield c
+
+
+def test_token_ids_are_refused_by_default_with_the_langchain_hint(client: TestClient) -> None:
+    for ids in ([1, 2, 3], [[1, 2], [3]]):
+        error = assert_envelope(client.post("/v1/embeddings", json={"input": ids}), 400, "input")
+        assert "check_embedding_ctx_length=False" in error["message"]
+        assert "accept_token_ids" in error["message"]
+    still_healthy(client)
+
+
 @pytest.mark.parametrize("token", [-1, 30_000, 2**31, 2**70])
-def test_token_ids_outside_the_vocabulary_are_400(client: TestClient, token: int) -> None:
+def test_token_ids_outside_the_vocabulary_are_400(ids_client: TestClient, token: int) -> None:
+    client = ids_client
     error = assert_envelope(client.post("/v1/embeddings", json={"input": [1, token]}), 400, "input")
     if token < 2**63:  # larger numbers arrive as JSON floats and are refused as non-integers
         assert "check_embedding_ctx_length=False" in error["message"]
@@ -150,6 +167,39 @@ def test_non_finite_model_output_is_a_clean_500(client: TestClient) -> None:
 def test_unknown_route_and_method(client: TestClient) -> None:
     assert_envelope(client.get("/v1/nope"), 404, code="not_found")
     assert_envelope(client.get("/v1/embeddings"), 405, code="method_not_allowed")
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/models/"), ("POST", "/v1/embeddings/")])
+def test_trailing_slashes_are_404_never_a_redirect(
+    client: TestClient, method: str, path: str
+) -> None:
+    """A 307 built from a forged Host header, before authentication, and a 307 that makes a
+    client send its text again: neither happens."""
+    response = client.request(
+        method,
+        path,
+        headers={"Host": "evil.example", "Authorization": ""},
+        json={"input": "x"},
+        follow_redirects=False,
+    )
+    assert_envelope(response, 404, code="not_found")
+    assert "location" not in response.headers
+
+
+def test_duplicate_json_keys_are_400(client: TestClient) -> None:
+    body = b'{"input": "a", "input": ["b"]}'
+    headers = {"Content-Type": "application/json"}
+    error = assert_envelope(client.post("/v1/embeddings", content=body, headers=headers), 400)
+    assert "same key twice" in error["message"]
+    # a value that merely mentions a key (or the key's name as a value) is fine
+    fine = b'{"input": ["the field \\"input\\" is required", "input"], "user": "input"}'
+    assert client.post("/v1/embeddings", content=fine, headers=headers).status_code == 200
+
+
+def test_model_null_is_400_but_model_may_be_left_out(client: TestClient) -> None:
+    error = assert_envelope(client.post("/v1/embeddings", json={"input": "a", "model": None}), 400)
+    assert "not null" in error["message"]
+    assert client.post("/v1/embeddings", json={"input": "a"}).status_code == 200
 
 
 def test_unknown_model_is_404(client: TestClient) -> None:

@@ -22,7 +22,8 @@ from support.servers import Server, fake_factory, running_server
 
 @pytest.fixture(scope="module")
 def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("openai")))
+    # token ids on: one test sends the served model's own ids through the SDK
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("openai"), accept_token_ids=True))
     with running_server(app, free_port()) as server:
         yield server
 

@@ -82,6 +82,9 @@ def create_app(
         openapi_url=None,
         telemetry=NO_FASTAPI_TELEMETRY,
     )
+    # no redirects: /v1/models/ would answer 307 with a Location built from the Host header,
+    # before authentication, and a 307 makes clients send the text again; it is a 404
+    app.router.redirect_slashes = False
     app.state.embedgate = services
     install_error_handlers(app)
     embeddings = Route(

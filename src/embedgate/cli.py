@@ -7,6 +7,7 @@ file. No option takes a secret (command lines show up in `ps`).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +51,7 @@ def serve(
     """Serve the OpenAI-compatible API (the main job)."""
     import uvicorn
 
+    from embedgate.api.header_timeout import protocol_with_header_timeout
     from embedgate.app import create_app
     from embedgate.engine.loading import resolve_model
     from embedgate.logs import configure_logging
@@ -94,6 +96,7 @@ def serve(
             proxy_headers=False,  # X-Forwarded-For is resolved by embedgate (trusted_proxies)
             ssl_certfile=tls.get("certfile"),
             ssl_keyfile=tls.get("keyfile"),
+            http=protocol_with_header_timeout(settings.header_timeout_s),
         )
     )
     services = app.state.embedgate
@@ -183,6 +186,9 @@ def embed(
 
 
 def main() -> None:
+    # everything embedgate writes (database, vector store, uploads, audit, keys) is for its
+    # own user only: files 0600, directories 0700, whatever the caller's umask
+    os.umask(0o077)
     from embedgate.cli_admin import audit_app, keys_app
     from embedgate.cli_kb import kb_app
 

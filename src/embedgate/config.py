@@ -137,6 +137,19 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(
         default=32, ge=4, description="Deepest JSON nesting accepted in a request body."
     )
+    accept_token_ids: bool = Field(
+        default=False,
+        description="Accept token-id input (lists of integers). Off by default: clients such "
+        "as LangChain send ids from another model's tokenizer (tiktoken), which embed as "
+        "meaningless vectors; turn on only for callers that use the served model's tokenizer.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A connection whose first request headers are not complete after this "
+        "many seconds is closed (slow-header clients hold connections open otherwise).",
+    )
 
     # --- security: identity ---------------------------------------------------------------
     auth: bool = Field(

@@ -3,6 +3,7 @@ before anything else sees it, each with its own clear 4xx."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 import orjson
@@ -46,11 +47,43 @@ async def read_json_body(request: Request, max_depth: int) -> Any:
         raise ServiceError(
             ErrorKind.INVALID_REQUEST, f"the request body is not valid JSON: {reason}"
         ) from None
+    if isinstance(data, dict) and _may_repeat_a_key(raw, data) and _repeats_a_key(raw):
+        raise ServiceError(
+            ErrorKind.INVALID_REQUEST,
+            "the JSON body has the same key twice; send each field once (proxies and "
+            "parsers disagree on which one counts)",
+        )
     if json_depth_exceeds(data, max_depth):
         raise ServiceError(
             ErrorKind.INVALID_REQUEST, f"the JSON body is nested deeper than {max_depth} levels"
         )
     return data
+
+
+def _may_repeat_a_key(raw: bytes, data: dict[str, Any]) -> bool:
+    """Cheap screen on the hot path: a top-level key written twice appears twice as a quoted
+    string (inside a string value its quotes would be escaped). Rarely true otherwise."""
+    return any(raw.count(orjson.dumps(key)) > 1 for key in data)
+
+
+def _repeats_a_key(raw: bytes) -> bool:
+    """The exact check, at any depth, run only when the screen says maybe."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in items]
+        if len(keys) != len(set(keys)):
+            raise _DuplicateKey
+        return dict(items)
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except _DuplicateKey:
+        return True
+    return False
+
+
+class _DuplicateKey(Exception):
+    pass
 
 
 async def read_model(request: Request, model: type[Model], max_depth: int) -> Model:

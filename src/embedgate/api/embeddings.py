@@ -19,7 +19,7 @@ from embedgate.api.body import read_model
 from embedgate.api.context import RequestContext, request_context
 from embedgate.api.errors import error_response
 from embedgate.api.guard import admit, charge_usage
-from embedgate.api.schemas import EmbeddingsRequest, embeddings_response
+from embedgate.api.schemas import EmbeddingsRequest, embeddings_response, is_token_ids
 from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
 from embedgate.engine.delivery import CancelFlag
 from embedgate.errors import ErrorKind, ServiceError
@@ -126,7 +126,18 @@ class EmbeddingsEndpoint:
         return 200, payload
 
     async def _read(self, request: Request, context: RequestContext) -> EmbeddingsRequest:
-        body = await read_model(request, EmbeddingsRequest, self.state.settings.max_json_depth)
+        settings = self.state.settings
+        body = await read_model(request, EmbeddingsRequest, settings.max_json_depth)
+        if not settings.accept_token_ids and is_token_ids(body.input):
+            raise ServiceError(
+                ErrorKind.INVALID_INPUT,
+                "token-id input is off on this server: ids from another tokenizer embed as "
+                "meaningless vectors. Send text. LangChain's OpenAIEmbeddings sends tiktoken "
+                "ids unless created with check_embedding_ctx_length=False. (An operator can "
+                "set accept_token_ids = true for callers that use the served model's own "
+                "tokenizer.)",
+                "input",
+            )
         audit = context.audit
         audit.n_inputs, audit.dimensions, audit.user = len(body.input), body.dimensions, body.user
         return body

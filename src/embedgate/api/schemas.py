@@ -73,6 +73,16 @@ class EmbeddingsRequest(BaseModel):
     instruction: StrictStr | None = Field(default=None, min_length=1, max_length=4096)
     truncate: StrictBool = False
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_not_null(cls, value: Any) -> Any:
+        if value is None:  # only an explicit null reaches here; a missing field is allowed
+            raise ValueError(
+                "model must be the served model's name (see GET /v1/models), not null; "
+                "leave the field out to use the served model"
+            )
+        return value
+
     @field_validator("input", mode="before")
     @classmethod
     def _valid_input(cls, value: Any) -> list[str] | list[list[int]]:
@@ -104,3 +114,7 @@ def embeddings_response(
 def decode_base64_embedding(text: str) -> FloatArray:
     """Inverse of the base64 encoding (little-endian float32), for clients and tests."""
     return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
+
+
+def is_token_ids(inputs: list[str] | list[list[int]]) -> bool:
+    return bool(inputs) and isinstance(inputs[0], list)

@@ -158,7 +158,7 @@ class KnowledgeBase:
             self.catalog.add_job(job_id, document_id=doc_id, collection=name, status="succeeded")
             self.catalog.update_job(job_id, stage="duplicate")
         else:
-            self.runner.settings.uploads.mkdir(parents=True, exist_ok=True)
+            self.runner.settings.uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.runner.upload_path(doc_id).write_bytes(data)
             self.catalog.add_document(
                 doc_id,

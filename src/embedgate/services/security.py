@@ -94,7 +94,7 @@ def build_security(
     store: KeyStore | None = None,
     audit_sink: AuditSink | None = None,
 ) -> SecurityParts:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     audit = AuditLog(audit_sink) if audit_sink is not None else open_audit(settings)
     keys = key_service(settings, store or SqlKeyStore(database), audit)
     redis = settings.redis_url.get_secret_value() if settings.redis_url else None

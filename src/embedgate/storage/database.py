@@ -7,6 +7,7 @@ embedgate upgrades the schema once, on start, under a transaction.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,10 +38,14 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)
 
 
 def database_url(configured: str | None, data_dir: Path) -> str:
+    """The configured URL, or SQLite in the data dir: created owner-only (0600; SQLite gives
+    its -wal and -shm files the same mode), as it holds key hashes and the catalog."""
     if configured:
         return configured
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(data_dir / 'embedgate.db').resolve()}"
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = (data_dir / "embedgate.db").resolve()
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    return f"sqlite:///{path}"
 
 
 def open_database(url: str) -> Engine:
