@@ -107,6 +107,11 @@ def test_redis_down_fails_closed_with_503(tmp_path: Path, redis: RedisServer) ->
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "rate_limiter_unavailable"
         assert c.get("/health").status_code == 200
+        # authentication comes first: a wrong key is a 401 whatever Redis is doing
+        wrong = c.post(
+            "/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer egk_nope"}
+        )
+        assert wrong.status_code == 401, wrong.text
 
 
 def test_redis_down_falls_back_to_local_limits_when_configured(

@@ -6,6 +6,7 @@ console's routes, a future gRPC endpoint) without copying a rule.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +17,7 @@ from embedgate.security.jwt_auth import JwtVerifier, looks_like_jwt
 from embedgate.security.key_service import KeyService
 from embedgate.security.ratelimit import Limit, RateLimiter
 
+log = logging.getLogger(__name__)
 ANONYMOUS_ADMIN = Principal(subject="anonymous", role=Role.ADMIN)
 RateHeaders = dict[str, str]
 
@@ -71,10 +73,12 @@ class Security:
         return client_ip(peer, headers.get("x-forwarded-for"), self.trusted_proxies)
 
     async def authenticate(self, headers: HeaderLookup, ip: str) -> Principal:
-        """Who is calling; a failed attempt counts against the caller's address."""
+        """Who is calling. A credential that fails counts against the caller's address, and
+        an address over `failed_auth_per_minute` gets 429 for failing credentials only: a
+        valid key is never refused because other callers at the same address keep failing
+        (one misconfigured app must not lock out its neighbours)."""
         if not self.enabled:
             return ANONYMOUS_ADMIN
-        self.limiter.raise_if_refused("auth", ip, self.failed_auth_per_minute)
         try:
             token = credential_from(headers)
             principal = None
@@ -84,10 +88,22 @@ class Security:
                 principal = await self.keys.authenticate(token, ip)
             if principal is None:
                 raise _unauthenticated()
-        except ServiceError:
-            await self.limiter.hit("auth", ip, self.failed_auth_per_minute)
+        except ServiceError as exc:
+            if exc.kind is ErrorKind.UNAUTHENTICATED:
+                await self._count_failure(ip)
             raise
         return principal
+
+    async def _count_failure(self, ip: str) -> None:
+        """429 when this address is over its failure limit; a limiter that is down leaves
+        the answer a 401 (authentication comes first, whatever Redis is doing)."""
+        self.limiter.raise_if_refused("auth", ip, self.failed_auth_per_minute)
+        try:
+            await self.limiter.hit("auth", ip, self.failed_auth_per_minute)
+        except ServiceError as exc:
+            if exc.kind is not ErrorKind.LIMITS_UNAVAILABLE:
+                raise
+            log.warning("could not count a failed authentication: the limiter is unavailable")
 
     async def authorise(
         self, principal: Principal, permission: Permission, *, defer_limits: bool = False
