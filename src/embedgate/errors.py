@@ -35,6 +35,7 @@ class ErrorKind(Enum):
     PARSE_TIMEOUT = "parse_timeout"
     CONFLICT = "conflict"
     NOT_READY = "not_ready"
+    STORAGE_UNAVAILABLE = "storage_unavailable"  # the database cannot be reached
     MODEL_UNAVAILABLE = "model_unavailable"  # the model process is being restarted
     INPUT_CRASHED_MODEL = "input_crashed_model"  # this input alone made the model exit
     BACKEND_FAILURE = "backend_failure"

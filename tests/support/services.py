@@ -97,12 +97,66 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return cmd
 
 
+@dataclass
+class PostgresServer:
+    """A private PostgreSQL instance that a test can stop and start again (same data)."""
+
+    root: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://embedgate@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            _as_postgres(
+                [
+                    _pg_bin("postgres"),
+                    "-D",
+                    str(self.root / "data"),
+                    "-p",
+                    str(self.port),
+                    "-h",
+                    "127.0.0.1",
+                    "-k",
+                    str(self.root),
+                    "-F",
+                ]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port(self.port)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                [_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+            )
+            if probe.returncode == 0:
+                return
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """A fast shutdown: clients' connections are cut, as in a crash or a restart (a
+        signal to `runuser` would not reach the server, and SIGTERM waits for clients)."""
+        if self.process is not None and self.process.poll() is None:
+            subprocess.run(
+                _as_postgres(
+                    [_pg_bin("pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(self.root / "data")]
+                ),
+                capture_output=True,
+                timeout=60,
+            )
+            self.process.wait(timeout=30)
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """Yields a SQLAlchemy URL to a fresh database on a private PostgreSQL instance."""
-    port = free_port()
+def postgres_instance() -> Iterator[PostgresServer]:
+    """A fresh database on a private PostgreSQL instance, stoppable mid-test."""
     root = Path(tempfile.mkdtemp(prefix="embedgate-pg-"))
-    data = root / "data"
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     subprocess.run(
@@ -110,7 +164,7 @@ def postgres_server() -> Iterator[str]:
             [
                 _pg_bin("initdb"),
                 "-D",
-                str(data),
+                str(root / "data"),
                 "-U",
                 "embedgate",
                 "--auth=trust",
@@ -122,36 +176,17 @@ def postgres_server() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    process = subprocess.Popen(
-        _as_postgres(
-            [
-                _pg_bin("postgres"),
-                "-D",
-                str(data),
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-                "-k",
-                str(root),
-                "-F",
-            ]
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = PostgresServer(root, free_port())
     try:
-        _wait_port(port)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                [_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
-            )
-            if probe.returncode == 0:
-                break
-            time.sleep(0.1)
-        yield f"postgresql+psycopg://embedgate@127.0.0.1:{port}/postgres"
+        server.start()
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Yields a SQLAlchemy URL to a fresh database on a private PostgreSQL instance."""
+    with postgres_instance() as server:
+        yield server.url

@@ -44,6 +44,7 @@ _MAPPING: dict[ErrorKind, tuple[int, str, str | None]] = {
     ErrorKind.PARSE_TIMEOUT: (422, "invalid_request_error", "parse_timeout"),
     ErrorKind.CONFLICT: (409, "invalid_request_error", "conflict"),
     ErrorKind.NOT_READY: (503, "service_unavailable", "not_ready"),
+    ErrorKind.STORAGE_UNAVAILABLE: (503, "service_unavailable", "storage_unavailable"),
     ErrorKind.MODEL_UNAVAILABLE: (503, "service_unavailable", "model_unavailable"),
     ErrorKind.INPUT_CRASHED_MODEL: (400, "invalid_request_error", "input_crashed_model"),
     ErrorKind.BACKEND_FAILURE: (500, "server_error", "model_error"),

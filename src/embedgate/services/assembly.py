@@ -34,7 +34,7 @@ from embedgate.services.engine import EngineFactory, bring_up
 from embedgate.services.knowledge import build_knowledge, open_vector_store
 from embedgate.services.metrics import Metrics
 from embedgate.services.security import build_security, ensure_first_admin_key
-from embedgate.storage.database import database_url, open_database
+from embedgate.storage.database import database_url, open_database, ping
 from embedgate.storage.key_store import KeyStore
 
 log = logging.getLogger("embedgate.app")
@@ -68,6 +68,7 @@ class Services:
     engine: EmbeddingEngine | None = None
     ready: bool = False
     reason: str = "loading the model"
+    storage_error: str | None = None  # the database probe's last failure, or None
     self_tested_restarts: int = 0  # the model process restarts whose successor passed
     # called with a one-line reason when the server must exit for its supervisor to restart
     # it (model restarts given up); the server sets it, tests may too
@@ -92,6 +93,8 @@ class Services:
         has passed the self-test again."""
         if not self.ready:
             return self.reason
+        if self.storage_error is not None:
+            return self.storage_error
         return self._model_reason()
 
     def _model_reason(self) -> str | None:
@@ -187,6 +190,8 @@ class Services:
                 await self._open_knowledge(stack, overrides.vector_store)
             flusher = asyncio.create_task(self._flush_last_used())
             stack.push_async_callback(_cancel, flusher)
+            prober = asyncio.create_task(self._probe_storage())
+            stack.push_async_callback(_cancel, prober)
             yield self
             self.ready = False
 
@@ -250,6 +255,23 @@ class Services:
                 log.info("self-test passed after a model restart", extra={"restarts": restarts})
             else:
                 log.error("self-test failed after a model restart", extra={"reason": result.reason})
+
+    async def _probe_storage(self, every: float = 2.0) -> None:
+        """/ready reflects the database: one cheap query every `every` seconds, cached, so a
+        load balancer stops sending traffic while it is down (requests get 503 meanwhile)."""
+        database = _opened(self.database)
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(ping, database), timeout=every * 3)
+            except Exception as exc:
+                if self.storage_error is None:
+                    log.error("the database is unreachable", extra={"reason": str(exc)})
+                self.storage_error = "the database is unreachable"
+            else:
+                if self.storage_error is not None:
+                    log.warning("the database is reachable again")
+                self.storage_error = None
+            await asyncio.sleep(every)
 
     async def _close_security(self) -> None:
         if self.keys is not None:

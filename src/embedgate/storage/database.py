@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy.engine import ExceptionContext
 
+from embedgate.errors import ErrorKind, ServiceError
 from embedgate.storage.schema import (
     api_keys,
     kb_collections,
@@ -48,11 +50,42 @@ def database_url(configured: str | None, data_dir: Path) -> str:
     return f"sqlite:///{path}"
 
 
+CONNECT_TIMEOUT_S = 5
+RETRY_AFTER_S = 5
+
+
+def _unreachable_is_unavailable(context: ExceptionContext) -> ServiceError | None:
+    """A lost or refused connection becomes one error kind the API answers with 503 and a
+    Retry-After (a database restart is an outage, not a bug); other errors pass unchanged."""
+    if context.is_pre_ping:  # the pool is checking a connection: let it reconnect
+        return None
+    if context.is_disconnect or _connection_failed(context.original_exception):
+        return ServiceError(
+            ErrorKind.STORAGE_UNAVAILABLE,
+            "the database is unreachable; retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    return None
+
+
+def _connection_failed(error: BaseException) -> bool:
+    """PostgreSQL refused or dropped the connection (psycopg's OperationalError)."""
+    if "psycopg" not in type(error).__module__:
+        return False
+    import psycopg
+
+    return isinstance(error, psycopg.OperationalError)
+
+
 def open_database(url: str) -> Engine:
     """Create the engine and bring the schema up to date."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    engine = create_engine(url, pool_pre_ping=True, future=True)
+    postgres = url.startswith("postgresql")
+    # a database that does not answer must fail fast, not hold a request for minutes
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if postgres else {}
+    engine = create_engine(url, pool_pre_ping=True, future=True, connect_args=connect_args)
+    event.listen(engine, "handle_error", _unreachable_is_unavailable)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
