@@ -73,12 +73,13 @@ def serve(
         typer.echo("embedgate: refusing auth=false on a non-loopback address", err=True)
         raise typer.Exit(2)
     tls = _tls_options(settings)
+    from embedgate.errors import ServiceError
     from embedgate.security.secret_files import InsecureSecretFile
     from embedgate.services.security import preflight
 
     try:
         preflight(settings)
-    except (InsecureSecretFile, OSError, ValueError) as exc:
+    except (InsecureSecretFile, OSError, ValueError, ServiceError) as exc:
         typer.echo(f"embedgate: {exc}", err=True)
         raise typer.Exit(2) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -83,3 +83,10 @@ def redact(key_id: str, last4: str) -> str:
 
 def looks_like_key(text: str) -> bool:
     return text.startswith(PREFIX)
+
+
+def pepper_check(pepper: bytes) -> str:
+    """A value that identifies the pepper without revealing it (HMAC of a fixed label):
+    stored in a shared database, it lets a replica with another pepper refuse to start
+    instead of answering 401 to every key."""
+    return hmac.new(pepper, b"embedgate pepper check v1", hashlib.sha256).hexdigest()

@@ -34,7 +34,8 @@ from embedgate.services.engine import EngineFactory, bring_up
 from embedgate.services.knowledge import build_knowledge, open_vector_store
 from embedgate.services.metrics import Metrics
 from embedgate.services.security import build_security, ensure_first_admin_key
-from embedgate.storage.database import database_url, open_database, ping
+from embedgate.services.storage import open_configured_database
+from embedgate.storage.database import ping
 from embedgate.storage.key_store import KeyStore
 
 log = logging.getLogger("embedgate.app")
@@ -146,6 +147,7 @@ class Services:
         knowledge: bool = True,
         one_shot: bool = False,
         first_admin_key: bool = False,
+        watch: bool = True,
     ) -> AsyncIterator[Services]:
         """Start the parts; leaving closes them in reverse.
 
@@ -154,11 +156,14 @@ class Services:
         loads one (key administration). `knowledge=False` leaves the vector store closed, so
         a command that needs none never touches a data dir a server holds.
         `first_admin_key`: the server's first start writes an admin key (see `security.py`).
+        `watch=False` starts no background task (database probe, model watchdog, last-used
+        flusher): for callers whose event loop does not run between their calls (the CLI),
+        where a probe would time out while the loop is paused.
         """
         overrides = overrides or Overrides()
         settings = self.settings
         async with contextlib.AsyncExitStack() as stack:
-            self.database = await asyncio.to_thread(_open_database, settings)
+            self.database = await asyncio.to_thread(open_configured_database, settings)
             stack.callback(self.database.dispose)
             parts = await asyncio.to_thread(
                 lambda: build_security(
@@ -180,18 +185,18 @@ class Services:
                 factory = overrides.engine_factory or _default_factory(one_shot=one_shot)
                 loader = asyncio.create_task(bring_up(self, factory))
                 stack.push_async_callback(self._stop_model, loader)
-                watchdog = asyncio.create_task(self._watch_model())
-                stack.push_async_callback(_cancel, watchdog)
+                if watch:
+                    watchdog = asyncio.create_task(self._watch_model())
+                    stack.push_async_callback(_cancel, watchdog)
                 if model == "wait":
                     await asyncio.shield(loader)
                     if not self.ready:
                         raise ServiceError(ErrorKind.NOT_READY, self.reason)
             if knowledge:
                 await self._open_knowledge(stack, overrides.vector_store)
-            flusher = asyncio.create_task(self._flush_last_used())
-            stack.push_async_callback(_cancel, flusher)
-            prober = asyncio.create_task(self._probe_storage())
-            stack.push_async_callback(_cancel, prober)
+            if watch:
+                for task in (self._flush_last_used(), self._probe_storage()):
+                    stack.push_async_callback(_cancel, asyncio.create_task(task))
             yield self
             self.ready = False
 
@@ -300,11 +305,12 @@ async def open_services(
     model: ModelStart = "wait",
     knowledge: bool = True,
     one_shot: bool = False,
+    watch: bool = True,
 ) -> AsyncIterator[Services]:
     """A fresh `Services`, opened (see `Services.open`)."""
     services = Services(settings=settings)
     async with services.open(
-        overrides=overrides, model=model, knowledge=knowledge, one_shot=one_shot
+        overrides=overrides, model=model, knowledge=knowledge, one_shot=one_shot, watch=watch
     ):
         yield services
 
@@ -322,7 +328,12 @@ def open_services_sync(
     their own, with the runner to `run()` their coroutines (a search) on that same loop."""
     runner = asyncio.Runner()
     manager = open_services(
-        settings, overrides=overrides, model=model, knowledge=knowledge, one_shot=one_shot
+        settings,
+        overrides=overrides,
+        model=model,
+        knowledge=knowledge,
+        one_shot=one_shot,
+        watch=False,  # this loop runs only inside `runner.run()`
     )
     try:
         services = runner.run(manager.__aenter__())
@@ -335,11 +346,6 @@ def open_services_sync(
             runner.run(manager.__aexit__(None, None, None))
     finally:
         runner.close()
-
-
-def _open_database(settings: Settings) -> Engine:
-    configured = settings.database_url.get_secret_value() if settings.database_url else None
-    return open_database(database_url(configured, settings.data_dir))
 
 
 def _opened(database: Engine | None) -> Engine:

@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from embedgate.config import Settings
+from embedgate.security import keys
 from embedgate.security.audit import AuditLog, AuditSink, FileAuditSink
 from embedgate.security.client_ip import parse_networks
 from embedgate.security.gate import Security
@@ -20,6 +21,8 @@ from embedgate.security.jwt_auth import JwtConfig, JwtVerifier
 from embedgate.security.key_service import KeyService
 from embedgate.security.ratelimit import RateLimiter
 from embedgate.security.secret_files import load_pepper, read_secret_file, write_secret_file
+from embedgate.services.storage import open_configured_database
+from embedgate.storage.facts import agree_on
 from embedgate.storage.key_store import KeyStore, SqlKeyStore
 
 log = logging.getLogger(__name__)
@@ -41,10 +44,34 @@ def open_audit(settings: Settings) -> AuditLog:
     return AuditLog(FileAuditSink(settings.audit_path or settings.data_dir / "audit.jsonl"))
 
 
-def key_service(settings: Settings, store: KeyStore, audit: AuditLog) -> KeyService:
-    pepper_env = settings.pepper.get_secret_value() if settings.pepper else None
-    pepper = load_pepper(pepper_env, settings.pepper_file, settings.data_dir)
+class PepperMismatch(ValueError):
+    """This server's pepper is not the one the (shared) database was set up with."""
+
+
+def key_service(
+    settings: Settings, store: KeyStore, audit: AuditLog, database: Engine
+) -> KeyService:
+    pepper = _pepper(settings)
+    check_pepper(settings, database, pepper)
     return KeyService(store, pepper, audit, settings.key_cache_ttl_s)
+
+
+def _pepper(settings: Settings) -> bytes:
+    pepper_env = settings.pepper.get_secret_value() if settings.pepper else None
+    return load_pepper(pepper_env, settings.pepper_file, settings.data_dir)
+
+
+def check_pepper(settings: Settings, database: Engine, pepper: bytes | None = None) -> None:
+    """Refuse a pepper the database was not set up with: replicas sharing PostgreSQL must
+    share the pepper too, or every key is a 401 on the odd one out."""
+    pepper = pepper if pepper is not None else _pepper(settings)
+    ours = keys.pepper_check(pepper)
+    if agree_on(database, "pepper_check", ours) != ours:
+        raise PepperMismatch(
+            "this server's pepper does not match the one its database was set up with; give "
+            "every replica that shares the database the same EMBEDGATE_PEPPER_FILE (or "
+            "EMBEDGATE_PEPPER)"
+        )
 
 
 def jwt_verifier(settings: Settings) -> JwtVerifier | None:
@@ -85,6 +112,11 @@ def preflight(settings: Settings) -> None:
     elif (settings.data_dir / "pepper").exists():
         read_secret_file(settings.data_dir / "pepper")
     jwt_verifier(settings)
+    database = open_configured_database(settings)
+    try:
+        check_pepper(settings, database)
+    finally:
+        database.dispose()
 
 
 def build_security(
@@ -96,7 +128,7 @@ def build_security(
 ) -> SecurityParts:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     audit = AuditLog(audit_sink) if audit_sink is not None else open_audit(settings)
-    keys = key_service(settings, store or SqlKeyStore(database), audit)
+    keys = key_service(settings, store or SqlKeyStore(database), audit, database)
     redis = settings.redis_url.get_secret_value() if settings.redis_url else None
     security = Security(
         keys=keys,

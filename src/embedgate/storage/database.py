@@ -21,6 +21,7 @@ from embedgate.storage.schema import (
     kb_documents,
     kb_jobs,
     schema_migrations,
+    server_facts,
 )
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,12 @@ def _v2(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _v3(conn: Connection) -> None:
+    server_facts.create(conn, checkfirst=True)
+
+
 # append only: a released step never changes, a schema change is a new step
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
 
 
 def database_url(configured: str | None, data_dir: Path) -> str:

@@ -23,6 +23,14 @@ schema_migrations = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False),
 )
 
+# facts a deployment's replicas must agree on, e.g. a keyed check value of the pepper
+server_facts = Table(
+    "server_facts",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,
