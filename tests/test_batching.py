@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from itertools import pairwise
 
 from hypothesis import given
@@ -14,8 +13,8 @@ from embedgate.engine.batching import (
     WorkItem,
     padded_length,
     plan_micro_batches,
-    take_window,
 )
+from embedgate.engine.fair_queue import FairQueue
 
 
 def items(lengths: list[int]) -> list[WorkItem]:
@@ -82,13 +81,17 @@ def test_padded_length_rounds_up_to_the_multiple() -> None:
 
 
 @given(st.lists(st.integers(1, 600), min_size=1, max_size=200), st.integers(64, 4096))
-def test_window_takes_oldest_first_and_always_progresses(lengths: list[int], budget: int) -> None:
-    queue = deque(items(lengths))
-    first = queue[0]
-    window = take_window(queue, budget)
-    assert window[0] is first
+def test_one_callers_window_is_oldest_first_and_always_progresses(
+    lengths: list[int], budget: int
+) -> None:
+    queue = FairQueue(quantum=max(64, budget // 8))
+    queued = items(lengths)
+    queue.extend("a", queued)
+    window = queue.take(budget)
+    assert window == queued[: len(window)]  # in order, nothing skipped
     assert sum(i.tokens for i in window) <= budget or len(window) == 1
     assert len(window) + len(queue) == len(lengths)
+    assert queue.tokens_of("a") == sum(lengths) - sum(i.tokens for i in window)
 
 
 def test_similar_lengths_share_a_batch() -> None:

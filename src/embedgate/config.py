@@ -111,6 +111,14 @@ class Settings(BaseSettings):
         ge=1,
         description="Queued tokens above which new requests get 429 `overloaded`.",
     )
+    max_queue_seconds: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Most model time (estimated from measured tokens/s) one API key may have "
+        "queued; its next request beyond that gets 429 `overloaded` with an honest "
+        "Retry-After. Keys are served in turn, so others' small requests keep flowing. "
+        "Empty = no bound per key.",
+    )
     batch_wait_ms: float = Field(
         default=20.0,
         ge=0,

@@ -24,7 +24,7 @@ from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
 from embedgate.engine.delivery import CancelFlag
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Permission, Principal
-from embedgate.security.gate import Security
+from embedgate.security.gate import ANONYMOUS_ADMIN, Security
 from embedgate.services import Services
 
 CLIENT_CLOSED_REQUEST = 499
@@ -111,6 +111,7 @@ class EmbeddingsEndpoint:
                 input_type=body.input_type,
                 instruction=body.instruction,
                 truncate=body.truncate,
+                caller=_caller(principal, request),
             )
             result = await _embed_unless_gone(engine, job, usage.charge, request.receive)
         except ServiceError:
@@ -152,6 +153,14 @@ class EmbeddingsEndpoint:
                 "model",
             )
         return engine
+
+
+def _caller(principal: Principal, request: Request) -> str:
+    """Whose turn it is in the fair queue: the key (or token subject); without
+    authentication, the client's address."""
+    if principal is ANONYMOUS_ADMIN:
+        return f"ip:{request_context(request.scope).client_ip}"
+    return principal.subject
 
 
 class _Usage:

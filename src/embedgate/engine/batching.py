@@ -1,8 +1,9 @@
 """Pure batch planning: which queued sequences go into which forward pass.
 
-Work is taken oldest-first (so nothing starves) up to the token budget, then sorted by length
-and cut into micro-batches whose padded size (rows x padded length) stays within the budget, so
-similar lengths share a forward pass and padding is small.
+A window of work comes from the fair queue (`fair_queue.py`: callers in turn, each oldest
+first) up to the token budget; here it is sorted by length and cut into micro-batches whose
+padded size (rows x padded length) stays within the budget, so similar lengths share a
+forward pass and padding is small.
 
 A pass's length is its longest row rounded up to a multiple (16 by default). On a CPU, oneDNN
 compiles a kernel for every new (rows x length) shape of a Linear layer (several ms each, and
@@ -17,7 +18,6 @@ there when the padding saved outweighs one more pass (measured in docs/benchmark
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -74,19 +74,6 @@ class WorkItem:
     @property
     def tokens(self) -> int:
         return len(self.sequence)
-
-
-def take_window(queue: deque[WorkItem], max_batch_tokens: int) -> list[WorkItem]:
-    """Pop the oldest items whose real tokens fit the budget (always at least one)."""
-    window: list[WorkItem] = []
-    used = 0
-    while queue:
-        nxt = queue[0].tokens
-        if window and used + nxt > max_batch_tokens:
-            break
-        window.append(queue.popleft())
-        used += nxt
-    return window
 
 
 # Padding tokens a cut must save before it pays for one more forward pass (a pass's fixed

@@ -40,3 +40,4 @@ class EngineConfig:
     max_inputs_per_request: int = 2048
     max_request_tokens: int = 1_048_576
     max_queued_tokens: int = 1_048_576
+    max_queue_seconds: float | None = 30.0

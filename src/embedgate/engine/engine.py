@@ -23,6 +23,7 @@ from embedgate.engine.delivery import (
     LoopCompletion,
     LoopMailboxes,
 )
+from embedgate.engine.fair_queue import DEFAULT_CALLER
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.scheduler import BatchScheduler, SchedulerObserver
 from embedgate.errors import ErrorKind, ServiceError
@@ -39,6 +40,7 @@ class EmbedRequest:
     input_type: InputType | None = None
     instruction: str | None = None
     truncate: bool = False
+    caller: str = DEFAULT_CALLER  # whose turn it is in the fair queue (an API key, a job)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class EngineLimits:
     tokenizer_threads: int = 1
     batch_wait_ms: float = 0.0
     forward_threads: int = 1
+    max_queue_seconds: float | None = None  # per caller, of measured model time
 
 
 INLINE_TOKENIZE_CHARS = 2048
@@ -92,6 +95,7 @@ class EmbeddingEngine:
             batch_wait=self.limits.batch_wait_ms / 1000,
             workers=self.limits.forward_threads,
             pass_length=backend.pass_length,
+            max_queue_seconds=self.limits.max_queue_seconds,
         )
         self._mailboxes = LoopMailboxes()
         self._tokenizers = concurrent.futures.ThreadPoolExecutor(
@@ -197,12 +201,17 @@ class EmbeddingEngine:
         return sequences
 
     def _enqueue(
-        self, sequences: list[list[int]], cancelled: CancelSignal, completion: Completion
+        self,
+        sequences: list[list[int]],
+        cancelled: CancelSignal,
+        completion: Completion,
+        caller: str,
     ) -> int:
         """Queue the request's sequences; their tokens (the count `usage` reports)."""
         pending = PendingRequest(len(sequences), self.spec.native_dimensions, cancelled, completion)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        return self._scheduler.submit([WorkItem(sequences[i], pending, i) for i in order])
+        items = [WorkItem(sequences[i], pending, i) for i in order]
+        return self._scheduler.submit(items, caller)
 
     def _forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         """One forward pass, post-processed at the native size for all of its rows at once
@@ -242,7 +251,7 @@ class EmbeddingEngine:
         if flag.is_set():
             raise asyncio.CancelledError
         completion = LoopCompletion(self._mailboxes.for_loop(loop))
-        tokens = self._enqueue(sequences, flag, completion)
+        tokens = self._enqueue(sequences, flag, completion, request.caller)
         if admit is not None:
             # the admission check (e.g. a token rate limit on Redis) runs while the work
             # waits in the queue; if it refuses, the work is dropped before the model sees it
@@ -265,5 +274,5 @@ class EmbeddingEngine:
         self.validate(request)
         sequences = self.tokenize(request)
         done: concurrent.futures.Future[FloatArray] = concurrent.futures.Future()
-        tokens = self._enqueue(sequences, cancel or CancelFlag(), done)
+        tokens = self._enqueue(sequences, cancel or CancelFlag(), done, request.caller)
         return self._finish(done.result(), request, tokens)

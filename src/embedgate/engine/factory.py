@@ -80,6 +80,7 @@ def load_engine(
         tokenizer_threads=config.tokenizer_threads,
         batch_wait_ms=config.batch_wait_ms,
         forward_threads=forward_threads,
+        max_queue_seconds=config.max_queue_seconds,
     )
     return EmbeddingEngine(backend, source.name, source.aliases, limits, observer)
 

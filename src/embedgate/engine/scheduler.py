@@ -21,12 +21,12 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from embedgate.engine.backend import ModelUnavailable, PassLost
-from embedgate.engine.batching import WorkItem, exact_length, plan_micro_batches, take_window
+from embedgate.engine.batching import WorkItem, exact_length, plan_micro_batches
+from embedgate.engine.fair_queue import DEFAULT_CALLER, FairQueue
 from embedgate.engine.pooling import FloatArray
 from embedgate.errors import ErrorKind, ServiceError
 
@@ -95,6 +95,7 @@ class BatchScheduler:
         batch_wait: float = 0.0,
         workers: int = 1,
         pass_length: Callable[[int], int] = exact_length,
+        max_queue_seconds: float | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("the scheduler needs at least one forward thread")
@@ -106,7 +107,9 @@ class BatchScheduler:
         self._pass_length = pass_length  # the length `run_batch` pads a pass to
         self._max_queued_tokens = max_queued_tokens
         self._observer = observer
-        self._queue: deque[WorkItem] = deque()
+        self._queue = FairQueue(quantum=max(64, max_batch_tokens // 8))
+        self._max_queue_seconds = max_queue_seconds
+        self._rate = 0.0  # measured tokens/s of all forward threads together (EWMA)
         self._queued_tokens = 0
         self._in_flight_tokens = 0  # taken by a forward thread, not yet finished
         self._cond = threading.Condition()
@@ -139,8 +142,7 @@ class BatchScheduler:
     def stop(self) -> None:
         with self._cond:
             self._running = False
-            pending = list(self._queue)
-            self._queue.clear()
+            pending = self._queue.drain()
             self._queued_tokens = 0
             self._cond.notify_all()
         stopped = ServiceError(ErrorKind.NOT_READY, "the server is shutting down")
@@ -149,9 +151,13 @@ class BatchScheduler:
         for thread in self._threads:
             thread.join(timeout=30)
 
-    def submit(self, items: Sequence[WorkItem]) -> int:
+    def submit(self, items: Sequence[WorkItem], caller: str = DEFAULT_CALLER) -> int:
         """Enqueue one request's items, or refuse the whole request when overloaded; the
-        tokens queued."""
+        tokens queued. Callers are served in turn (`FairQueue`), so what one caller may
+        queue is bounded by time: `max_queue_seconds` of measured throughput, beyond which
+        its next request gets 429 with the seconds its queue needs to drain. A caller with
+        nothing queued is always admitted (within the global token bound), so a request of
+        any allowed size runs eventually; other callers' small requests keep flowing."""
         tokens = sum(item.tokens for item in items)
         with self._cond:
             if not self._running:
@@ -162,11 +168,29 @@ class BatchScheduler:
                     f"the server is overloaded ({self._queued_tokens} tokens queued, bound "
                     f"{self._max_queued_tokens}); retry shortly",
                 )
-            self._queue.extend(items)
+            self._admit_caller(caller, tokens)
+            self._queue.extend(caller, list(items))
             self._queued_tokens += tokens
             self._report_queue()
             self._cond.notify()
         return tokens
+
+    def _admit_caller(self, caller: str, tokens: int) -> None:
+        """Refuse a caller whose queued work would take longer than `max_queue_seconds`."""
+        limit, rate = self._max_queue_seconds, self._rate
+        queued = self._queue.tokens_of(caller)
+        if limit is None or rate <= 0 or not queued:
+            return
+        seconds = (queued + tokens) / rate
+        if seconds > limit:
+            wait = max(1, math.ceil(seconds - limit))
+            raise ServiceError(
+                ErrorKind.OVERLOADED,
+                f"this key already has {queued} tokens queued (about {queued / rate:.0f} s of "
+                f"model time); with this request it would be {seconds:.0f} s, over the "
+                f"{limit:g} s bound; retry in {wait} s",
+                headers={"Retry-After": str(wait), "retry-after-ms": str(wait * 1000)},
+            )
 
     def _report_queue(self) -> None:
         if self._observer is not None:
@@ -183,7 +207,7 @@ class BatchScheduler:
                     self._coalesce()
                 if not self._running:
                     return None
-                window = take_window(self._queue, self._share())
+                window = self._queue.take(self._share())
             finally:
                 self._idle -= 1
             if self._queue:  # more than this thread's share: wake another one for it
@@ -270,6 +294,7 @@ class BatchScheduler:
             return
         elapsed = time.perf_counter() - started
         self._last_forward = elapsed
+        self._measure(sum(item.tokens for item in live), elapsed)
         by_request: dict[int, tuple[list[int], list[int]]] = {}
         for row, item in enumerate(live):
             rows, indices = by_request.setdefault(id(item.request), ([], []))
@@ -282,6 +307,14 @@ class BatchScheduler:
             length = self._pass_length(max(item.tokens for item in live))
             tokens = sum(item.tokens for item in live)
             self._observer.batch_done(len(live), tokens, length * len(live), elapsed)
+
+    def _measure(self, tokens: int, seconds: float) -> None:
+        """Throughput for admission: each pass's tokens/s times the forward threads (which
+        run side by side), smoothed; a rough figure is enough to bound waits in seconds."""
+        if seconds <= 0 or tokens <= 0:
+            return
+        rate = tokens / seconds * self._workers
+        self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
 
     def _retry_alone(self, items: list[WorkItem]) -> None:
         """Rerun the inputs of a lost pass one at a time with nothing else in flight: an input

@@ -263,6 +263,7 @@ class KnowledgeBase:
                 dimensions=dims,
                 input_type="query",
                 instruction=instruction if engine.spec.takes_instructions else None,
+                caller=principal.subject,
             )
             vector = (await engine.embed(request)).vectors[0].tolist()
             if mode == "dense":

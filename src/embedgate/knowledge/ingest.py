@@ -291,7 +291,11 @@ class IngestRunner:
             batch = chunks[start : start + EMBED_BATCH]
             result = self._embed(
                 EmbedRequest(
-                    [c.text for c in batch], dimensions=dims, input_type="document", truncate=True
+                    [c.text for c in batch],
+                    dimensions=dims,
+                    input_type="document",
+                    truncate=True,
+                    caller=f"ingest:{collection.name}",  # ingest takes turns with the API
                 )
             )
             vectors.extend(result.vectors.tolist())

@@ -41,6 +41,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_inputs_per_request=settings.max_inputs_per_request,
         max_request_tokens=settings.max_request_tokens,
         max_queued_tokens=settings.max_queued_tokens,
+        max_queue_seconds=settings.max_queue_seconds,
     )
 
 
