@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import free_port
 from embedgate.app import create_app
 from embedgate.config import Settings
-from support.servers import fake_factory, running_server
+from support.servers import fake_factory, running_server, wait_ready
 
 pytestmark = pytest.mark.slow  # starts real embedgate processes
 
@@ -74,3 +75,31 @@ def test_kb_against_a_server(tmp_path: Path) -> None:
             "search", "remote", "x", "--server", server.base, env={"EMBEDGATE_API_KEY": "egk_bad"}
         )
         assert denied.returncode == 1 and "401" in denied.stderr
+
+
+def test_kb_uses_the_server_that_holds_the_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "embedgate", "serve", "--port", str(port), "--data-dir", str(data)],
+        env={**os.environ, "EMBEDGATE_LOG_LEVEL": "warning"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(lambda p: httpx.get(base + p, timeout=5), timeout=180)
+        assert json.loads((data / "server.json").read_text())["url"] == base
+        created = kb("create", "shared", "--data-dir", str(data))
+        assert created.returncode == 0, created.stderr
+        assert f"using the server at {base}" in created.stderr  # no Milvus lock fight
+        key = (data / "admin.key").read_text().strip()
+        listed = httpx.get(base + "/v1/collections", headers={"Authorization": f"Bearer {key}"})
+        assert [c["name"] for c in listed.json()["data"]] == ["shared"]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert not (data / "server.json").exists()
+    alone = kb("search", "shared", "x", "--mode", "lexical", "--data-dir", str(data))
+    assert alone.returncode == 0, alone.stderr
+    assert f"in-process on the data dir {data.resolve()}" in alone.stderr

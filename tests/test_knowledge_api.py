@@ -99,8 +99,25 @@ def test_collection_upload_search_delete(client: TestClient) -> None:
         assert response.status_code == 200, response.text
         hits = response.json()["data"]
         assert 0 < len(hits) <= 3
-        assert set(hits[0]) == {"text", "score", "document_id", "filename", "chunk_index", "page"}
+        assert set(hits[0]) == {
+            "text",
+            "score",
+            "dense_score",
+            "lexical_score",
+            "document_id",
+            "filename",
+            "chunk_index",
+            "page",
+        }
         assert hits[0]["document_id"] == doc["id"] and hits[0]["filename"] == "policies.md"
+        top = hits[0]
+        if mode == "dense":
+            assert top["dense_score"] == top["score"] and top["lexical_score"] is None
+        elif mode == "lexical":
+            assert top["lexical_score"] == top["score"] and top["dense_score"] is None
+        else:  # the fused rank score, with each side's own score where it found the chunk
+            assert top["score"] < 0.05 and top["dense_score"] is not None
+            assert top["lexical_score"] is not None and top["lexical_score"] > 0
     lexical = client.post(
         "/v1/collections/policies/search", json={"query": "privacy", "mode": "lexical"}
     ).json()["data"]

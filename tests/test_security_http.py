@@ -210,6 +210,14 @@ def test_rate_limit_requests_and_headers(client: TestClient) -> None:
     healthy(client)
 
 
+def test_a_key_without_limits_gets_no_rate_limit_headers(client: TestClient) -> None:
+    """As the README says: the headers count down a limit, and this key has none."""
+    key = make_key(client, "writer")
+    reply = client.post("/v1/embeddings", json=EMBED, headers=bearer(key))
+    assert reply.status_code == 200
+    assert not [name for name in reply.headers if name.startswith("x-ratelimit")]
+
+
 def test_tokens_per_minute_count_input_tokens(client: TestClient) -> None:
     key = make_key(client, "writer", tpm=10)
     first = client.post("/v1/embeddings", json={"input": "one two three four"}, headers=bearer(key))

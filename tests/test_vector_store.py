@@ -14,8 +14,8 @@ from embedgate.knowledge.vector_store import (
     MemoryVectorStore,
     MilvusVectorStore,
     VectorStore,
+    fuse,
     physical_name,
-    rrf,
 )
 
 TEXTS = [
@@ -65,13 +65,17 @@ def test_contract(store: VectorStore) -> None:
     store.drop_collection("c")
 
 
-def test_rrf() -> None:
-    def hit(i: str) -> Hit:
-        return Hit(i, "d", 0, i, 1, 0.0)
+def test_fusion_ranks_by_reciprocal_rank_and_keeps_both_scores() -> None:
+    def hit(i: str, score: float) -> Hit:
+        return Hit(i, "d", 0, i, 1, score)
 
-    fused = rrf([[hit("a"), hit("b"), hit("c")], [hit("c"), hit("a")]], top_k=3, k=60)
+    dense = [hit("a", 0.9), hit("b", 0.8), hit("c", 0.7)]
+    lexical = [hit("c", 12.0), hit("a", 3.0)]
+    fused = fuse(dense, lexical, top_k=3, k=60)
     assert [h.id for h in fused] == ["a", "c", "b"]
     assert fused[0].score == pytest.approx(1 / 61 + 1 / 62)
+    assert (fused[0].dense_score, fused[0].lexical_score) == (0.9, 3.0)
+    assert (fused[2].dense_score, fused[2].lexical_score) == (0.8, None)
 
 
 def test_physical_names_are_safe_and_distinct() -> None:

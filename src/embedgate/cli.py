@@ -51,20 +51,16 @@ def serve(
     """Serve the OpenAI-compatible API (the main job)."""
     import uvicorn
 
+    from embedgate import server_file
     from embedgate.api.header_timeout import protocol_with_header_timeout
     from embedgate.app import create_app
-    from embedgate.engine.loading import resolve_model
     from embedgate.logs import configure_logging
 
     settings = _settings(
         model=model, host=host, port=port, data_dir=data_dir, config=config, dtype=dtype
     )
     configure_logging(settings.log_level, settings.log_format)
-    try:  # fail fast on a wrong --model before binding a port
-        resolve_model(settings.model, settings.model_name, settings.model_aliases)
-    except FileNotFoundError as exc:
-        typer.echo(f"embedgate: {exc}", err=True)
-        raise typer.Exit(2) from None
+    _check_model(settings)  # fail fast on a wrong --model before binding a port
     # The forward thread re-takes the GIL after every torch op; with the default 5 ms switch
     # interval a busy event loop stalls it (a GIL convoy). 1 ms measured faster under load.
     sys.setswitchinterval(0.001)
@@ -86,7 +82,13 @@ def serve(
     scheme = "https" if tls else "http"
     typer.echo(f"embedgate: serving on {scheme}://{settings.host}:{settings.port}", err=True)
     app = create_app(settings)
-    server = uvicorn.Server(
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets)
+            server_file.forget(settings.data_dir)
+
+    server = Server(
         uvicorn.Config(
             app,
             host=settings.host,
@@ -104,7 +106,12 @@ def serve(
     # a fault the server cannot recover from by itself (model restarts given up): shut down
     # gracefully and exit non-zero, so that systemd or Kubernetes restarts the process
     services.on_fatal = lambda _reason: setattr(server, "should_exit", True)
-    server.run()
+    local = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    server_file.record(settings.data_dir, f"{scheme}://{local}:{settings.port}")
+    try:
+        server.run()
+    finally:  # on SIGTERM `Server.shutdown` removes it: uvicorn re-raises the signal after
+        server_file.forget(settings.data_dir)
     if not server.started:  # as uvicorn.run: the port could not be bound, say
         raise typer.Exit(3)
     if services.fatal is not None:
@@ -113,6 +120,21 @@ def serve(
 
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _check_model(settings: Settings) -> None:
+    """A model that cannot be found is a usage error: one line and a hint, exit 2."""
+    from embedgate.engine.loading import resolve_model
+
+    try:
+        resolve_model(settings.model, settings.model_name, settings.model_aliases)
+    except FileNotFoundError as exc:
+        typer.echo(
+            f"embedgate: {exc} (give --model a local model directory, or leave it out for "
+            "the bundled all-MiniLM-L6-v2)",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
 
 def _freeze_library_objects() -> None:
@@ -163,6 +185,7 @@ def embed(
 
     settings = _settings(model=model, config=config)
     configure_logging("warning", settings.log_format)
+    _check_model(settings)
     request = EmbedRequest(
         [text],
         dimensions=dimensions,

@@ -122,11 +122,35 @@ class LocalBackend:
 
 
 def _backend(server: str | None, data_dir: Path | None) -> Backend:
+    """The server given, the server that holds the data dir, or the data dir in-process;
+    which one is said on stderr. Failing to open it is one line and a hint."""
     from embedgate.logs import configure_logging
+    from embedgate.server_file import running_server
 
     settings = Settings(**({"data_dir": data_dir} if data_dir else {}))  # type: ignore[arg-type]
     configure_logging("warning", "text")
-    return HttpBackend(server, settings) if server else LocalBackend(settings)
+    where = settings.data_dir.resolve()
+    if server is None and (server := running_server(settings.data_dir)) is not None:
+        typer.echo(f"embedgate: using the server at {server}, which holds {where}", err=True)
+    if server is not None:
+        return HttpBackend(server, settings)
+    typer.echo(f"embedgate: working in-process on the data dir {where}", err=True)
+    try:
+        return LocalBackend(settings)
+    except Exception as exc:
+        raise typer.Exit(_report(exc, where)) from None
+
+
+def _report(exc: Exception, where: Path) -> int:
+    from embedgate.errors import ServiceError
+
+    message = exc.message if isinstance(exc, ServiceError) else f"{type(exc).__name__}: {exc}"
+    typer.echo(
+        f"embedgate: cannot open the data dir {where}: {message} (if a server uses it, pass "
+        "--server URL; otherwise check --data-dir)",
+        err=True,
+    )
+    return 1
 
 
 def _fail(exc: Exception) -> typer.Exit:

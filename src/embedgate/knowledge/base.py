@@ -281,6 +281,8 @@ class KnowledgeBase:
             {
                 "text": h.text,
                 "score": round(h.score, 6),
+                "dense_score": _rounded(h.dense_score),
+                "lexical_score": _rounded(h.lexical_score),
                 "document_id": h.document_id,
                 "filename": ready[h.document_id],
                 "chunk_index": h.chunk_index,
@@ -289,3 +291,7 @@ class KnowledgeBase:
             for h in hits
             if h.document_id in ready
         ][:top_k]
+
+
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(score, 6)

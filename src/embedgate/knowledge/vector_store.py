@@ -9,6 +9,7 @@ that text, so lexical search and hybrid search (reciprocal rank fusion) run insi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -36,12 +37,18 @@ class ChunkRow:
 
 @dataclass(frozen=True)
 class Hit:
+    """A chunk found. `score` is what the mode ranks by: cosine for dense, BM25 for lexical,
+    the fused reciprocal-rank score for hybrid; `dense_score` / `lexical_score` are each
+    side's own score where that side found the chunk."""
+
     id: str
     document_id: str
     chunk_index: int
     text: str
     page: int
     score: float
+    dense_score: float | None = None
+    lexical_score: float | None = None
 
 
 class VectorStore(Protocol):
@@ -85,8 +92,10 @@ def physical_name(name: str) -> str:
 _FIELDS = ["id", "document_id", "chunk_index", "text", "page"]
 
 
-def _hit(entry: dict[str, Any], score: float) -> Hit:
+def _hit(entry: dict[str, Any], *, dense: float | None = None, lexical: float | None = None) -> Hit:
     entity = entry.get("entity", entry)
+    score = dense if dense is not None else lexical
+    assert score is not None
     return Hit(
         id=str(entry.get("id", entity.get("id"))),
         document_id=str(entity["document_id"]),
@@ -94,6 +103,8 @@ def _hit(entry: dict[str, Any], score: float) -> Hit:
         text=str(entity["text"]),
         page=int(entity["page"]),
         score=score,
+        dense_score=dense,
+        lexical_score=lexical,
     )
 
 
@@ -218,7 +229,7 @@ class MilvusVectorStore:
             output_fields=_FIELDS,
             search_params={"metric_type": "IP"},
         )
-        return [[_hit(e, float(e["distance"])) for e in row] for row in result]
+        return [[_hit(e, dense=float(e["distance"])) for e in row] for row in result]
 
     def flush(self, name: str) -> None:
         """Seal freshly written rows into indexed segments (searches scan unsealed rows)."""
@@ -238,29 +249,13 @@ class MilvusVectorStore:
             if _no_bm25_statistics(exc):
                 return []
             raise
-        return [_hit(e, abs(float(e["distance"]))) for e in result[0]]
+        return [_hit(e, lexical=abs(float(e["distance"]))) for e in result[0]]
 
     def hybrid(self, name: str, vector: Sequence[float], query: str, top_k: int) -> list[Hit]:
-        from pymilvus import AnnSearchRequest, RRFRanker
-
+        """Both searches, fused here (not by Milvus's ranker) so each hit keeps its dense
+        and lexical scores beside the fused one."""
         depth = max(top_k * 4, 20)
-        requests = [
-            AnnSearchRequest(
-                data=[list(vector)], anns_field="dense", param={"metric_type": "IP"}, limit=depth
-            ),
-            AnnSearchRequest(
-                data=[query], anns_field="sparse", param={"metric_type": "BM25"}, limit=depth
-            ),
-        ]
-        try:
-            result = self.client.hybrid_search(
-                self._use(name), requests, RRFRanker(RRF_K), limit=top_k, output_fields=_FIELDS
-            )
-        except Exception as exc:
-            if _no_bm25_statistics(exc):
-                return []  # nothing indexed yet: no text to match, no vector either
-            raise
-        return [_hit(e, float(e["distance"])) for e in result[0]]
+        return fuse(self.dense(name, vector, depth), self.lexical(name, query, depth), top_k)
 
     def close(self) -> None:
         """Close the client and, for a Milvus Lite file, the embedded server behind it:
@@ -293,16 +288,27 @@ def _terms(text: str) -> list[str]:
     return [t.lower() for t in _WORD.findall(text)]
 
 
-def rrf(rankings: Sequence[Sequence[Hit]], top_k: int, k: int = RRF_K) -> list[Hit]:
-    """Reciprocal rank fusion: sum of 1 / (k + rank) over the rankings a hit appears in."""
+def fuse(dense: Sequence[Hit], lexical: Sequence[Hit], top_k: int, k: int = RRF_K) -> list[Hit]:
+    """Reciprocal rank fusion: a hit's score is the sum of 1 / (k + rank) over the two
+    rankings it appears in; its dense and lexical scores are kept beside it."""
     scores: dict[str, float] = {}
     hits: dict[str, Hit] = {}
-    for ranking in rankings:
+    sides: dict[str, dict[str, float]] = {}
+    for side, ranking in (("dense_score", dense), ("lexical_score", lexical)):
         for rank, hit in enumerate(ranking, start=1):
             scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (k + rank)
             hits.setdefault(hit.id, hit)
+            sides.setdefault(hit.id, {})[side] = hit.score
     order = sorted(scores, key=lambda i: scores[i], reverse=True)[:top_k]
-    return [Hit(**{**hits[i].__dict__, "score": scores[i]}) for i in order]
+    return [
+        dataclasses.replace(
+            hits[i],
+            score=scores[i],
+            dense_score=sides[i].get("dense_score"),
+            lexical_score=sides[i].get("lexical_score"),
+        )
+        for i in order
+    ]
 
 
 class MemoryVectorStore:
@@ -333,8 +339,17 @@ class MemoryVectorStore:
         return sum(1 for r in self._rows.get(name, {}).values() if r.document_id == document_id)
 
     @staticmethod
-    def _to_hit(row: ChunkRow, score: float) -> Hit:
-        return Hit(row.id, row.document_id, row.chunk_index, row.text, row.page, score)
+    def _to_hit(row: ChunkRow, score: float, side: str) -> Hit:
+        return Hit(
+            row.id,
+            row.document_id,
+            row.chunk_index,
+            row.text,
+            row.page,
+            score,
+            dense_score=score if side == "dense_score" else None,
+            lexical_score=score if side == "lexical_score" else None,
+        )
 
     def dense(
         self, name: str, vector: Sequence[float], top_k: int, exclude_document: str | None = None
@@ -345,7 +360,7 @@ class MemoryVectorStore:
             if r.document_id != exclude_document
         ]
         scored.sort(key=lambda t: t[0], reverse=True)
-        return [self._to_hit(r, s) for s, r in scored[:top_k]]
+        return [self._to_hit(r, s, "dense_score") for s, r in scored[:top_k]]
 
     def dense_many(
         self,
@@ -376,8 +391,8 @@ class MemoryVectorStore:
             if score > 0:
                 scored.append((score, row))
         scored.sort(key=lambda t: t[0], reverse=True)
-        return [self._to_hit(r, s) for s, r in scored[:top_k]]
+        return [self._to_hit(r, s, "lexical_score") for s, r in scored[:top_k]]
 
     def hybrid(self, name: str, vector: Sequence[float], query: str, top_k: int) -> list[Hit]:
         depth = max(top_k * 4, 20)
-        return rrf([self.dense(name, vector, depth), self.lexical(name, query, depth)], top_k)
+        return fuse(self.dense(name, vector, depth), self.lexical(name, query, depth), top_k)
