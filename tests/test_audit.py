@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from embedgate.security.audit import AuditLog, FileAuditSink, verify_chain
+from embedgate.security.audit import AuditLog, verify_chain
+from embedgate.security.audit_file import FileAuditSink
 
 
 def write_log(path: Path, n: int = 5) -> list[str]:
@@ -80,3 +81,29 @@ def test_records_carry_no_text_fields(tmp_path: Path) -> None:
         "hash",
     }
     assert (tmp_path / "a.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_torn_last_line_is_moved_aside_and_noted_in_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(path)
+    with path.open("ab") as handle:  # a disk that filled up in the middle of an append
+        handle.write(b'{"seq":7,"kind":"request","rou')
+    log = AuditLog(FileAuditSink(path))  # what a restart does
+    log.admin("key.revoke", actor="admin", target="k2")  # admin actions work again
+    lines = path.read_text().splitlines()
+    assert verify_chain(lines).ok and verify_cli(path).returncode == 0
+    recovered = json.loads(lines[-2])
+    assert recovered["action"] == "audit.recovered" and recovered["torn_bytes"] == 30
+    side = tmp_path / recovered["side_file"]
+    assert side.read_bytes() == b'{"seq":7,"kind":"request","rou'
+    assert json.loads(lines[-1])["action"] == "key.revoke"
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(path)
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    AuditLog(FileAuditSink(path)).request({"route": "/x", "status": 200})
+    lines = path.read_text().splitlines()
+    assert len(lines) == 7 and verify_chain(lines).ok
+    assert not list(tmp_path.glob("*.torn-*"))

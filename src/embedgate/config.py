@@ -218,6 +218,12 @@ class Settings(BaseSettings):
         default=True,
         description="Write the audit log. Off only for measurements: admin actions are refused.",
     )
+    audit_failure_mode: Literal["fail_closed", "log_only"] = Field(
+        default="fail_closed",
+        description="When the audit log cannot be written (a full disk): `fail_closed` "
+        "answers requests 503 `audit_unavailable` until it can, `log_only` serves them and "
+        "logs the failure. Admin actions are refused either way; revocation goes ahead.",
+    )
     audit_path: Path | None = Field(
         default=None, description="Audit log (JSON lines); default <data_dir>/audit.jsonl."
     )

@@ -118,8 +118,18 @@ class AuditStep:
         if scope["type"] != "http" or scope.get("path", "") in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
+        audit = self.audit()
         try:
-            await self.app(scope, receive, send)
+            if audit is not None and audit.refuses_requests():  # fail_closed: nothing unrecorded
+                error = ServiceError(
+                    ErrorKind.AUDIT_UNAVAILABLE,
+                    "the audit log cannot be written, so requests are refused until it can; "
+                    "retry shortly",
+                    headers={"Retry-After": "5"},
+                )
+                await error_response(error)(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
         finally:
             audit = self.audit()
             if audit is not None:

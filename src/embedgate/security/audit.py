@@ -1,23 +1,22 @@
 """The tamper-evident audit log: one JSON object per line, each carrying the hash of the one
 before it, so an edited, deleted or reordered line breaks the chain at that line.
 
-Records never contain input text. Writers on one host share the file safely (an exclusive
-`flock` around read-tail + append). Admin actions are written and fsynced *before* they take
-effect, so if the record cannot be written the action does not happen (fail closed).
+Records never contain input text. The file itself is `audit_file.FileAuditSink`. Admin
+actions are written and fsynced *before* they take effect, so if the record cannot be
+written the action does not happen (fail closed), except revocation, the safe direction:
+it goes ahead and its record waits in a backlog (the database) until the log can be written.
+With `fail_closed` requests (`audit_failure_mode`), a log that cannot be written turns
+requests away with 503 until a write succeeds again.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from embedgate.errors import ErrorKind, ServiceError
@@ -44,55 +43,6 @@ class AuditSink(Protocol):
     def lines(self) -> Iterator[str]: ...
 
     def close(self) -> None: ...
-
-
-class FileAuditSink:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_RDWR, 0o600)
-        self._file = os.fdopen(fd, "a+b", buffering=0)
-        self._lock = threading.Lock()
-        self._known_size = -1
-        self._last = (0, GENESIS)
-
-    def _tail(self) -> tuple[int, str]:
-        """(seq, hash) of the last line, reading only the end of the file."""
-        size = os.fstat(self._file.fileno()).st_size
-        if size == 0:
-            return 0, GENESIS
-        chunk = min(size, 65536)
-        self._file.seek(size - chunk)
-        last = self._file.read(chunk).rstrip(b"\n").rsplit(b"\n", 1)[-1]
-        data = json.loads(last)
-        return int(data["seq"]), str(data["hash"])
-
-    def append(self, record: dict[str, Any], durable: bool) -> dict[str, Any]:
-        with self._lock:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
-            try:
-                size = os.fstat(self._file.fileno()).st_size
-                if size != self._known_size:  # another writer appended since our last line
-                    self._last = self._tail()
-                seq, prev = self._last
-                full = {"seq": seq + 1, **record, "prev": prev}
-                full["hash"] = chain_hash(prev, full)
-                line = canonical(full) + b"\n"
-                self._file.write(line)
-                if durable:
-                    os.fsync(self._file.fileno())
-                self._known_size = size + len(line)
-                self._last = (seq + 1, full["hash"])
-                return full
-            finally:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-
-    def lines(self) -> Iterator[str]:
-        with self.path.open("r", encoding="utf-8") as handle:
-            yield from (line.rstrip("\n") for line in handle)
-
-    def close(self) -> None:
-        self._file.close()
 
 
 class MemoryAuditSink:
@@ -150,12 +100,80 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class AuditBacklog(Protocol):
+    """Where records wait while the sink cannot be written (storage's `audit_backlog`)."""
+
+    def hold(self, record: dict[str, Any]) -> None: ...
+
+    def pending(self) -> list[tuple[int, dict[str, Any]]]: ...
+
+    def release(self, record_id: int) -> None: ...
+
+
 class AuditLog:
     """The service's audit trail on top of a sink (None: auditing switched off, in which case
-    admin actions are refused, exactly as when the sink fails)."""
+    admin actions are refused, exactly as when the sink fails).
 
-    def __init__(self, sink: AuditSink | None) -> None:
+    `fail_closed`: after a request's record could not be written, further requests are
+    refused (`refuses_requests`) until a write succeeds again; otherwise (`log_only`) they are
+    served and the failure is only logged. `backlog` keeps records of safe-direction admin
+    actions (revocation) that could not be written, and feeds them into the chain later."""
+
+    def __init__(
+        self,
+        sink: AuditSink | None,
+        *,
+        fail_closed: bool = True,
+        backlog: AuditBacklog | None = None,
+    ) -> None:
         self.sink = sink
+        self.fail_closed = fail_closed
+        self.backlog = backlog
+        self.failing: str | None = None  # why the last write failed, until one succeeds
+
+    def refuses_requests(self) -> bool:
+        """True while requests must be turned away (fail_closed and the log is failing).
+        Each call while failing first tries to write an `audit.resumed` record, so the
+        first request after the disk is freed is served, and the chain shows the gap."""
+        if self.failing is None or self.sink is None:
+            return False
+        try:
+            self._append(
+                {
+                    "ts": now_iso(),
+                    "kind": "audit",
+                    "action": "audit.resumed",
+                    "after": self.failing,
+                },
+                durable=True,
+            )
+        except Exception:
+            return self.fail_closed
+        return False
+
+    def _append(self, record: dict[str, Any], *, durable: bool) -> None:
+        assert self.sink is not None
+        try:
+            self.sink.append(record, durable=durable)
+        except Exception as exc:
+            self.failing = f"{type(exc).__name__}: {exc}"
+            raise
+        if self.failing is not None:
+            log.warning("the audit log can be written again")
+        self.failing = None
+        self._flush_backlog()
+
+    def _flush_backlog(self) -> None:
+        """Backlogged records join the chain (marked so) once the log can be written."""
+        if self.backlog is None or self.sink is None:
+            return
+        try:
+            pending = self.backlog.pending()
+        except Exception:
+            return  # the database is down too; the next write tries again
+        for record_id, record in pending:
+            self.sink.append({**record, "backlogged": True}, durable=True)
+            self.backlog.release(record_id)
 
     def close(self) -> None:
         if self.sink is not None:
@@ -166,7 +184,7 @@ class AuditLog:
         if self.sink is None:
             return
         try:
-            self.sink.append({"ts": now_iso(), "kind": "request", **fields}, durable=False)
+            self._append({"ts": now_iso(), "kind": "request", **fields}, durable=False)
         except Exception:
             log.error("audit record could not be written", exc_info=True)
 
@@ -178,8 +196,11 @@ class AuditLog:
         target: str | None,
         before: Any = None,
         after: Any = None,
+        safe_direction: bool = False,
     ) -> None:
-        """An admin or key action; raises (so the action is refused) when it cannot be recorded."""
+        """An admin or key action; raises (so the action is refused) when it cannot be
+        recorded, unless it is `safe_direction` (revoking access): then the record goes to
+        stderr and the backlog, and the action goes ahead."""
         record = {
             "ts": now_iso(),
             "kind": "admin",
@@ -192,8 +213,14 @@ class AuditLog:
         try:
             if self.sink is None:
                 raise OSError("auditing is switched off (audit = false)")
-            self.sink.append(record, durable=True)
+            self._append(record, durable=True)
         except Exception as exc:
+            if safe_direction and self.backlog is not None:
+                log.critical(
+                    "audit log unavailable; %s done and held for the log", action, extra=record
+                )
+                self.backlog.hold(record)
+                return
             log.error("audit unavailable; refusing admin action", extra={"action": action})
             raise ServiceError(
                 ErrorKind.AUDIT_UNAVAILABLE,

@@ -162,8 +162,13 @@ class KeyService:
         record = self.get(key_id)
         now = datetime.now(UTC)
         after = public_view(record.__class__(**{**record.__dict__, "revoked_at": now}), now)
-        self.audit.admin(
-            "key.revoke", actor=actor, target=key_id, before=public_view(record, now), after=after
+        self.audit.admin(  # revoking is the safe direction: done even if the log fails
+            "key.revoke",
+            actor=actor,
+            target=key_id,
+            before=public_view(record, now),
+            after=after,
+            safe_direction=True,
         )
         updated = self.store.update(key_id, revoked_at=now)
         self.invalidate(key_id)

@@ -96,6 +96,8 @@ class Services:
             return self.reason
         if self.storage_error is not None:
             return self.storage_error
+        if self.audit is not None and self.audit.refuses_requests():
+            return f"the audit log cannot be written ({self.audit.failing})"
         return self._model_reason()
 
     def _model_reason(self) -> str | None:

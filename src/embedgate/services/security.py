@@ -14,7 +14,8 @@ from sqlalchemy import Engine
 
 from embedgate.config import Settings
 from embedgate.security import keys
-from embedgate.security.audit import AuditLog, AuditSink, FileAuditSink
+from embedgate.security.audit import AuditLog, AuditSink
+from embedgate.security.audit_file import FileAuditSink
 from embedgate.security.client_ip import parse_networks
 from embedgate.security.gate import Security
 from embedgate.security.jwt_auth import JwtConfig, JwtVerifier
@@ -22,6 +23,7 @@ from embedgate.security.key_service import KeyService
 from embedgate.security.ratelimit import RateLimiter
 from embedgate.security.secret_files import load_pepper, read_secret_file, write_secret_file
 from embedgate.services.storage import open_configured_database
+from embedgate.storage.audit_backlog import SqlAuditBacklog
 from embedgate.storage.facts import agree_on
 from embedgate.storage.key_store import KeyStore, SqlKeyStore
 
@@ -37,11 +39,15 @@ class SecurityParts:
     keys: KeyService
 
 
-def open_audit(settings: Settings) -> AuditLog:
-    if not settings.audit:
+def open_audit(settings: Settings, database: Engine, sink: AuditSink | None = None) -> AuditLog:
+    if sink is None and not settings.audit:
         log.warning("the audit log is switched off; admin actions will be refused")
         return AuditLog(None)
-    return AuditLog(FileAuditSink(settings.audit_path or settings.data_dir / "audit.jsonl"))
+    return AuditLog(
+        sink or FileAuditSink(settings.audit_path or settings.data_dir / "audit.jsonl"),
+        fail_closed=settings.audit_failure_mode == "fail_closed",
+        backlog=SqlAuditBacklog(database),
+    )
 
 
 class PepperMismatch(ValueError):
@@ -127,7 +133,7 @@ def build_security(
     audit_sink: AuditSink | None = None,
 ) -> SecurityParts:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    audit = AuditLog(audit_sink) if audit_sink is not None else open_audit(settings)
+    audit = open_audit(settings, database, audit_sink)
     keys = key_service(settings, store or SqlKeyStore(database), audit, database)
     redis = settings.redis_url.get_secret_value() if settings.redis_url else None
     security = Security(

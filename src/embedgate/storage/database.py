@@ -17,6 +17,7 @@ from sqlalchemy.engine import ExceptionContext
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.storage.schema import (
     api_keys,
+    audit_backlog,
     kb_collections,
     kb_documents,
     kb_jobs,
@@ -40,8 +41,17 @@ def _v3(conn: Connection) -> None:
     server_facts.create(conn, checkfirst=True)
 
 
+def _v4(conn: Connection) -> None:
+    audit_backlog.create(conn, checkfirst=True)
+
+
 # append only: a released step never changes, a schema change is a new step
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _v1),
+    (2, _v2),
+    (3, _v3),
+    (4, _v4),
+]
 
 
 def database_url(configured: str | None, data_dir: Path) -> str:

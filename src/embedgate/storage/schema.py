@@ -31,6 +31,15 @@ server_facts = Table(
     Column("value", Text, nullable=False),
 )
 
+# audit records that could not be written to the audit log (revocations go ahead when the
+# log is unwritable); moved into the log's chain as soon as it can be written again
+audit_backlog = Table(
+    "audit_backlog",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("record", JSON, nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,
