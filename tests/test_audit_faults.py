@@ -9,7 +9,7 @@ from pathlib import Path
 
 from embedgate.app import create_app
 from embedgate.config import Settings
-from embedgate.security.audit import MemoryAuditSink, verify_chain
+from embedgate.security.audit import MemoryAuditSink, chain_key, verify_chain
 from support.servers import admin_key, client_for, fake_factory
 
 EMBED = {"input": "hello"}
@@ -77,5 +77,6 @@ def test_a_server_restarted_on_a_torn_audit_log_accepts_admin_actions(tmp_path: 
         made = c.post("/v1/admin/keys", json={"name": "after", "role": "reader"}, headers=headers)
         assert made.status_code == 201, made.text
     lines = (tmp_path / "audit.jsonl").read_text().splitlines()
-    assert verify_chain(lines).ok
+    key = chain_key((tmp_path / "pepper").read_bytes().strip())  # keyed by the server's pepper
+    assert verify_chain(lines, key).ok
     assert any(json.loads(line).get("action") == "audit.recovered" for line in lines)

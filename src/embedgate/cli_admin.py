@@ -141,24 +141,69 @@ def rotate(
     typer.echo(issued.key)
 
 
-@audit_app.command("verify")
-def verify(
-    path: Annotated[Path | None, typer.Option(help="Audit file (default from settings).")] = None,
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Check the hash chain; exit 1 and name the first bad line on tampering."""
-    from embedgate.security.audit import verify_chain
+def _checkpoint(value: str) -> tuple[int, str]:
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise typer.BadParameter("a checkpoint is SEQ:HASH, as `embedgate audit checkpoint` prints")
+    return int(seq), digest
 
-    overrides = {k: v for k, v in {"config": config, "data_dir": data_dir}.items() if v}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+
+def _audit_target(path: Path | None, settings: Settings) -> Path:
     target = path or settings.audit_path or settings.data_dir / "audit.jsonl"
     if not target.is_file():
         typer.echo(f"embedgate: no audit log at {target}", err=True)
         raise typer.Exit(2)
+    return target
+
+
+@audit_app.command("verify")
+def verify(
+    path: Annotated[Path | None, typer.Option(help="Audit file (default from settings).")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="SEQ:HASH from `audit checkpoint`: finds a cut-off tail.")
+    ] = None,
+    legacy: Annotated[
+        bool, typer.Option("--legacy", help="Accept unkeyed records (a pre-key file).")
+    ] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Check the keyed hash chain (needs the server's pepper); exit 1 and name the first bad
+    line on tampering."""
+    from embedgate.security.audit import verify_chain
+    from embedgate.services.security import audit_chain_key
+
+    overrides = {k: v for k, v in {"config": config, "data_dir": data_dir}.items() if v}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    mark = _checkpoint(checkpoint) if checkpoint else None
+    target = _audit_target(path, settings)
+    try:
+        key = audit_chain_key(settings)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"embedgate: {exc}", err=True)
+        raise typer.Exit(2) from None
     with target.open(encoding="utf-8") as handle:
-        result = verify_chain(line.rstrip("\n") for line in handle)
+        lines = (line.rstrip("\n") for line in handle)
+        result = verify_chain(lines, key, legacy=legacy, checkpoint=mark)
     if not result.ok:
         typer.echo(f"audit chain BROKEN at line {result.bad_line}: {result.reason}", err=True)
         raise typer.Exit(1)
     typer.echo(f"audit chain intact: {result.records} records")
+
+
+@audit_app.command("checkpoint")
+def checkpoint(
+    path: Annotated[Path | None, typer.Option(help="Audit file (default from settings).")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Print SEQ:HASH of the last record; keep it elsewhere and pass it to `audit verify
+    --checkpoint` later to prove no record after it was cut off."""
+    import json
+
+    overrides = {k: v for k, v in {"config": config, "data_dir": data_dir}.items() if v}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    target = _audit_target(path, settings)
+    last = target.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    record = json.loads(last)
+    typer.echo(f"{record['seq']}:{record['hash']}")

@@ -12,6 +12,7 @@ requests away with 503 until a write succeeds again.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -30,9 +31,22 @@ def canonical(record: dict[str, Any]) -> bytes:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def chain_hash(prev: str, record: dict[str, Any]) -> str:
-    body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(prev.encode() + canonical(body)).hexdigest()
+KEYED = "hmac-sha256"  # the `chain` field of a record whose link is keyed
+
+
+def chain_key(pepper: bytes) -> bytes:
+    """The chain's key, derived from the server's pepper (kept outside the log): without it,
+    whoever can write the file cannot delete a record and recompute the links."""
+    return hmac.new(pepper, b"embedgate audit chain v1", hashlib.sha256).digest()
+
+
+def chain_hash(prev: str, record: dict[str, Any], key: bytes | None = None) -> str:
+    """The link: HMAC-SHA256 under `key` for keyed records, plain SHA-256 for records
+    written before chains were keyed (and by unkeyed test sinks)."""
+    body = canonical({k: v for k, v in record.items() if k != "hash"})
+    if key is not None and record.get("chain") == KEYED:
+        return hmac.new(key, prev.encode() + body, hashlib.sha256).hexdigest()
+    return hashlib.sha256(prev.encode() + body).hexdigest()
 
 
 class AuditSink(Protocol):
@@ -48,16 +62,19 @@ class AuditSink(Protocol):
 class MemoryAuditSink:
     """In-process fake; `broken = True` makes every write fail, as a full disk would."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: bytes | None = None) -> None:
         self.records: list[str] = []
         self.broken = False
+        self.key = key
 
     def append(self, record: dict[str, Any], durable: bool) -> dict[str, Any]:
         if self.broken:
             raise OSError("audit sink unavailable")
         prev = json.loads(self.records[-1])["hash"] if self.records else GENESIS
         full = {"seq": len(self.records) + 1, **record, "prev": prev}
-        full["hash"] = chain_hash(prev, full)
+        if self.key is not None:
+            full["chain"] = KEYED
+        full["hash"] = chain_hash(prev, full, self.key)
         self.records.append(canonical(full).decode())
         return full
 
@@ -76,9 +93,19 @@ class VerifyResult:
     reason: str = ""
 
 
-def verify_chain(lines: Iterable[str]) -> VerifyResult:
-    """Check every line's hash and link; name the first line that does not fit."""
+def verify_chain(
+    lines: Iterable[str],
+    key: bytes | None = None,
+    *,
+    legacy: bool = False,
+    checkpoint: tuple[int, str] | None = None,
+) -> VerifyResult:
+    """Check every line's link; name the first line that does not fit. With `key`, every
+    record must be keyed (an unkeyed one is a forgery or a pre-key file: pass `legacy`);
+    a `checkpoint` (seq, hash) printed earlier must still be in the chain, so a cut-off
+    tail is found too."""
     prev, seq, count = GENESIS, 0, 0
+    seen_checkpoint = checkpoint is None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             return VerifyResult(False, count, number, "empty line")
@@ -90,9 +117,23 @@ def verify_chain(lines: Iterable[str]) -> VerifyResult:
             return VerifyResult(False, count, number, "does not link to the previous line")
         if record.get("seq") != seq + 1:
             return VerifyResult(False, count, number, f"sequence {record.get('seq')} != {seq + 1}")
-        if chain_hash(prev, record) != record.get("hash"):
+        keyed = record.get("chain") == KEYED
+        if key is not None and not keyed and not legacy:
+            return VerifyResult(
+                False, count, number, "not keyed (a forged line, or a pre-key file: --legacy)"
+            )
+        if keyed and key is None:
+            return VerifyResult(False, count, number, "keyed: verifying needs the pepper")
+        if chain_hash(prev, record, key) != record.get("hash"):
             return VerifyResult(False, count, number, "content does not match its hash")
         prev, seq, count = record["hash"], seq + 1, count + 1
+        if checkpoint is not None and (seq, prev) == checkpoint:
+            seen_checkpoint = True
+    if not seen_checkpoint:
+        assert checkpoint is not None
+        return VerifyResult(
+            False, count, count, f"checkpoint {checkpoint[0]} is missing: the log was cut"
+        )
     return VerifyResult(True, count)
 
 

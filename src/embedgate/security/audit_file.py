@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from embedgate.security.audit import GENESIS, canonical, chain_hash, now_iso
+from embedgate.security.audit import GENESIS, KEYED, canonical, chain_hash, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +28,53 @@ TAIL_BYTES = 1 << 20  # a record is far smaller; a torn line is found within thi
 
 
 class FileAuditSink:
-    def __init__(self, path: Path) -> None:
+    """`key`: the chain's key (`audit.chain_key`); None writes an unkeyed chain (tests)."""
+
+    def __init__(self, path: Path, key: bytes | None = None) -> None:
         self.path = path
+        self.key = key
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_RDWR, 0o600)
-        self._file = os.fdopen(fd, "a+b", buffering=0)
         self._lock = threading.Lock()
+        self._open()
+        self._recover_torn_tail()
+        if key is not None:
+            self._start_keyed_chain()
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_CREAT | os.O_APPEND | os.O_RDWR, 0o600)
+        self._file = os.fdopen(fd, "a+b", buffering=0)
         self._known_size = -1
         self._last = (0, GENESIS)
-        self._recover_torn_tail()
+
+    def _start_keyed_chain(self) -> None:
+        """A file from before chains were keyed is closed and renamed; the new keyed chain
+        starts with a record naming it and its last hash (verify it with --legacy)."""
+        size = os.fstat(self._file.fileno()).st_size
+        if size == 0:
+            return
+        self._file.seek(max(0, size - 65536))
+        last = json.loads(self._file.read().rstrip(b"\n").rsplit(b"\n", 1)[-1])
+        if last.get("chain") == KEYED:
+            return
+        legacy = self.path.with_name(
+            f"{self.path.name}.legacy-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"
+        )
+        self._file.close()
+        os.replace(self.path, legacy)
+        self._open()
+        log.warning(
+            "the audit log was unkeyed; started a keyed chain", extra={"legacy": legacy.name}
+        )
+        self.append(
+            {
+                "ts": now_iso(),
+                "kind": "audit",
+                "action": "audit.keyed",
+                "legacy_file": legacy.name,
+                "legacy_last": f"{last.get('seq')}:{last.get('hash')}",
+            },
+            durable=True,
+        )
 
     def _tail(self) -> tuple[int, str]:
         """(seq, hash) of the last line, reading only the end of the file."""
@@ -114,7 +152,9 @@ class FileAuditSink:
                     self._last = self._tail()
                 seq, prev = self._last
                 full = {"seq": seq + 1, **record, "prev": prev}
-                full["hash"] = chain_hash(prev, full)
+                if self.key is not None:
+                    full["chain"] = KEYED
+                full["hash"] = chain_hash(prev, full, self.key)
                 line = canonical(full) + b"\n"
                 self._file.write(line)
                 if durable:

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from embedgate.config import Settings
 from embedgate.security import keys
-from embedgate.security.audit import AuditLog, AuditSink
+from embedgate.security.audit import AuditLog, AuditSink, chain_key
 from embedgate.security.audit_file import FileAuditSink
 from embedgate.security.client_ip import parse_networks
 from embedgate.security.gate import Security
@@ -43,8 +43,11 @@ def open_audit(settings: Settings, database: Engine, sink: AuditSink | None = No
     if sink is None and not settings.audit:
         log.warning("the audit log is switched off; admin actions will be refused")
         return AuditLog(None)
+    if sink is None:
+        path = settings.audit_path or settings.data_dir / "audit.jsonl"
+        sink = FileAuditSink(path, key=chain_key(_pepper(settings)))
     return AuditLog(
-        sink or FileAuditSink(settings.audit_path or settings.data_dir / "audit.jsonl"),
+        sink,
         fail_closed=settings.audit_failure_mode == "fail_closed",
         backlog=SqlAuditBacklog(database),
     )
@@ -60,6 +63,17 @@ def key_service(
     pepper = _pepper(settings)
     check_pepper(settings, database, pepper)
     return KeyService(store, pepper, audit, settings.key_cache_ttl_s)
+
+
+def audit_chain_key(settings: Settings) -> bytes:
+    """The audit chain's key, for `embedgate audit verify` (never creates a pepper)."""
+    has_file = settings.pepper_file is not None or (settings.data_dir / "pepper").exists()
+    if settings.pepper is None and not has_file:
+        raise ValueError(
+            "verifying the audit chain needs the server's pepper: run with the same "
+            "EMBEDGATE_PEPPER_FILE (or EMBEDGATE_PEPPER, or --data-dir) as the server"
+        )
+    return chain_key(_pepper(settings))
 
 
 def _pepper(settings: Settings) -> bytes:
