@@ -196,3 +196,17 @@ def test_pepper_is_generated_private(tmp_path: Path) -> None:
     pepper = load_pepper(None, None, tmp_path)
     assert len(pepper) == 64 and (tmp_path / "pepper").stat().st_mode & 0o777 == 0o600
     assert load_pepper(None, None, tmp_path) == pepper
+
+
+def test_reconcile_settles_what_a_crash_left_half_done() -> None:
+    svc, store, sink = service()
+    kept = svc.create("kept", "reader", actor="t")
+    lost = svc.create("lost", "reader", actor="t")
+    store._records.pop(lost.record.id)  # the crash came between the record and the insert
+    svc.audit.admin("key.revoke", actor="t", target=kept.record.id)  # and before this update
+    assert store.get(kept.record.id).revoked_at is None  # type: ignore[union-attr]
+    done = svc.reconcile()
+    assert done == [f"abandoned {lost.record.id}", f"revoked {kept.record.id}"]
+    assert store.get(kept.record.id).revoked_at is not None  # type: ignore[union-attr]
+    assert '"action":"key.abandoned"' in sink.records[-1]
+    assert svc.reconcile() == []  # settled once, for good

@@ -269,6 +269,16 @@ class AuditLog:
                 "audit file's disk and permissions",
             ) from exc
 
+    def admin_records(self) -> Iterator[dict[str, Any]]:
+        """Every admin action in the log, oldest first (for reconciliation at start)."""
+        for line in self.sink.lines() if self.sink is not None else ():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("kind") == "admin":
+                yield record
+
     def query(
         self,
         *,

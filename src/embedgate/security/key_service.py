@@ -8,6 +8,7 @@ other replicas within the TTL. Malformed keys and bad checksums are refused befo
 from __future__ import annotations
 
 import asyncio
+import builtins
 import ipaddress
 import threading
 import time
@@ -113,6 +114,35 @@ class KeyService:
         cidrs: list[str] | None = None,
         rotated_from: str | None = None,
     ) -> IssuedKey:
+        issued = self._new_key(
+            name,
+            role,
+            collections=collections,
+            expires_in=expires_in,
+            rpm=rpm,
+            tpm=tpm,
+            cidrs=cidrs,
+            rotated_from=rotated_from,
+        )
+        record = issued.record
+        after = public_view(record, record.created_at)
+        self.audit.admin("key.create", actor=actor, target=record.id, after=after)
+        self.store.add(record)
+        return issued
+
+    def _new_key(
+        self,
+        name: str,
+        role: str,
+        *,
+        collections: list[str] | None,
+        expires_in: timedelta | None,
+        rpm: int | None,
+        tpm: int | None,
+        cidrs: list[str] | None,
+        rotated_from: str | None,
+    ) -> IssuedKey:
+        """A validated record and its key, stored nowhere yet."""
         if not name or len(name) > 200:
             raise _bad("name must be 1 to 200 characters", "name")
         try:
@@ -144,8 +174,6 @@ class KeyService:
             tpm=tpm,
             rotated_from=rotated_from,
         )
-        self.audit.admin("key.create", actor=actor, target=key_id, after=public_view(record, now))
-        self.store.add(record)
         return IssuedKey(record, key)
 
     def list(self) -> list[KeyView]:
@@ -182,10 +210,9 @@ class KeyService:
         if not old.active(now):
             raise _bad(f"key {key_id} is revoked or expired; create a new key instead", "id")
         remaining = old.expires_at - now if old.expires_at else None
-        issued = self.create(
+        issued = self._new_key(
             old.name,
             old.role,
-            actor=actor,
             collections=list(old.collections) if old.collections is not None else None,
             expires_in=remaining,
             rpm=old.rpm,
@@ -196,16 +223,54 @@ class KeyService:
         ends = now + grace
         if old.expires_at is not None and old.expires_at < ends:
             ends = old.expires_at
+        # one record, then one transaction: a crash between them leaves a record of a
+        # rotation that did not happen, which `reconcile` marks abandoned at the next start
         self.audit.admin(
             "key.rotate",
             actor=actor,
             target=key_id,
             before=public_view(old, now),
-            after={"expires_at": str(ends)},
+            after={"expires_at": str(ends), "new_key": public_view(issued.record, now)},
         )
-        self.store.update(key_id, expires_at=ends)
+        self.store.replace_key(issued.record, old_id=key_id, old_expires_at=ends)
         self.invalidate(key_id)
         return issued
+
+    def reconcile(self) -> builtins.list[str]:
+        """After a crash, make the key store and the audit log agree (run at start).
+
+        Admin records are written before their database change, so a crash in between
+        leaves a record of a change that did not happen: a created or rotated key that does
+        not exist is recorded as abandoned (`key.abandoned`), and a revocation that did not
+        reach the database is completed (the safe direction). Returns what was done."""
+        done: builtins.list[str] = []
+        claimed, revoked, abandoned = set(), set(), set()
+        for record in self.audit.admin_records():
+            action, target = record.get("action"), record.get("target")
+            if action == "key.create":
+                claimed.add(str(target))
+            elif action == "key.rotate":
+                claimed.add(str((record.get("after") or {}).get("new_key", {}).get("id")))
+            elif action == "key.revoke":
+                revoked.add(str(target))
+            elif action == "key.abandoned":
+                abandoned.add(str(target))
+        stored = {record.id: record for record in self.store.all()}
+        for key_id in sorted(claimed - abandoned - set(stored) - {"None"}):
+            self.audit.admin(
+                "key.abandoned",
+                actor="system",
+                target=key_id,
+                after={"reason": "recorded, but the server stopped before the change was made"},
+            )
+            done.append(f"abandoned {key_id}")
+        now = datetime.now(UTC)
+        for key_id in sorted(revoked & set(stored)):
+            if stored[key_id].revoked_at is None:
+                self.store.update(key_id, revoked_at=now)
+                self.invalidate(key_id)
+                done.append(f"revoked {key_id}")
+        return done
 
     def ensure_admin_key(self) -> IssuedKey | None:
         """First start with an empty store: create the bootstrap admin key."""

@@ -179,7 +179,8 @@ class Services:
             if overrides.audit_sink is None:  # a sink handed in belongs to the caller
                 stack.callback(parts.audit.close)
             stack.push_async_callback(self._close_security)
-            if first_admin_key:
+            if first_admin_key:  # the server's start: settle a crash's leftovers first
+                await asyncio.to_thread(_reconcile_keys, parts.keys)
                 self.bootstrap_key_file = await asyncio.to_thread(
                     ensure_first_admin_key, settings, parts.keys
                 )
@@ -360,6 +361,14 @@ def _default_factory(*, one_shot: bool) -> EngineFactory:
         return load_engine(config, observer, one_shot=one_shot)
 
     return factory
+
+
+def _reconcile_keys(keys: KeyService) -> None:
+    if keys.audit.sink is None:
+        return
+    done = keys.reconcile()
+    if done:
+        log.warning("reconciled key changes a crash left half done", extra={"done": done})
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -47,6 +47,9 @@ class KeyStore(Protocol):
 
     def update(self, key_id: str, **changes: Any) -> KeyRecord | None: ...
 
+    def replace_key(self, new: KeyRecord, *, old_id: str, old_expires_at: datetime) -> None:
+        """Rotation in one transaction: the new key exists exactly when the old one ends."""
+
     def count(self) -> int: ...
 
     def touch(self, used: dict[str, datetime]) -> None: ...
@@ -83,11 +86,22 @@ class SqlKeyStore:
         )
 
     def add(self, record: KeyRecord) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(api_keys.insert().values(**self._values(record)))
+
+    def replace_key(self, new: KeyRecord, *, old_id: str, old_expires_at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(api_keys.insert().values(**self._values(new)))
+            conn.execute(
+                api_keys.update().where(api_keys.c.id == old_id).values(expires_at=old_expires_at)
+            )
+
+    @staticmethod
+    def _values(record: KeyRecord) -> dict[str, Any]:
         values = {**record.__dict__}
         values["collections"] = list(record.collections) if record.collections is not None else None
         values["cidrs"] = list(record.cidrs)
-        with self.engine.begin() as conn:
-            conn.execute(api_keys.insert().values(**values))
+        return values
 
     def get(self, key_id: str) -> KeyRecord | None:
         with self.engine.connect() as conn:
@@ -131,6 +145,12 @@ class MemoryKeyStore:
             if record.id in self._records:
                 raise KeyError(f"duplicate key id {record.id}")
             self._records[record.id] = record
+
+    def replace_key(self, new: KeyRecord, *, old_id: str, old_expires_at: datetime) -> None:
+        with self._lock:
+            self._records[new.id] = new
+            if old_id in self._records:
+                self._records[old_id] = replace(self._records[old_id], expires_at=old_expires_at)
 
     def get(self, key_id: str) -> KeyRecord | None:
         self.lookups += 1
