@@ -6,10 +6,7 @@ rotation whose old key never got its expiry and so worked for ever)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,42 +14,28 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.servers import wait_ready
+from support.processes import serving, start_serve, stop, wait_served
 from support.services import free_port
 
 pytestmark = pytest.mark.slow  # starts real embedgate processes
-
-
-def serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "EMBEDGATE_DATA_DIR": str(data_dir),
-        "EMBEDGATE_LOG_LEVEL": "warning",
-        "EMBEDGATE_SELF_TEST": "false",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "embedgate", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def test_kill_9_during_a_burst_of_key_changes_leaves_log_and_keys_agreeing(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = serve(tmp_path, port)
+    data = tmp_path / "data"
+    served = start_serve(data, port=port, EMBEDGATE_SELF_TEST="false")
+    base = served.base
     try:
-        wait_ready(lambda p: httpx.get(base + p, timeout=5), timeout=180)
-        admin = {"Authorization": f"Bearer {(tmp_path / 'admin.key').read_text().strip()}"}
-        stop = threading.Event()
+        wait_served(served)
+        admin = served.admin
+        halt = threading.Event()
 
         def burst(n: int) -> None:
             with httpx.Client(base_url=base, headers=admin, timeout=10) as c:
                 i = 0
-                while not stop.is_set():
+                while not halt.is_set():
                     try:
                         made = c.post(
                             "/v1/admin/keys", json={"name": f"b{n}-{i}", "role": "reader"}
@@ -69,25 +52,17 @@ def test_kill_9_during_a_burst_of_key_changes_leaves_log_and_keys_agreeing(
         for worker in workers:
             worker.start()
         time.sleep(3.0)
-        server.send_signal(signal.SIGKILL)
-        server.wait(timeout=30)
-        stop.set()
+        stop(served, signal.SIGKILL)
+        halt.set()
         for worker in workers:
             worker.join(timeout=30)
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        stop(served, signal.SIGKILL)
 
-    server = serve(tmp_path, port)  # the restart reconciles
-    try:
-        wait_ready(lambda p: httpx.get(base + p, timeout=5), timeout=180)
+    with serving(data, port=port, EMBEDGATE_SELF_TEST="false"):  # the restart reconciles
         keys = httpx.get(base + "/v1/admin/keys", headers=admin, timeout=30).json()["data"]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
-    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (data / "audit.jsonl").read_text().splitlines()]
     admin_records = [r for r in records if r.get("kind") == "admin"]
     claimed = {r["target"] for r in admin_records if r["action"] == "key.create"}
     claimed |= {r["after"]["new_key"]["id"] for r in admin_records if r["action"] == "key.rotate"}

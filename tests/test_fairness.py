@@ -4,10 +4,7 @@ within a few seconds, not minutes), and the big request completes with correct v
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,47 +13,19 @@ import httpx
 import numpy as np
 import pytest
 
-from support.servers import wait_ready
-from support.services import free_port
+from support.processes import serving
 
 pytestmark = pytest.mark.slow  # starts real embedgate processes
 
-WORDS = [
-    "policy",
-    "travel",
-    "invoice",
-    "network",
-    "backup",
-    "review",
-    "budget",
-    "contract",
-    "supplier",
-    "quality",
-]
-
 
 def long_text(i: int) -> str:
-    return f"Document {i}: " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(140))
+    """~150 tokens of text, different for every i."""
+    return f"Record {i}. " + " ".join(f"item{(i * 7 + j) % 97} costs {j} units" for j in range(35))
 
 
 def test_small_requests_flow_while_another_key_sends_2048_long_inputs(tmp_path: Path) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "EMBEDGATE_DATA_DIR": str(tmp_path),
-        "EMBEDGATE_LOG_LEVEL": "warning",
-        "EMBEDGATE_DTYPE": "bfloat16",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "embedgate", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(lambda p: httpx.get(base + p, timeout=5), timeout=180)
-        admin = {"Authorization": f"Bearer {(tmp_path / 'admin.key').read_text().strip()}"}
+    with serving(tmp_path / "data", EMBEDGATE_DTYPE="bfloat16") as served:
+        base, admin = served.base, served.admin
 
         def key(name: str) -> dict[str, str]:
             made = httpx.post(
@@ -102,6 +71,3 @@ def test_small_requests_flow_while_another_key_sends_2048_long_inputs(tmp_path: 
         for i, row in zip(sample, alone["data"], strict=True):
             cosine = float(np.dot(vectors[i], np.array(row["embedding"], dtype=np.float32)))
             assert cosine > 0.999, (i, cosine)  # bf16: passes of other shapes round differently
-    finally:
-        server.terminate()
-        server.wait(timeout=60)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,8 +16,8 @@ from embedgate.app import create_app
 from embedgate.config import Settings
 from embedgate.storage.catalog import Catalog
 from embedgate.storage.database import open_database
-from support.servers import client_for, fake_factory, wait_ready
-from support.services import free_port
+from support.processes import start_serve, stop, wait_served
+from support.servers import client_for, fake_factory
 
 pytestmark = pytest.mark.slow  # starts real embedgate processes
 
@@ -83,51 +81,34 @@ def test_twenty_starts_and_stops_leak_no_thread_process_or_file(tmp_path: Path) 
 
 
 def test_sigterm_stops_a_server_mid_ingest_within_ten_seconds(tmp_path: Path) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "EMBEDGATE_DATA_DIR": str(tmp_path),
-        "EMBEDGATE_KB_CHUNK_TOKENS": "48",
-        "EMBEDGATE_KB_CHUNK_OVERLAP": "4",
-        "EMBEDGATE_LOG_LEVEL": "warning",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "embedgate", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    served = start_serve(
+        tmp_path / "data", EMBEDGATE_KB_CHUNK_TOKENS="48", EMBEDGATE_KB_CHUNK_OVERLAP="4"
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(lambda p: httpx.get(base + p, timeout=5), timeout=180)
-        headers = {"Authorization": f"Bearer {(tmp_path / 'admin.key').read_text().strip()}"}
-        created = httpx.post(base + "/v1/collections", json={"name": "big"}, headers=headers)
-        assert created.status_code == 201
+        wait_served(served)
+        http = httpx.Client(base_url=served.base, headers=served.admin, timeout=60)
+        assert http.post("/v1/collections", json={"name": "big"}).status_code == 201
         text = "\n\n".join(f"Paragraph {i} is about topic {i % 37}." for i in range(6000))
-        job = httpx.post(
-            base + "/v1/collections/big/documents",
-            headers=headers,
-            files={"file": ("big.txt", text.encode())},
-            timeout=60,
+        job = http.post(
+            "/v1/collections/big/documents", files={"file": ("big.txt", text.encode())}
         ).json()["job"]
         deadline = time.monotonic() + 120
         while job["stage"] != "embedding":
             assert job["status"] != "succeeded", "ingest finished before the signal"
             assert time.monotonic() < deadline
             time.sleep(0.05)
-            job = httpx.get(f"{base}/v1/jobs/{job['id']}", headers=headers).json()
+            job = http.get(f"/v1/jobs/{job['id']}").json()
         signalled = time.monotonic()
-        server.send_signal(signal.SIGTERM)
-        code = server.wait(timeout=30)
+        served.process.send_signal(signal.SIGTERM)
+        code = served.process.wait(timeout=30)
         took = time.monotonic() - signalled
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        stop(served, signal.SIGKILL)
     assert took < 10, f"SIGTERM took {took:.1f} s"
     # uvicorn shuts down gracefully, then re-raises the signal it caught, so a supervisor
     # sees "terminated by SIGTERM" as for any well-behaved daemon
     assert code == -signal.SIGTERM
     # the interrupted job is left for the next start's recovery, not marked failed
-    stored = Catalog(open_database(f"sqlite:///{tmp_path / 'embedgate.db'}")).job(job["id"])
+    database = open_database(f"sqlite:///{tmp_path / 'data' / 'embedgate.db'}")
+    stored = Catalog(database).job(job["id"])
     assert stored is not None and stored["status"] == "running", stored

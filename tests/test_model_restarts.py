@@ -9,20 +9,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from support.processes import serving
 from support.servers import wait_ready
-from support.services import free_port
 
 pytestmark = pytest.mark.slow  # starts real embedgate processes
 
@@ -52,45 +48,11 @@ def wait_for_new(server_pid: int, seen: set[int], timeout: float = 60) -> int:
     raise TimeoutError("no replacement model process appeared")
 
 
-@contextmanager
-def serve(data_dir: Path, *args: str, **env: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """The server's stderr goes to `<data_dir>.stderr` (a pipe nobody reads could fill)."""
-    port = free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    stderr = (data_dir.parent / f"{data_dir.name}.stderr").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "embedgate", "serve", "--port", str(port), *args],
-        env={
-            **os.environ,
-            "EMBEDGATE_DATA_DIR": str(data_dir),
-            "EMBEDGATE_LOG_LEVEL": "warning",
-            **env,
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(lambda p: httpx.get(base + p, timeout=5), timeout=180)
-        yield process, base
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        stderr.close()
-
-
 def test_kills_while_loading_never_give_500_and_ingest_completes(tmp_path: Path) -> None:
-    with serve(tmp_path, EMBEDGATE_KB_CHUNK_TOKENS="48", EMBEDGATE_KB_CHUNK_OVERLAP="4") as (
-        server,
-        base,
-    ):
-        headers = {"Authorization": f"Bearer {(tmp_path / 'admin.key').read_text().strip()}"}
+    with serving(
+        tmp_path / "data", EMBEDGATE_KB_CHUNK_TOKENS="48", EMBEDGATE_KB_CHUNK_OVERLAP="4"
+    ) as served:
+        server, base, headers = served.process, served.base, served.admin
         http = httpx.Client(base_url=base, headers=headers, timeout=120)
         assert http.post("/v1/collections", json={"name": "kb"}).status_code == 201
         paragraphs = [f"Paragraph {i} talks about topic {i % 31} at length." for i in range(1500)]
@@ -163,14 +125,14 @@ def test_the_server_exits_for_its_supervisor_when_told_to_give_up(
 ) -> None:
     model = tmp_path / "model"
     shutil.copytree(tiny_qwen3_dir, model)
-    with serve(
+    with serving(
         tmp_path / "data", "--model", str(model), EMBEDGATE_MODEL_RESTART_FAILURES_BEFORE_EXIT="2"
-    ) as (server, _):
+    ) as served:
         model.rename(tmp_path / "moved")  # every reload fails from now on
-        (pid,) = model_processes(server.pid)
+        (pid,) = model_processes(served.process.pid)
         os.kill(pid, signal.SIGKILL)
-        code = server.wait(timeout=60)
-    stderr = (tmp_path / "data.stderr").read_text()
+        code = served.process.wait(timeout=60)
+    stderr = served.stderr.read_text()
     assert code == 3
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("embedgate: exiting:") and "2 restarts in a row failed" in last
