@@ -144,32 +144,25 @@ class KnowledgeBase:
         check_upload(shown, data, self.limits)
         digest = hashlib.sha256(data).hexdigest()
         doc_id, job_id = new_id("doc"), new_id("job")
-        existing = self.catalog.ready_with_hash(name, digest)
-        if existing is not None:  # exact duplicate: nothing to embed again
-            self.catalog.add_document(
-                doc_id,
-                collection=name,
-                filename=shown,
-                digest=digest,
-                size=len(data),
-                status="duplicate",
-                duplicate_of=existing,
-            )
-            self.catalog.add_job(job_id, document_id=doc_id, collection=name, status="succeeded")
-            self.catalog.update_job(job_id, stage="duplicate")
-        else:
+        existing = self.catalog.ready_with_hash(name, digest)  # an exact duplicate's original
+        if existing is None:  # the bytes first, so a queued document always has its upload
             self.runner.settings.uploads.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.runner.upload_path(doc_id).write_bytes(data)
-            self.catalog.add_document(
-                doc_id,
-                collection=name,
-                filename=shown,
-                digest=digest,
-                size=len(data),
-                status="queued",
-            )
+        self.catalog.add_document(
+            doc_id,
+            collection=name,
+            filename=shown,
+            digest=digest,
+            size=len(data),
+            status="queued" if existing is None else "duplicate",
+            duplicate_of=existing,
+        )
+        if existing is None:
             self.catalog.add_job(job_id, document_id=doc_id, collection=name)
             self.runner.submit(job_id)
+        else:  # nothing to embed again
+            self.catalog.add_job(job_id, document_id=doc_id, collection=name, status="succeeded")
+            self.catalog.update_job(job_id, stage="duplicate")
         return {
             "job": self.job(principal, job_id),
             "document": self.document(principal, name, doc_id),
