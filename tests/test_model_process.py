@@ -38,6 +38,7 @@ from support.process_models import (
     load_fake,
     load_unless,
 )
+from support.servers import wait_until
 
 TESTS = Path(__file__).parent
 
@@ -53,15 +54,6 @@ def gone(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] in {"Z", "X"}
     except FileNotFoundError:
         return True
-
-
-def wait_until(predicate: object, seconds: float = 15) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture

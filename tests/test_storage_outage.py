@@ -5,24 +5,14 @@ still shows in the access log, the metrics and the audit log, and service comes 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from embedgate.app import create_app
 from embedgate.config import Settings
-from support.servers import admin_key, client_for, fake_factory
+from support.servers import admin_key, client_for, fake_factory, wait_until
 from support.services import postgres_instance
-
-
-def wait_for(predicate: object, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_database_outage_is_503_shows_everywhere_and_heals(
@@ -38,11 +28,11 @@ def test_a_database_outage_is_503_shows_everywhere_and_heals(
             assert during.status_code == 503, during.text
             assert during.json()["error"]["code"] == "storage_unavailable"
             assert int(during.headers["Retry-After"]) >= 1
-            assert wait_for(lambda: c.get("/ready").status_code == 503)
+            assert wait_until(lambda: c.get("/ready").status_code == 503, 30)
             assert "database" in c.get("/ready").json()["reason"]
             assert c.get("/health").status_code == 200
             pg.start()
-            assert wait_for(lambda: c.get("/ready").status_code == 200)
+            assert wait_until(lambda: c.get("/ready").status_code == 200, 30)
             after = c.post("/v1/embeddings", json={"input": "after"})
             assert after.status_code == 200, after.text
             metrics = c.get("/metrics", headers={"Authorization": f"Bearer {admin_key(app)}"})

@@ -43,6 +43,16 @@ def wait_ready(get: Callable[[str], Any], timeout: float = 120) -> None:
     raise TimeoutError("server never became ready")
 
 
+def wait_until(predicate: Callable[[], object], seconds: float = 15) -> bool:
+    """Poll until `predicate()` is true; False when `seconds` passed first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def admin_key(app: FastAPI) -> str:
     """The bootstrap admin key the app wrote on first start."""
     settings: Settings = app.state.embedgate.settings
