@@ -105,3 +105,22 @@ def minilm_engine() -> Iterator[EmbeddingEngine]:
     engine = start_engine(None)
     yield engine
     engine.stop()
+
+
+@pytest.fixture
+def remote_milvus() -> Iterator[str]:
+    """A Milvus Lite server process of this test's own on a TCP port (it starts in under a
+    second): the remote-store path, parametrised beside the embedded one."""
+    from support.services import milvus_server
+
+    with milvus_server() as server:
+        yield server.uri
+
+
+@pytest.fixture(params=["embedded", "remote"])
+def milvus_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a knowledge-base test keeps its chunks: a Milvus Lite file of its own, or the
+    Milvus server process reached over HTTP."""
+    if request.param == "embedded":
+        return str(tmp_path / "milvus.db")
+    return str(request.getfixturevalue("remote_milvus"))

@@ -1,49 +1,56 @@
-"""The VectorStore contract, run against both the in-memory fake and real Milvus Lite, and RRF."""
+"""The VectorStore contract on real Milvus Lite, embedded and as a server over HTTP, and the
+weighted reciprocal rank fusion."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from embedgate.knowledge.naming import generation_of, legacy_store_name, store_name_for
 from embedgate.knowledge.vector_store import (
     ChunkRow,
+    FusionWeights,
     Hit,
-    MemoryVectorStore,
     MilvusVectorStore,
-    VectorStore,
     fuse,
-    physical_name,
 )
 
 TEXTS = [
     "机器学习是人工智能的一个分支",
-    "今天天气很好我们去公园",
+    "今天天气很好，我们去公园。",
     "the quick brown fox jumps",
     "深度学习和机器学习的区别",
 ]
 
 
-@pytest.fixture(params=["memory", "milvus"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
-    if request.param == "memory":
-        yield MemoryVectorStore()
-        return
-    milvus = MilvusVectorStore(str(tmp_path / "m.db"))
+@pytest.fixture
+def store(milvus_uri: str) -> Iterator[MilvusVectorStore]:
+    milvus = MilvusVectorStore(milvus_uri)
     yield milvus
     milvus.close()
 
 
 def rows(doc: str, vectors: np.ndarray) -> list[ChunkRow]:
     return [
-        ChunkRow(f"{doc}:{i}", doc, i, t, 1, 0, len(t), "", vectors[i].tolist())
+        ChunkRow(
+            id=f"{doc}:{i}",
+            document_id=doc,
+            chunk_index=i,
+            text=t,
+            page=i + 1,
+            page_end=i + 2,
+            start=i * 100,
+            end=i * 100 + len(t),
+            headings=("员工手册", f"第{i}章"),
+            vector=vectors[i].tolist(),
+        )
         for i, t in enumerate(TEXTS)
     ]
 
 
-def test_contract(store: VectorStore) -> None:
+def test_contract(store: MilvusVectorStore) -> None:
     vectors = np.eye(4, 8, dtype=np.float32)
     store.ensure_collection("c", 8)
     store.ensure_collection("c", 8)  # idempotent
@@ -52,6 +59,8 @@ def test_contract(store: VectorStore) -> None:
     assert store.count_document("c", "d1") == 4
     top = store.dense("c", vectors[2].tolist(), 2)
     assert top[0].id == "d1:2" and top[0].score == pytest.approx(1.0, abs=1e-5)
+    assert (top[0].page, top[0].page_end, top[0].start, top[0].end) == (3, 4, 200, 225)
+    assert top[0].headings == ("员工手册", "第2章")
     assert store.dense("c", vectors[2].tolist(), 2, exclude_document="d1") == []
     lexical = store.lexical("c", "机器学习", 2)
     assert {h.id for h in lexical} == {"d1:0", "d1:3"}
@@ -60,9 +69,22 @@ def test_contract(store: VectorStore) -> None:
     assert [
         len(r) for r in store.dense_many("c", [vectors[0].tolist(), vectors[1].tolist()], 1)
     ] == [1, 1]
+    back = [row for page in store.chunks("c", batch=3) for row in page]
+    assert sorted(r.id for r in back) == ["d1:0", "d1:1", "d1:2", "d1:3"]
+    assert next(r for r in back if r.id == "d1:1").vector == pytest.approx(vectors[1].tolist())
     store.delete_document("c", "d1")
     assert store.count_document("c", "d1") == 0
     store.drop_collection("c")
+
+
+def test_lexical_ignores_punctuation_and_stop_words(store: MilvusVectorStore) -> None:
+    """Before 0.5 Milvus's analyzer indexed '，' and '的' as words, so a query of only
+    punctuation and stop words matched every chunk that had them."""
+    store.ensure_collection("c", 8)
+    store.upsert("c", rows("d1", np.eye(4, 8, dtype=np.float32)))
+    assert store.lexical("c", "，的。", 5) == []
+    assert store.lexical("c", "the", 5) == []
+    assert [h.id for h in store.lexical("c", "公园！", 5)] == ["d1:1"]
 
 
 def test_fusion_ranks_by_reciprocal_rank_and_keeps_both_scores() -> None:
@@ -76,8 +98,14 @@ def test_fusion_ranks_by_reciprocal_rank_and_keeps_both_scores() -> None:
     assert fused[0].score == pytest.approx(1 / 61 + 1 / 62)
     assert (fused[0].dense_score, fused[0].lexical_score) == (0.9, 3.0)
     assert (fused[2].dense_score, fused[2].lexical_score) == (0.8, None)
+    # weighted: lexical counts five times as much, so its first hit leads
+    leaning = fuse(dense, lexical, top_k=3, weights=FusionWeights(dense=0.2, lexical=1.0))
+    assert [h.id for h in leaning][:2] == ["c", "a"]
+    assert leaning[0].score == pytest.approx(0.2 / 63 + 1 / 61)
 
 
-def test_physical_names_are_safe_and_distinct() -> None:
-    assert physical_name("hr-docs") != physical_name("hr_docs")
-    assert all(ch.isalnum() or ch == "_" for ch in physical_name("weird name/../x"))
+def test_store_names_are_safe_distinct_and_numbered() -> None:
+    assert legacy_store_name("hr-docs") != legacy_store_name("hr_docs")
+    assert all(ch.isalnum() or ch == "_" for ch in legacy_store_name("weird name/../x"))
+    assert generation_of(store_name_for("hr-docs", 7)) == 7
+    assert generation_of(None) == 0 and generation_of(legacy_store_name("x")) == 0

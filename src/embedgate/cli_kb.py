@@ -1,4 +1,4 @@
-"""`embedgate kb create|ingest|search`: against a running server (`--server URL`, key from
+"""`embedgate kb create|ingest|search|reindex`: against a running server (`--server URL`, key from
 `EMBEDGATE_API_KEY` or `<data-dir>/admin.key`, never a flag) or in-process on the local data
 dir (the server must not be running on the same data dir then)."""
 
@@ -16,7 +16,9 @@ import typer
 
 from embedgate.config import Settings
 
-kb_app = typer.Typer(help="Knowledge bases: create, ingest files, search.", no_args_is_help=True)
+kb_app = typer.Typer(
+    help="Knowledge bases: create, ingest files, search, reindex.", no_args_is_help=True
+)
 
 ServerOpt = Annotated[
     str | None, typer.Option("--server", help="URL of a running embedgate (default: in-process).")
@@ -34,6 +36,8 @@ class Backend(Protocol):
     def document(self, name: str, doc_id: str) -> Mapping[str, Any]: ...
 
     def search(self, name: str, body: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    def reindex(self, name: str, body: dict[str, Any]) -> Mapping[str, Any]: ...
 
     def close(self) -> None: ...
 
@@ -80,6 +84,9 @@ class HttpBackend:
             self._check(self.http.post(f"/v1/collections/{name}/search", json=body))["data"]
         )
 
+    def reindex(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._check(self.http.post(f"/v1/collections/{name}/reindex", json=body)))
+
     def close(self) -> None:
         self.http.close()
 
@@ -116,6 +123,9 @@ class LocalBackend:
 
     def search(self, name: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         return self._loop.run(self.kb.search(self.me, self.engine, name, **body))
+
+    def reindex(self, name: str, body: dict[str, Any]) -> Mapping[str, Any]:
+        return self.kb.start_reindex(self.me, self.engine, name, body.get("model"))
 
     def close(self) -> None:
         self._stack.close()
@@ -265,3 +275,32 @@ def search(
         backend.close()
     for hit in hits:
         typer.echo(json.dumps(hit, ensure_ascii=False))
+
+
+@kb_app.command("reindex")
+def reindex(
+    name: str,
+    model: Annotated[
+        str | None, typer.Option(help="Check that the server embeds with this model.")
+    ] = None,
+    server: ServerOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Re-embed every chunk into a new index with the server's model and current schema;
+    search keeps using the old index until the switch. Also upgrades collections made by
+    an earlier embedgate."""
+    backend = _backend(server, data_dir)
+    try:
+        job = backend.reindex(name, {"model": model} if model else {})
+        while job["status"] not in ("succeeded", "failed", "cancelled"):
+            time.sleep(0.5)
+            job = backend.job(job["id"])
+            typer.echo(f"{name}: {job['stage']}", err=True)
+    except Exception as exc:
+        raise _fail(exc) from None
+    finally:
+        backend.close()
+    if job["status"] != "succeeded":
+        typer.echo(f"embedgate: reindex of {name} {job['status']}: {job['error']}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{name}: {job['stage']}")

@@ -249,6 +249,9 @@ class Settings(BaseSettings):
     milvus_token: SecretStr | None = Field(
         default=None, description="Milvus token or user:password (env only)."
     )
+    milvus_token_file: Path | None = Field(
+        default=None, description="0600 file holding the Milvus token or user:password."
+    )
     kb_chunk_tokens: int = Field(
         default=512, ge=16, le=8192, description="Default chunk size in model tokens."
     )
@@ -264,6 +267,12 @@ class Settings(BaseSettings):
     )
     kb_parse_timeout_s: float = Field(
         default=120.0, gt=0, description="Time limit for parsing one document."
+    )
+    kb_parse_memory_mb: int = Field(
+        default=2048, ge=0, description="Address-space limit of the parse worker (0: none)."
+    )
+    kb_max_docx_ratio: int = Field(
+        default=200, ge=2, description="Most bytes a DOCX may inflate to per byte uploaded."
     )
     kb_near_duplicate_threshold: float = Field(
         default=0.95,

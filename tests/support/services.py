@@ -190,3 +190,52 @@ def postgres_server() -> Iterator[str]:
     """Yields a SQLAlchemy URL to a fresh database on a private PostgreSQL instance."""
     with postgres_instance() as server:
         yield server.url
+
+
+@dataclass
+class MilvusServer:
+    """Milvus Lite's server binary as a process of its own on a TCP port: the remote path
+    (`milvus_uri = http://...`), the code a Milvus cluster is reached with."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    workdir: str
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+@contextmanager
+def milvus_server() -> Iterator[MilvusServer]:
+    import milvus_lite
+
+    lib = Path(milvus_lite.__file__).parent / "lib"
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="embedgate-milvus-")
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+    log = open(Path(workdir) / "milvus.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [str(lib / "milvus"), str(Path(workdir) / "remote.db"), f"127.0.0.1:{port}", "ERROR"],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    server = MilvusServer(port, process, workdir)
+    try:
+        _wait_port(port)
+        yield server
+    finally:
+        server.stop()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -21,6 +21,15 @@ from embedgate.storage.records import JobRow
 router = APIRouter(prefix="/v1")
 
 
+class Fusion(BaseModel):
+    """Weights of hybrid search's two rankings (weighted reciprocal rank fusion)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dense: float = Field(default=1.0, ge=0, le=10)
+    lexical: float = Field(default=1.0, ge=0, le=10)
+
+
 class CreateCollection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -29,6 +38,19 @@ class CreateCollection(BaseModel):
     chunk_tokens: StrictInt | None = None
     chunk_overlap: StrictInt | None = None
     dimensions: StrictInt | None = None
+    fusion: Fusion | None = None
+
+
+class UpdateCollection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fusion: Fusion | None
+
+
+class Reindex(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
 
 
 class SearchRequest(BaseModel):
@@ -40,6 +62,7 @@ class SearchRequest(BaseModel):
     instruction: str | None = Field(default=None, min_length=1, max_length=4096)
     model: str | None = None
     dimensions: StrictInt | None = None
+    weights: Fusion | None = None
 
 
 @router.post("/collections")
@@ -64,7 +87,40 @@ async def create_collection(
             dimensions=body.dimensions,
         )
     )
+    if body.fusion is not None:
+        created = await asyncio.to_thread(
+            kb.set_fusion, principal, body.name, body.fusion.model_dump()
+        )
     return JSONResponse(created, status_code=201)
+
+
+@router.patch("/collections/{name}")
+async def update_collection(
+    name: str,
+    request: Request,
+    state: Services = Depends(service),
+    principal: Principal = requires(Permission.WRITE),
+) -> dict[str, Any]:
+    body: UpdateCollection = await read_model(
+        request, UpdateCollection, state.settings.max_json_depth
+    )
+    fusion = body.fusion.model_dump() if body.fusion is not None else None
+    return await asyncio.to_thread(state.require_knowledge().set_fusion, principal, name, fusion)
+
+
+@router.post("/collections/{name}/reindex")
+async def reindex_collection(
+    name: str,
+    request: Request,
+    state: Services = Depends(service),
+    principal: Principal = requires(Permission.ADMIN),
+) -> JSONResponse:
+    body: Reindex = await read_model(request, Reindex, state.settings.max_json_depth)
+    kb, engine = state.require_knowledge(), state.require_engine()
+    if state.audit is not None:
+        state.audit.admin("collection.reindex", actor=principal.subject, target=name)
+    job = await asyncio.to_thread(kb.start_reindex, principal, engine, name, body.model)
+    return JSONResponse(job, status_code=202)
 
 
 @router.get("/collections")
@@ -161,6 +217,18 @@ async def get_job(
     return await asyncio.to_thread(state.require_knowledge().job, principal, job_id)
 
 
+@router.delete("/jobs/{job_id}")
+async def cancel_job(
+    job_id: str,
+    state: Services = Depends(service),
+    principal: Principal = requires(Permission.DELETE),
+) -> JobRow:
+    kb = state.require_knowledge()
+    if state.audit is not None:
+        state.audit.admin("job.cancel", actor=principal.subject, target=job_id)
+    return await asyncio.to_thread(kb.cancel_job, principal, job_id)
+
+
 @router.post("/collections/{name}/search")
 async def search(
     name: str,
@@ -180,5 +248,6 @@ async def search(
         instruction=body.instruction,
         model=body.model,
         dimensions=body.dimensions,
+        weights=body.weights.model_dump() if body.weights is not None else None,
     )
     return {"object": "list", "data": hits, "mode": body.mode}

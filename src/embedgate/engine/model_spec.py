@@ -45,6 +45,12 @@ class ModelSpec:
     prompts: dict[str, str] = field(default_factory=dict)
     default_task: str | None = None
     vocab_size: int | None = None  # the embedding table's rows: ids at or past it are invalid
+    # languages the model was trained for, from its model card; () = multilingual or unknown
+    languages: tuple[str, ...] = ()
+
+    def covers(self, language: str) -> bool:
+        """Whether text in `language` (an ISO 639-1 code) is in the model's coverage."""
+        return not self.languages or language in self.languages
 
     @property
     def supports_matryoshka(self) -> bool:
@@ -71,6 +77,30 @@ def _read_json(path: Path) -> dict[str, Any]:
     with path.open(encoding="utf-8") as handle:
         data = json.load(handle)
     return data if isinstance(data, dict) else {"_list": data}
+
+
+def card_languages(model_dir: Path) -> tuple[str, ...]:
+    """The `language:` list of a Hugging Face model card's YAML front matter (README.md)."""
+    card = model_dir / "README.md"
+    if not card.is_file():
+        return ()
+    lines = card.read_text(encoding="utf-8", errors="replace").splitlines()
+    if not lines or lines[0].strip() != "---":
+        return ()
+    found: list[str] = []
+    inside = False
+    for line in lines[1:]:
+        if line.strip() == "---":
+            break
+        if line.startswith("language:"):
+            value = line.split(":", 1)[1].strip()
+            found.extend(v.strip(" '\"") for v in value.strip("[]").split(",") if v.strip())
+            inside = not value
+        elif inside and line.lstrip().startswith("- "):
+            found.append(line.lstrip()[2:].strip(" '\""))
+        elif inside and line and not line[0].isspace():
+            inside = False
+    return tuple(code.lower() for code in found if code)
 
 
 def _pooling_from_st(model_dir: Path) -> tuple[Pooling, bool, bool]:
@@ -153,4 +183,5 @@ def read_model_spec(model_dir: Path, tokenizer_max_length: int | None = None) ->
         min_dimensions=hidden,
         prompts=prompts,
         vocab_size=vocab_size,
+        languages=card_languages(model_dir),
     )

@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Principal
-from embedgate.knowledge.ingest import IngestRunner
+from embedgate.knowledge.analysis import script_language
+from embedgate.knowledge.ingest import REINDEX_DOCUMENT, IngestRunner
+from embedgate.knowledge.naming import legacy_store_name, store_name_for
 from embedgate.knowledge.parsers import ParseLimits, check_upload
-from embedgate.knowledge.vector_store import Hit, VectorStore
+from embedgate.knowledge.reindex import Reindexer
+from embedgate.knowledge.vector_store import FusionWeights, Hit, VectorStore
 from embedgate.storage.catalog import Catalog, CollectionInfo, new_id
 from embedgate.storage.records import DocumentRow, JobRow
 
@@ -25,10 +29,38 @@ NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_\-]{0,62}$")
 Mode = Literal["dense", "lexical", "hybrid"]
 
 
+# Hybrid weights when the model cannot read the query's language (an English-only model and a
+# Chinese query): its dense ranking is close to noise, so lexical leads. Measured with
+# benchmarks/retrieval.py (docs/benchmarks.md): hybrid stays at or above lexical on Chinese.
+UNCOVERED_DENSE_WEIGHT = 0.1
+
+
 @dataclass(frozen=True)
 class Defaults:
     chunk_tokens: int = 512
     chunk_overlap: int = 61
+
+
+def fusion_for(
+    *, query: str, covers: Callable[[str], bool], configured: dict[str, float] | None
+) -> FusionWeights:
+    """The request's or collection's weights when set; otherwise balanced, unless the model
+    does not cover the query's language."""
+    if configured:
+        return FusionWeights(
+            dense=float(configured.get("dense", 1.0)), lexical=float(configured.get("lexical", 1.0))
+        )
+    if not covers(script_language(query)):
+        return FusionWeights(dense=UNCOVERED_DENSE_WEIGHT, lexical=1.0)
+    return FusionWeights()
+
+
+def rebuild_needed(name: str) -> ServiceError:
+    return ServiceError(
+        ErrorKind.CONFLICT,
+        f"collection {name!r} was built by an earlier embedgate and must be rebuilt once: run "
+        f"`embedgate kb reindex {name}`",
+    )
 
 
 def _not_found(what: str) -> ServiceError:
@@ -100,8 +132,10 @@ class KnowledgeBase:
             chunk_tokens=tokens,
             chunk_overlap=overlap,
             owner=principal.subject,
+            store_name=store_name_for(name, 1),
         )
-        self.store.ensure_collection(name, info.dimensions)
+        assert info.store_name is not None
+        self.store.ensure_collection(info.store_name, info.dimensions)
         self.catalog.add_collection(info)
         return self.describe(principal, name)
 
@@ -111,13 +145,36 @@ class KnowledgeBase:
             raise _not_found(f"collection {name!r}")
         return info
 
+    def store_of(self, info: CollectionInfo) -> str:
+        """The vector-store collection that holds its chunks; a collection made before 0.5
+        must be rebuilt first."""
+        if info.store_name is None:
+            raise rebuild_needed(info.name)
+        return info.store_name
+
     def describe(self, principal: Principal, name: str) -> dict[str, Any]:
         info = self.get(principal, name)
         docs = self.catalog.documents(name)
+        ready = [d for d in docs if d["status"] == "ready"]
+        languages: dict[str, int] = {}
+        for doc in ready:
+            language = doc["language"] or "other"
+            languages[language] = languages.get(language, 0) + int(doc["chunks"])
+        warnings = []
+        if info.store_name is None:
+            warnings.append(rebuild_needed(name).message)
+        uncovered = self.runner.uncovered_share(languages)
+        if uncovered > 0.5:
+            warnings.append(
+                f"{uncovered:.0%} of the chunks are in a language the model {info.model!r} does "
+                "not cover; dense search will be weak, so hybrid search leans on lexical"
+            )
         return {
-            **{k: v for k, v in info.__dict__.items() if k != "extra"},
+            **{k: v for k, v in info.__dict__.items() if k not in ("extra", "store_name")},
             "documents": len(docs),
-            "chunks": sum(int(d["chunks"]) for d in docs if d["status"] == "ready"),
+            "chunks": sum(int(d["chunks"]) for d in ready),
+            "languages": languages,
+            "warnings": warnings,
         }
 
     def list_collections(self, principal: Principal) -> list[dict[str, Any]]:
@@ -128,18 +185,19 @@ class KnowledgeBase:
         ]
 
     def delete_collection(self, principal: Principal, name: str) -> None:
-        self.get(principal, name)
+        info = self.get(principal, name)
+        self.runner.cancel_collection(name)
         for doc in self.catalog.documents(name):
             self.runner.upload_path(doc["id"]).unlink(missing_ok=True)
-        self.store.drop_collection(name)
+        self.store.drop_collection(info.store_name or legacy_store_name(name))
         self.catalog.delete_collection(name)
 
     # --- documents ---------------------------------------------------------------------------
     def upload(
         self, principal: Principal, name: str, filename: str | None, data: bytes
     ) -> dict[str, Any]:
-        """Cheap checks now (type, size, zip bombs, XML entities); the rest in a job."""
-        self.get(principal, name)
+        """Cheap checks now (type, size); the rest, archives included, in a job."""
+        self.store_of(self.get(principal, name))
         shown = clean_filename(filename)
         check_upload(shown, data, self.limits)
         digest = hashlib.sha256(data).hexdigest()
@@ -181,7 +239,9 @@ class KnowledgeBase:
 
     def delete_document(self, principal: Principal, name: str, doc_id: str) -> None:
         self.document(principal, name, doc_id)
-        self.store.delete_document(name, doc_id)
+        self.runner.cancel_document(doc_id)
+        info = self.get(principal, name)
+        self.store.delete_document(info.store_name or legacy_store_name(name), doc_id)
         self.runner.upload_path(doc_id).unlink(missing_ok=True)
         self.catalog.delete_document(doc_id)
 
@@ -209,6 +269,73 @@ class KnowledgeBase:
                 )
         return out
 
+    def cancel_job(self, principal: Principal, job_id: str) -> JobRow:
+        """Call a queued or running job off: its work stops within a step, its document
+        fails with the reason, its partial chunks are removed."""
+        job = self.job(principal, job_id)
+        if job["status"] not in ("queued", "running"):
+            raise ServiceError(
+                ErrorKind.CONFLICT, f"job {job_id!r} has already {job['status']}", "job_id"
+            )
+        message = f"cancelled by {principal.subject}"
+        self.catalog.update_job(job_id, status="cancelled", stage="cancelled", error=message)
+        if job["document_id"] != REINDEX_DOCUMENT:
+            self.catalog.update_document(job["document_id"], status="failed", error=message)
+        self.runner.cancel_job(job_id)
+        return self.job(principal, job_id)
+
+    def set_fusion(
+        self, principal: Principal, name: str, fusion: dict[str, float] | None
+    ) -> dict[str, Any]:
+        self.get(principal, name)
+        self.catalog.set_fusion(name, fusion)
+        return self.describe(principal, name)
+
+    def start_reindex(
+        self, principal: Principal, engine: EmbeddingEngine, name: str, model: str | None = None
+    ) -> JobRow:
+        """Rebuild the collection's index with the server's model, in the background;
+        search keeps serving the current index until the switch."""
+        info = self.get(principal, name)
+        if model is not None and model != engine.name:
+            raise ServiceError(
+                ErrorKind.CONFLICT,
+                f"this server runs {engine.name!r}; start it with --model {model} to reindex "
+                "with that model",
+                "model",
+            )
+        if any(
+            j["collection"] == name and j["document_id"] == REINDEX_DOCUMENT
+            for j in self.catalog.unfinished_jobs()
+        ):
+            raise ServiceError(ErrorKind.CONFLICT, f"collection {name!r} is being reindexed")
+        job_id = new_id("job")
+        self.catalog.add_job(job_id, document_id=REINDEX_DOCUMENT, collection=name)
+        self.catalog.update_job(job_id, status="running", stage="reindexing")
+
+        def work() -> None:
+            try:
+                result = Reindexer(self.catalog, self.store, self.runner.stop_event).run(
+                    info,
+                    engine,
+                    progress=lambda n: self.catalog.update_job(
+                        job_id, stage=f"reindexing: {n} chunks"
+                    ),
+                )
+            except Exception as exc:
+                message = exc.message if isinstance(exc, ServiceError) else repr(exc)
+                self.catalog.update_job(job_id, status="failed", stage="failed", error=message)
+                return
+            self.catalog.update_job(
+                job_id,
+                status="succeeded",
+                stage=f"done: {result.chunks} chunks in {result.seconds:.1f} s",
+                progress=1.0,
+            )
+
+        self.runner.run_task(work, name=f"embedgate-reindex-{name}")
+        return self.job(principal, job_id)
+
     def job(self, principal: Principal, job_id: str) -> JobRow:
         job = self.catalog.job(job_id)
         if job is None or not principal.may_see(job["collection"]):
@@ -228,8 +355,10 @@ class KnowledgeBase:
         instruction: str | None = None,
         model: str | None = None,
         dimensions: int | None = None,
+        weights: dict[str, float] | None = None,
     ) -> list[dict[str, Any]]:
         info = self.get(principal, name)
+        store = self.store_of(info)
         if (model is not None and model != info.model) or engine.name != info.model:
             raise ServiceError(
                 ErrorKind.CONFLICT,
@@ -248,7 +377,7 @@ class KnowledgeBase:
             raise ServiceError(ErrorKind.INVALID_REQUEST, "top_k must be 1-100", "top_k")
         depth = top_k * 2 + 10  # documents still indexing are filtered out below
         if mode == "lexical":
-            hits = await asyncio.to_thread(self.store.lexical, name, query, depth)
+            hits = await asyncio.to_thread(self.store.lexical, store, query, depth)
         else:
             dims = None if info.dimensions == engine.spec.native_dimensions else info.dimensions
             request = EmbedRequest(
@@ -260,9 +389,14 @@ class KnowledgeBase:
             )
             vector = (await engine.embed(request)).vectors[0].tolist()
             if mode == "dense":
-                hits = await asyncio.to_thread(self.store.dense, name, vector, depth)
+                hits = await asyncio.to_thread(self.store.dense, store, vector, depth)
             else:
-                hits = await asyncio.to_thread(self.store.hybrid, name, vector, query, depth)
+                fusion = fusion_for(
+                    query=query, covers=engine.spec.covers, configured=weights or info.fusion
+                )
+                hits = await asyncio.to_thread(
+                    self.store.hybrid, store, vector, query, depth, fusion
+                )
         return await asyncio.to_thread(self._present, name, hits, top_k)
 
     def _present(self, name: str, hits: list[Hit], top_k: int) -> list[dict[str, Any]]:
@@ -280,6 +414,11 @@ class KnowledgeBase:
                 "filename": ready[h.document_id],
                 "chunk_index": h.chunk_index,
                 "page": h.page,
+                "page_start": h.page,
+                "page_end": max(h.page_end, h.page),
+                "char_start": h.start,
+                "char_end": h.end,
+                "headings": list(h.headings),
             }
             for h in hits
             if h.document_id in ready

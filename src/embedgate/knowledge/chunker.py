@@ -5,7 +5,7 @@ blank-line paragraphs, line breaks, sentence ends (. ! ? and 。！？；), clau
 spaces, and finally characters. Pieces are packed greedily into chunks of at most
 `max_tokens` tokens, counted with the collection model's own tokenizer; each chunk starts with
 the tail of the previous one (about `overlap_tokens`). Every chunk keeps its character span in
-the document, its page number and its heading path.
+the document, the first and last page it spans and its heading path.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Chunk:
     page: int
     headings: tuple[str, ...]
     tokens: int
+    page_end: int = 0  # the last page the chunk touches (0: the same as `page`)
 
 
 def _split(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[tuple[int, int]]:
@@ -107,6 +108,13 @@ def _heading_paths(text: str) -> tuple[list[int], list[tuple[str, ...]]]:
     return starts, paths
 
 
+def _last_visible(text: str, start: int, end: int) -> int:
+    """The offset of the chunk's last non-space character (a chunk that ends in the blank
+    lines between two pages does not reach the next page)."""
+    stripped = text[start:end].rstrip()
+    return start + max(len(stripped) - 1, 0)
+
+
 def chunk_text(
     pages: Sequence[tuple[int, str]],
     count: TokenCounter,
@@ -147,16 +155,19 @@ def chunk_text(
             tokens = count([text[start:end]])[0]
         if text[start:end].strip() and tokens > 0:
             h = bisect_right(heading_starts, start) - 1
-            p = max(bisect_right(page_starts, start) - 1, 0)
+            visible = start + len(text[start:end]) - len(text[start:end].lstrip())
+            first = max(bisect_right(page_starts, visible) - 1, 0)
+            last = max(bisect_right(page_starts, _last_visible(text, start, end)) - 1, first)
             chunks.append(
                 Chunk(
                     len(chunks),
                     text[start:end],
                     start,
                     end,
-                    page_numbers[p] if pages else 1,
+                    page_numbers[first],
                     heading_paths[h] if h >= 0 else (),
                     tokens,
+                    page_numbers[last],
                 )
             )
         if j >= len(pieces):

@@ -2,10 +2,15 @@
 
 Jobs run off the request path (an upload answers 202 at once) in a two-stage pipeline: one
 thread parses, chunks and embeds, a second stores, so the model is already embedding the next
-document while the previous one is analysed and written by the vector store. A
-document turns `ready` only after every chunk is stored and counted back; until then search
-ignores it. After a crash, `recover()` removes the partial chunks of every unfinished job and
-runs it again from the stored upload (or fails it when the upload is gone).
+document while the previous one is written by the vector store. The first stage runs jobs a
+step at a time (the parse, then each embedding batch), taking turns between collections
+(`job_queue.FairJobs`), so a huge upload never holds up a small one for more than a batch.
+
+A document turns `ready` only after every chunk is stored and counted back; until then search
+ignores it. Deleting a document or its collection, or the job itself, calls the job off
+within a step (the parse worker is killed, queued model inputs are dropped). After a crash,
+`recover()` removes the partial chunks of every unfinished job and runs it again from the
+stored upload (or fails it when the upload is gone).
 
 `stop()` ends the pipeline within about one embedding batch: a job it interrupts is left
 unfinished, not failed, so the next start's `recover()` runs it again.
@@ -13,27 +18,32 @@ unfinished, not failed, so the next start's `recover()` runs it again.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+import numpy as np
 
 from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.knowledge.analysis import script_language
 from embedgate.knowledge.chunker import Chunk, chunk_text
-from embedgate.knowledge.parse_worker import ParseWorker
+from embedgate.knowledge.job_queue import ActiveJob, Cancellation, FairJobs
+from embedgate.knowledge.parse_worker import ParseCancelled, ParseWorker
 from embedgate.knowledge.parsers import ParseLimits
 from embedgate.knowledge.vector_store import ChunkRow, VectorStore
 from embedgate.storage.catalog import Catalog, CollectionInfo
-from embedgate.storage.records import DocumentRow, NearDuplicate
+from embedgate.storage.records import NearDuplicate
 
 log = logging.getLogger(__name__)
 
 EMBED_BATCH = 256
+REINDEX_DOCUMENT = "-"  # the document id of a reindex job (it has no document)
 PAUSE_ON = frozenset({ErrorKind.MODEL_UNAVAILABLE, ErrorKind.NOT_READY})
 UPSERT_BATCH = 512
 
@@ -46,12 +56,19 @@ class Prepared:
     doc_id: str
     collection: str
     chunks: list[Chunk]
-    vectors: list[list[float]]
+    vectors: np.ndarray  # float32 rows: a Python list of floats costs 8x the memory
     tokens: int
+    language: str
+    pages: int
+    cancel: Cancellation
 
 
 class Stopped(Exception):
     """The runner is stopping: leave the current job unfinished for `recover()`."""
+
+
+class JobCancelled(Exception):
+    """The job's document, collection or the job itself was deleted: drop its work."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +92,7 @@ class IngestRunner:
         self.store = store
         self._engine = engine
         self.settings = settings
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.jobs = FairJobs()
         self._store_queue: queue.Queue[Prepared | None] = queue.Queue(maxsize=2)
         self._threads: list[threading.Thread] = []
         self._in_flight = 0
@@ -84,6 +101,7 @@ class IngestRunner:
         self.idle.set()
         self.parser = parser or ParseWorker()
         self._stopping = threading.Event()
+        self._warned_languages: set[str] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -97,9 +115,10 @@ class IngestRunner:
     def stop(self) -> None:
         """Stop both stages and the parse worker; an interrupted job stays unfinished."""
         self._stopping.set()
-        self._queue.put(None)
+        self.jobs.wake()
         with contextlib.suppress(queue.Full):
             self._store_queue.put_nowait(None)
+        self.parser.close()  # a parse in progress ends now rather than at its deadline
         for thread in self._threads:
             thread.join(timeout=30)
         self._threads = []
@@ -109,11 +128,31 @@ class IngestRunner:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    @property
+    def stop_event(self) -> threading.Event:
+        return self._stopping
+
+    def run_task(self, work: Callable[[], None], name: str) -> None:
+        """Background work the runner owns (a reindex): joined when the runner stops."""
+        thread = threading.Thread(target=work, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
     def submit(self, job_id: str) -> None:
+        job = self.catalog.job(job_id)
+        if job is None:
+            return
         with self._count_lock:
             self._in_flight += 1
             self.idle.clear()
-        self._queue.put(job_id)
+        self.jobs.add(
+            ActiveJob(
+                job_id=job_id,
+                document_id=job["document_id"],
+                collection=job["collection"],
+                cancel=Cancellation(self._stopping),
+            )
+        )
 
     def _finished(self) -> None:
         with self._count_lock:
@@ -122,16 +161,53 @@ class IngestRunner:
                 self._in_flight = 0
                 self.idle.set()
 
+    # --- calling jobs off --------------------------------------------------------------------
+    def cancel_job(self, job_id: str) -> int:
+        return self.jobs.cancel(job_id=job_id)
+
+    def cancel_document(self, document_id: str) -> int:
+        return self.jobs.cancel(document_id=document_id)
+
+    def cancel_collection(self, collection: str) -> int:
+        return self.jobs.cancel(collection=collection)
+
+    def _check(self, job: ActiveJob) -> None:
+        """Between steps: stop for the runner, drop the job when it was called off here or
+        (by another replica) in the catalog."""
+        if self.stopping:
+            raise Stopped
+        row = self.catalog.job(job.job_id)
+        if job.cancel.cancelled or row is None or row["status"] == "cancelled":
+            raise JobCancelled
+
+    # --- what the model covers ---------------------------------------------------------------
+    def current_engine(self) -> EmbeddingEngine | None:
+        return self._engine()
+
+    def uncovered_share(self, languages: dict[str, int]) -> float:
+        """The share of chunks in languages the loaded model does not cover."""
+        engine = self._engine()
+        total = sum(languages.values())
+        if engine is None or not total:
+            return 0.0
+        return sum(n for lang, n in languages.items() if not engine.spec.covers(lang)) / total
+
     def recover(self) -> list[str]:
         """Clean up and re-queue jobs a crash left unfinished; returns their ids."""
         resumed = []
         for job in self.catalog.unfinished_jobs():
             doc_id, collection = job["document_id"], job["collection"]
+            if doc_id == REINDEX_DOCUMENT:  # search still uses the old index: just say so
+                message = "interrupted by a restart; run the reindex again"
+                self.catalog.update_job(job["id"], status="failed", stage="failed", error=message)
+                continue
+            info = self.catalog.collection(collection)
             try:
-                self.store.delete_document(collection, doc_id)
+                if info is not None and info.store_name is not None:
+                    self.store.delete_document(info.store_name, doc_id)
             except Exception:
                 log.warning("could not clear partial chunks", extra={"document_id": doc_id})
-            if self.upload_path(doc_id).exists():
+            if self.upload_path(doc_id).exists() and info is not None:
                 self.catalog.update_job(job["id"], status="queued", stage="queued", progress=0.0)
                 self.catalog.update_document(doc_id, status="queued", error=None)
                 self.submit(job["id"])
@@ -149,23 +225,40 @@ class IngestRunner:
 
     # --- the pipeline ------------------------------------------------------------------------
     def _loop(self) -> None:
-        while True:
-            job_id = self._queue.get()
-            if job_id is None or self.stopping:
-                with contextlib.suppress(queue.Full):
-                    self._store_queue.put_nowait(None)
-                return
-            prepared = None
+        while not self.stopping:
+            job = self.jobs.next_turn(timeout=0.5)
+            if job is None:
+                continue
+            if job.steps is None:
+                job.steps = self._prepare_steps(job)
             try:
-                prepared = self.prepare(job_id)
+                next(job.steps)
+                continue  # a step done; the next collection's turn
+            except StopIteration as done:
+                prepared = done.value
             except Stopped:
                 return
-            except Exception:
-                log.exception("ingest job crashed", extra={"job_id": job_id})
+            except JobCancelled:
+                log.info("ingest job called off", extra={"job_id": job.job_id})
+                prepared = None
+            except Exception as exc:
+                self._failed(job, exc)
+                prepared = None
+            self.jobs.finish(job)
             if prepared is None:
                 self._finished()
             else:
                 self._store_queue.put(prepared)
+
+    def _failed(self, job: ActiveJob, exc: Exception) -> None:
+        if self.stopping:  # the engine or store went away under a stopping runner
+            return
+        if isinstance(exc, ServiceError):
+            message = exc.message
+        else:
+            log.error("ingest failed", exc_info=exc, extra={"job_id": job.job_id})
+            message = f"internal error ({type(exc).__name__})"
+        self._fail(job.job_id, job.document_id, job.collection, message)
 
     def _store_loop(self) -> None:
         while True:
@@ -176,8 +269,8 @@ class IngestRunner:
                 self.store_prepared(prepared)
             except Stopped:
                 return
-            except Exception:
-                log.exception("ingest storage crashed", extra={"job_id": prepared.job_id})
+            except JobCancelled:
+                log.info("ingest job called off", extra={"job_id": prepared.job_id})
             finally:
                 self._finished()
 
@@ -189,13 +282,15 @@ class IngestRunner:
             if self._stopping.wait(0.2):
                 raise Stopped
 
-    def _embed(self, request: EmbedRequest) -> Embeddings:
+    def _embed(self, request: EmbedRequest, cancel: Cancellation) -> Embeddings:
         """One batch; while the model process is being replaced the job pauses and resumes
-        (it does not fail), until the runner stops."""
+        (it does not fail), until the runner stops or the job is called off."""
         while True:
             engine = self._wait_for_engine()
             try:
-                return engine.embed_sync(request, cancel=self._stopping)
+                return engine.embed_sync(request, cancel=cancel)
+            except concurrent.futures.CancelledError:
+                raise Stopped if self.stopping else JobCancelled from None
             except ServiceError as exc:
                 if exc.kind not in PAUSE_ON:
                     raise
@@ -207,50 +302,45 @@ class IngestRunner:
 
     def run(self, job_id: str) -> None:
         """Both stages, in this thread (tests and tools)."""
-        prepared = self.prepare(job_id)
-        if prepared is not None:
-            self.store_prepared(prepared)
-
-    def prepare(self, job_id: str) -> Prepared | None:
-        """Stage 1: parse, chunk, embed. None when the job already failed."""
         job = self.catalog.job(job_id)
         if job is None:
-            return None
-        doc_id = job["document_id"]
-        document = self.catalog.document(doc_id)
-        collection = self.catalog.collection(job["collection"])
-        if document is None or collection is None:
-            self.catalog.update_job(job_id, status="failed", stage="failed", error="deleted")
-            return None
-        prepared: Prepared | None = self._guarded(
-            job_id, doc_id, collection.name, lambda: self._prepare(job_id, document, collection)
+            return
+        active = ActiveJob(
+            job_id, job["document_id"], job["collection"], Cancellation(self._stopping)
         )
-        return prepared
+        steps = self._prepare_steps(active)
+        try:
+            while True:
+                next(steps)
+        except StopIteration as done:
+            if done.value is not None:
+                self.store_prepared(done.value)
+        except JobCancelled:
+            return
+        except Exception as exc:
+            self._failed(active, exc)
 
     def store_prepared(self, prepared: Prepared) -> None:
         """Stage 2: near-duplicate check, insert, verify, mark ready."""
-        self._guarded(
-            prepared.job_id, prepared.doc_id, prepared.collection, lambda: self._store(prepared)
-        )
-
-    def _guarded(self, job_id: str, doc_id: str, collection: str, step: Callable[[], Any]) -> Any:
         try:
-            return step()
-        except Stopped:
+            self._store(prepared)
+        except (Stopped, JobCancelled):
             raise
         except Exception as exc:
-            if self.stopping:  # the engine or store went away under a stopping runner
+            if self.stopping:
                 raise Stopped from None
             if isinstance(exc, ServiceError):
-                self._fail(job_id, doc_id, collection, exc.message)
+                message = exc.message
             else:
-                log.exception("ingest failed", extra={"job_id": job_id})
-                self._fail(job_id, doc_id, collection, f"internal error ({type(exc).__name__})")
-        return None
+                log.exception("ingest failed", extra={"job_id": prepared.job_id})
+                message = f"internal error ({type(exc).__name__})"
+            self._fail(prepared.job_id, prepared.doc_id, prepared.collection, message)
 
     def _fail(self, job_id: str, doc_id: str, collection: str, message: str) -> None:
+        info = self.catalog.collection(collection)
         try:
-            self.store.delete_document(collection, doc_id)
+            if info is not None and info.store_name is not None:
+                self.store.delete_document(info.store_name, doc_id)
         finally:
             self.catalog.update_document(doc_id, status="failed", error=message)
             self.catalog.update_job(job_id, status="failed", stage="failed", error=message)
@@ -258,17 +348,33 @@ class IngestRunner:
     def _stage(self, job_id: str, stage: str, progress: float) -> None:
         self.catalog.update_job(job_id, status="running", stage=stage, progress=round(progress, 3))
 
-    def _prepare(self, job_id: str, document: DocumentRow, collection: CollectionInfo) -> Prepared:
+    def _prepare_steps(self, job: ActiveJob) -> Generator[None, None, Prepared | None]:
+        """Stage 1 as steps: parse, chunk, then one embedding batch per step."""
+        self._check(job)
+        document = self.catalog.document(job.document_id)
+        collection = self.catalog.collection(job.collection)
+        if document is None or collection is None:
+            raise JobCancelled
         doc_id = document["id"]
         self.catalog.update_document(doc_id, status="indexing")
-        self._stage(job_id, "parsing", 0.02)
+        self._stage(job.job_id, "parsing", 0.02)
         data = self.upload_path(doc_id).read_bytes()
-        parsed = self.parser.parse(
-            document["filename"], data, self.settings.parse_limits, self.settings.parse_timeout_s
-        )
+        try:
+            parsed = self.parser.parse(
+                document["filename"],
+                data,
+                self.settings.parse_limits,
+                self.settings.parse_timeout_s,
+                cancel=job.cancel,
+            )
+        except ParseCancelled:
+            raise Stopped if self.stopping else JobCancelled from None
+        del data
+        yield
+        self._check(job)
         engine = self._wait_for_engine()
         self._check_model(engine, collection)
-        self._stage(job_id, "chunking", 0.05)
+        self._stage(job.job_id, "chunking", 0.05)
         room = engine.max_input_tokens - engine.backend.template.overhead
         chunks = chunk_text(
             parsed.pages,
@@ -283,11 +389,11 @@ class IngestRunner:
             if collection.dimensions == engine.spec.native_dimensions
             else collection.dimensions
         )
-        vectors: list[list[float]] = []
+        vectors = np.empty((len(chunks), collection.dimensions), dtype=np.float32)
         tokens = 0
         for start in range(0, len(chunks), EMBED_BATCH):
-            if self.stopping:
-                raise Stopped
+            yield
+            self._check(job)
             batch = chunks[start : start + EMBED_BATCH]
             result = self._embed(
                 EmbedRequest(
@@ -296,46 +402,90 @@ class IngestRunner:
                     input_type="document",
                     truncate=True,
                     caller=f"ingest:{collection.name}",  # ingest takes turns with the API
-                )
+                ),
+                job.cancel,
             )
-            vectors.extend(result.vectors.tolist())
+            vectors[start : start + len(batch)] = result.vectors
             tokens += result.prompt_tokens
-            self._stage(job_id, "embedding", 0.05 + 0.8 * (start + len(batch)) / len(chunks))
-        return Prepared(job_id, doc_id, collection.name, chunks, vectors, tokens)
+            self._stage(job.job_id, "embedding", 0.05 + 0.8 * (start + len(batch)) / len(chunks))
+        return Prepared(
+            job.job_id,
+            doc_id,
+            collection.name,
+            chunks,
+            vectors,
+            tokens,
+            language=script_language(parsed.text),
+            pages=len(parsed.pages),
+            cancel=job.cancel,
+        )
 
     def _store(self, prepared: Prepared) -> None:
-        job_id, doc_id, chunks, vectors = (
-            prepared.job_id,
-            prepared.doc_id,
-            prepared.chunks,
-            prepared.vectors,
-        )
-        collection_name = prepared.collection
+        job_id, doc_id, chunks = prepared.job_id, prepared.doc_id, prepared.chunks
+        info = self.catalog.collection(prepared.collection)  # now: a reindex may have switched
+        if info is None or info.store_name is None or prepared.cancel.cancelled:
+            return
+        store = info.store_name
         self._stage(job_id, "storing", 0.9)
-        near = self._near_duplicates(collection_name, doc_id, vectors)
-        rows = [
-            self._row(doc_id, chunk, vector) for chunk, vector in zip(chunks, vectors, strict=True)
-        ]
-        for start in range(0, len(rows), UPSERT_BATCH):
-            self.store.upsert(collection_name, rows[start : start + UPSERT_BATCH])
-        if self._queue.empty() and self._store_queue.empty():
-            self.store.flush(collection_name)  # seal segments once the burst of work is over
-        stored = self.store.count_document(collection_name, doc_id)
-        if stored != len(rows):
+        near = self._near_duplicates(store, info.name, doc_id, prepared.vectors)
+        for start in range(0, len(chunks), UPSERT_BATCH):
+            if prepared.cancel.is_set():
+                break
+            rows = [
+                self._row(doc_id, chunk, vector)
+                for chunk, vector in zip(
+                    chunks[start : start + UPSERT_BATCH],
+                    prepared.vectors[start : start + UPSERT_BATCH].tolist(),
+                    strict=True,
+                )
+            ]
+            self.store.upsert(store, rows)
+        if prepared.cancel.is_set():
+            self.store.delete_document(store, doc_id)
+            raise Stopped if self.stopping else JobCancelled
+        if not len(self.jobs) and self._store_queue.empty():
+            self.store.flush(store)  # seal segments once the burst of work is over
+        stored = self.store.count_document(store, doc_id)
+        if stored != len(chunks):
             raise ServiceError(
                 ErrorKind.BACKEND_FAILURE,
-                f"stored {stored} of {len(rows)} chunks; retry the upload",
+                f"stored {stored} of {len(chunks)} chunks; retry the upload",
             )
         self.catalog.update_document(
             doc_id,
             status="ready",
-            chunks=len(rows),
+            chunks=len(chunks),
             tokens=prepared.tokens,
             near_duplicates=near,
             error=None,
+            language=prepared.language,
+            pages=prepared.pages,
         )
         self.catalog.update_job(job_id, status="succeeded", stage="done", progress=1.0)
-        log.info("document indexed", extra={"document_id": doc_id, "chunks": len(rows)})
+        if self.catalog.document(doc_id) is None:  # deleted while it was being written
+            self.store.delete_document(store, doc_id)
+            return
+        log.info("document indexed", extra={"document_id": doc_id, "chunks": len(chunks)})
+        self._warn_on_language(info, prepared.language)
+
+    def _warn_on_language(self, info: CollectionInfo, language: str) -> None:
+        """Once per collection and process: most of it is in a language the model misses."""
+        engine = self._engine()
+        if engine is None or engine.spec.covers(language) or info.name in self._warned_languages:
+            return
+        languages: dict[str, int] = {}
+        for doc in self.catalog.documents(info.name):
+            if doc["status"] == "ready":
+                key = doc["language"] or "other"
+                languages[key] = languages.get(key, 0) + int(doc["chunks"])
+        share = self.uncovered_share(languages)
+        if share > 0.5:
+            self._warned_languages.add(info.name)
+            log.warning(
+                "most of this collection is in a language the model does not cover; dense "
+                "search will be weak and hybrid search leans on lexical",
+                extra={"collection": info.name, "model": engine.name, "share": round(share, 2)},
+            )
 
     @staticmethod
     def _row(doc_id: str, chunk: Chunk, vector: list[float]) -> ChunkRow:
@@ -345,9 +495,10 @@ class IngestRunner:
             chunk_index=chunk.index,
             text=chunk.text,
             page=chunk.page,
+            page_end=max(chunk.page_end, chunk.page),
             start=chunk.start,
             end=chunk.end,
-            headings=" > ".join(chunk.headings),
+            headings=chunk.headings,
             vector=vector,
         )
 
@@ -360,17 +511,18 @@ class IngestRunner:
             )
 
     def _near_duplicates(
-        self, collection: str, doc_id: str, vectors: list[list[float]]
+        self, store: str, collection: str, doc_id: str, vectors: np.ndarray
     ) -> list[NearDuplicate]:
-        """Other ready documents with a chunk at or above the similarity threshold."""
+        """Other ready documents with a chunk at or above the similarity threshold: one
+        dense search per batch of chunks."""
         ready = self.catalog.ready_ids(collection)
         if not ready:
             return []
         found: dict[str, NearDuplicate] = {}
         threshold = self.settings.near_duplicate_threshold
         for start in range(0, len(vectors), EMBED_BATCH):
-            batch = vectors[start : start + EMBED_BATCH]
-            for hits in self.store.dense_many(collection, batch, 3, exclude_document=doc_id):
+            batch = vectors[start : start + EMBED_BATCH].tolist()
+            for hits in self.store.dense_many(store, batch, 3, exclude_document=doc_id):
                 hit = next((h for h in hits if h.document_id in ready), None)
                 if hit is None or hit.score < threshold:
                     continue

@@ -1,25 +1,46 @@
-"""Parsing in a separate process with a wall-clock limit.
+"""Parsing in a separate process with a wall-clock and a memory limit.
 
-A PDF that makes a parser spin, or a file that crashes a C library, costs one worker process,
-which is killed at the deadline and replaced; the server and every other job carry on. The
-worker is long-lived (starting a process per document costs more than parsing most documents)
-and comes from a `forkserver`, never a `fork` of the threaded server. Its owner (the ingest
-runner) closes it, so a stopped server leaves no process behind.
+A PDF that makes a parser spin, a zip bomb, or a file that crashes a C library costs one
+worker process, which is killed at the deadline (or runs out of its address space,
+RLIMIT_AS) and is replaced; the server and every other job carry on, and the server's own
+memory never sees the file's contents inflated. The worker is long-lived (starting a process
+per document costs more than parsing most documents) and comes from a `forkserver`, never a
+`fork` of the threaded server. Its owner (the ingest runner) closes it, so a stopped server
+leaves no process behind. A job that is called off kills the worker mid-parse.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.parsers import ParsedDocument, ParseLimits, parse_bytes
 
+DEFAULT_MEMORY_BYTES = 2 * 1024**3
 
-def _serve(conn: Connection) -> None:
+
+class CancelSignal(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class ParseCancelled(Exception):
+    """The caller called the parse off (the job was deleted or the server is stopping)."""
+
+
+def _limit_memory(limit: int) -> None:
+    import resource
+
+    if limit > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _serve(conn: Connection, memory_limit: int) -> None:
     """The worker's loop: one (filename, data, limits) in, one result out, until EOF."""
+    _limit_memory(memory_limit)
     while True:
         try:
             filename, data, limits = conn.recv()
@@ -29,6 +50,9 @@ def _serve(conn: Connection) -> None:
             conn.send(("ok", parse_bytes(filename, data, limits).pages))
         except ServiceError as exc:
             conn.send(("error", (exc.kind.value, exc.message)))
+        except MemoryError:
+            message = "parsing the file needed more memory than the parser may use"
+            conn.send(("error", (ErrorKind.REQUEST_TOO_LARGE.value, message)))
         except Exception as exc:
             message = f"the file could not be parsed ({type(exc).__name__})"
             conn.send(("error", (ErrorKind.INVALID_REQUEST.value, message)))
@@ -37,7 +61,8 @@ def _serve(conn: Connection) -> None:
 class ParseWorker:
     """One worker process, replaced whenever it is killed for time or dies."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory_limit: int = DEFAULT_MEMORY_BYTES) -> None:
+        self.memory_limit = memory_limit
         self._ctx: Any = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(["embedgate.knowledge.parsers"])
         self._process: Any = None
@@ -48,7 +73,9 @@ class ParseWorker:
         if self._process is None or not self._process.is_alive() or self._conn is None:
             self._discard()
             parent, child = self._ctx.Pipe(duplex=True)
-            self._process = self._ctx.Process(target=_serve, args=(child,), daemon=True)
+            self._process = self._ctx.Process(
+                target=_serve, args=(child, self.memory_limit), daemon=True
+            )
             self._process.start()
             child.close()
             self._conn = parent
@@ -64,24 +91,37 @@ class ParseWorker:
         self._process, self._conn = None, None
 
     def parse(
-        self, filename: str, data: bytes, limits: ParseLimits, timeout_s: float
+        self,
+        filename: str,
+        data: bytes,
+        limits: ParseLimits,
+        timeout_s: float,
+        cancel: CancelSignal | None = None,
     ) -> ParsedDocument:
-        """Parse in the worker; raise ServiceError on a bad file or when time runs out."""
+        """Parse in the worker; raise ServiceError on a bad file or when time runs out,
+        ParseCancelled when `cancel` is set first."""
         with self._lock:
             conn = self._ensure()
             try:
                 conn.send((filename, data, limits))
-                if not conn.poll(timeout_s):
-                    self._discard()
-                    raise ServiceError(
-                        ErrorKind.PARSE_TIMEOUT,
-                        f"parsing took longer than {timeout_s:g} s and was stopped; the file "
-                        "may be malformed or hostile",
-                        "file",
-                    )
+                deadline = time.monotonic() + timeout_s
+                while not conn.poll(0.1):
+                    if cancel is not None and cancel.is_set():
+                        self._discard()
+                        raise ParseCancelled
+                    if time.monotonic() > deadline:
+                        self._discard()
+                        raise ServiceError(
+                            ErrorKind.PARSE_TIMEOUT,
+                            f"parsing took longer than {timeout_s:g} s and was stopped; the "
+                            "file may be malformed or hostile",
+                            "file",
+                        )
                 status, payload = conn.recv()
             except (EOFError, OSError, BrokenPipeError):
                 self._discard()
+                if cancel is not None and cancel.is_set():
+                    raise ParseCancelled from None
                 raise ServiceError(
                     ErrorKind.INVALID_REQUEST, "the parser crashed on this file", "file"
                 ) from None
@@ -92,7 +132,11 @@ class ParseWorker:
 
     def close(self) -> None:
         """Kill the worker. The `forkserver` stays: multiprocessing owns it, one per process,
-        and ends it at exit; it holds no file or socket of ours."""
+        and ends it at exit; it holds no file or socket of ours. Safe while a parse runs in
+        another thread: killing the process ends that parse at once."""
+        process = self._process
+        if process is not None and process.is_alive():
+            process.kill()
         with self._lock:
             self._discard()
 

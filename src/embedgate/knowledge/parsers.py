@@ -4,10 +4,12 @@ Formats: PDF (pypdfium2; pdfminer.six when pdfium's text looks like mojibake, co
 Chinese PDFs), DOCX (python-docx, tables included), HTML (BeautifulSoup + lxml, scripts and
 styles dropped), Markdown and plain text in any common encoding (charset-normalizer).
 
-Safe by construction: the caller passes bytes and a file name that is only data; sizes, page
-counts, zip members and decompressed sizes are checked before parsing; XML with DTD / entity
-declarations is refused (defusedxml). Parsing runs in a worker process with a time limit
-(`parse_worker`), so a hostile file cannot hang or crash the server.
+Safe by construction: the caller passes bytes and a file name that is only data. The server
+itself only checks size and type (`check_upload`); everything that inflates or parses runs in
+the parse worker (`parse_worker`: a process with a time and a memory limit). There, a DOCX's
+parts are inflated as a stream and counted byte by byte, never trusting the sizes its zip
+headers declare, and abandoned past an absolute limit or a compression ratio no document has;
+XML with DTD / entity declarations is refused (defusedxml).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import io
 import zipfile
 from dataclasses import dataclass, field
+from typing import Any
 
 from embedgate.errors import ErrorKind, ServiceError
 
@@ -36,6 +39,7 @@ class ParseLimits:
     max_pages: int = 2000
     max_docx_members: int = 2000
     max_docx_uncompressed: int = 200 * 1024 * 1024
+    max_docx_ratio: int = 200  # inflated bytes per compressed byte, over the whole file
     max_chars: int = 20_000_000
 
 
@@ -131,11 +135,30 @@ def _parse_pdf_pdfminer(data: bytes) -> ParsedDocument:
     return ParsedDocument(pages)
 
 
+def _inflate(archive: zipfile.ZipFile, member: zipfile.ZipInfo, budget: int) -> bytes:
+    """A member's bytes, inflated in slices and counted; ZipBomb past `budget` bytes."""
+    out = bytearray()
+    with archive.open(member) as stream:
+        while piece := stream.read(64 * 1024):
+            out += piece
+            if len(out) > budget:
+                raise _ZipBomb
+    return bytes(out)
+
+
+class _ZipBomb(Exception):
+    pass
+
+
 def _check_docx_container(data: bytes, limits: ParseLimits) -> None:
+    """Inflate every part as a stream, counting the bytes that actually come out (the sizes
+    in the zip headers are the sender's claim), and check the XML parts for entities."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise _error(ErrorKind.INVALID_REQUEST, "the DOCX is not a valid zip container") from None
+    budget = min(limits.max_docx_uncompressed, len(data) * limits.max_docx_ratio)
+    inflated = 0
     with archive:
         members = archive.infolist()
         if len(members) > limits.max_docx_members:
@@ -143,27 +166,33 @@ def _check_docx_container(data: bytes, limits: ParseLimits) -> None:
                 ErrorKind.REQUEST_TOO_LARGE,
                 f"the DOCX has {len(members)} parts; at most {limits.max_docx_members}",
             )
-        total = sum(m.file_size for m in members)
-        if total > limits.max_docx_uncompressed:
-            raise _error(
-                ErrorKind.REQUEST_TOO_LARGE,
-                f"the DOCX expands to {total} bytes, over the {limits.max_docx_uncompressed} "
-                "limit (a zip bomb?)",
-            )
         from defusedxml import DefusedXmlException
         from defusedxml.ElementTree import fromstring
 
         for member in members:
+            try:
+                content = _inflate(archive, member, budget - inflated)
+            except _ZipBomb:
+                raise _error(
+                    ErrorKind.REQUEST_TOO_LARGE,
+                    f"the DOCX inflates past {budget} bytes (the limit is "
+                    f"{limits.max_docx_uncompressed} bytes and {limits.max_docx_ratio}x its "
+                    "size); refused as a zip bomb",
+                ) from None
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+                raise _error(
+                    ErrorKind.INVALID_REQUEST, f"the DOCX part {member.filename} is corrupt ({exc})"
+                ) from None
+            inflated += len(content)
             if not member.filename.endswith((".xml", ".rels")):
                 continue
-            xml = archive.read(member)
-            if b"<!DOCTYPE" in xml or b"<!ENTITY" in xml:
+            if b"<!DOCTYPE" in content or b"<!ENTITY" in content:
                 raise _error(
                     ErrorKind.INVALID_REQUEST,
                     f"the DOCX part {member.filename} declares XML entities; refused",
                 )
             try:
-                fromstring(xml)
+                fromstring(content)
             except DefusedXmlException:
                 raise _error(ErrorKind.INVALID_REQUEST, "the DOCX contains unsafe XML") from None
             except Exception:
@@ -201,64 +230,225 @@ def parse_docx_checked(data: bytes) -> ParsedDocument:
     return ParsedDocument([(1, "\n\n".join(blocks))])
 
 
+_DROPPED = frozenset(
+    {
+        "script",
+        "style",
+        "template",
+        "head",
+        "noscript",
+        "iframe",
+        "object",
+        "embed",
+        "svg",
+        "canvas",
+        "title",
+        "meta",
+        "link",
+    }
+)
+_BLOCKS = frozenset(
+    {
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "body",
+        "caption",
+        "dd",
+        "details",
+        "dialog",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "summary",
+        "table",
+        "tbody",
+        "thead",
+        "tfoot",
+        "tr",
+        "ul",
+        "br",
+    }
+)
+_CELLS = frozenset({"td", "th"})
+
+
+def _hidden(tag: Any) -> bool:
+    attrs = tag.attrs or {}
+    if "hidden" in attrs or str(attrs.get("aria-hidden", "")).lower() == "true":
+        return True
+    if tag.name == "input" and str(attrs.get("type", "")).lower() == "hidden":
+        return True
+    style = str(attrs.get("style", "")).replace(" ", "").lower()
+    return "display:none" in style or "visibility:hidden" in style
+
+
+class _HtmlText:
+    """Visible text of an HTML tree as blocks: every element's text except dropped and
+    hidden ones; block elements start a new block, table cells are joined with ' | ',
+    headings become Markdown headings (the chunker's heading path)."""
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+        self._line: list[str] = []
+
+    def flush(self, prefix: str = "") -> None:
+        text = " ".join(" ".join(self._line).split())
+        self._line = []
+        if text.strip(" |"):
+            self.blocks.append(prefix + text.strip(" |"))
+
+    def walk(self, node: Any) -> None:
+        from bs4.element import Comment, NavigableString, Tag
+
+        for child in node.children:
+            if isinstance(child, Comment):
+                continue
+            if isinstance(child, NavigableString):
+                if type(child) is NavigableString:  # not a Doctype, CData or declaration
+                    self._line.append(str(child))
+                continue
+            if not isinstance(child, Tag) or child.name in _DROPPED or _hidden(child):
+                continue
+            name = child.name
+            if name in _BLOCKS:
+                self.flush()
+                self.walk(child)
+                level = name[1:] if name[0] == "h" and name[1:].isdigit() else ""
+                self.flush("#" * int(level) + " " if level else "")
+            elif name in _CELLS:
+                self._line.append(" | ")
+                self.walk(child)
+            else:
+                self.walk(child)
+
+
 def parse_html(data: bytes) -> ParsedDocument:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(data, "lxml")
-    for tag in soup(["script", "style", "noscript", "template", "iframe", "object"]):
-        tag.decompose()
-    lines = []
-    for element in soup.find_all(
-        ["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "td", "th", "pre", "blockquote"]
-    ):
-        text = " ".join(element.get_text(" ", strip=True).split())
-        if not text or element.find_parent(["p", "li", "td", "th", "pre", "blockquote"]):
-            continue
-        if element.name and element.name[0] == "h" and element.name[1:].isdigit():
-            text = "#" * int(element.name[1:]) + " " + text
-        lines.append(text)
-    if not lines:
-        lines = [" ".join(soup.get_text(" ", strip=True).split())]
-    return ParsedDocument([(1, "\n\n".join(lines))])
+    text = _HtmlText()
+    text.walk(soup)
+    text.flush()
+    return ParsedDocument([(1, "\n\n".join(text.blocks))])
+
+
+def _is_hanzi(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff"
+
+
+def _chinese_plausibility(text: str) -> float:
+    """0-1: how much `text` reads like Chinese. Bytes decoded with the wrong codec give
+    kana, box drawing or a random mix of characters; real Chinese is mostly dictionary
+    words (longer texts) or common characters (a few characters)."""
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    sample = text[:5000]
+    wide = [ch for ch in sample if ord(ch) > 0x7F and not ch.isspace()]
+    hanzi = [ch for ch in wide if _is_hanzi(ch)]
+    punctuation = [ch for ch in wide if "\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uffef"]
+    if not hanzi or len(hanzi) + len(punctuation) < 0.8 * len(wide):
+        return 0.0
+    if len(hanzi) < 8:  # too short for words: are these characters in common use?
+        freq = jieba.dt.FREQ if jieba.dt.initialized else (jieba.dt.initialize() or jieba.dt.FREQ)
+        return sum(1 for ch in hanzi if freq.get(ch, 0) >= 1000) / len(hanzi)
+    words = sum(
+        len(t) for t in jieba.lcut(sample, HMM=False) if len(t) >= 2 and all(map(_is_hanzi, t))
+    )
+    return words / len(hanzi)
+
+
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+PLAUSIBLE_CHINESE = 0.3
 
 
 def decode_text(data: bytes) -> str:
-    """UTF-8 (with or without BOM) first, then charset-normalizer's best guess."""
+    """A byte order mark, else UTF-8, else GB18030 or Big5 when one decodes to plausible
+    Chinese (dictionary words, not a random mix of characters), else charset-normalizer's
+    guess. Chinese first because the detectors misread short Chinese files (a 20-byte GBK
+    note comes out as Korean)."""
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError:
+                break
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
+    candidates = []
+    for codec in ("gb18030", "big5"):
+        try:
+            text = data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        candidates.append((_chinese_plausibility(text), text))
+    if candidates:
+        share, text = max(candidates, key=lambda c: c[0])
+        if share >= PLAUSIBLE_CHINESE:
+            return text
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
+    if sum(1 for byte in data if byte < 0x80) >= 0.7 * len(data):
+        return data.decode("cp1252", errors="replace")  # Western text with a few accents
+    # Chinese codecs were judged implausible above: don't let the detector pick them again
+    best = from_bytes(data, cp_exclusion=["gb18030", "gb2312", "gbk", "big5", "big5hkscs"]).best()
     if best is None:
         raise _error(ErrorKind.INVALID_REQUEST, "the text file's encoding cannot be recognised")
     return str(best)
 
 
 def check_upload(filename: str, data: bytes, limits: ParseLimits) -> str:
-    """The checks an upload gets before it is accepted (cheap; no parsing): empty, too big,
-    unsupported type, and for DOCX the zip container (bombs, entity declarations)."""
+    """The checks an upload gets in the server before it is accepted (cheap, nothing is
+    inflated or parsed): empty, too big, unsupported type."""
     if not data:
         raise _error(ErrorKind.INVALID_REQUEST, "the file is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise _error(
             ErrorKind.REQUEST_TOO_LARGE, f"the file is over the {limits.max_bytes}-byte limit"
         )
-    kind = detect_format(filename, data)
-    if kind == "docx":
-        _check_docx_container(data, limits)
-    return kind
+    return detect_format(filename, data)
 
 
 def parse_bytes(filename: str, data: bytes, limits: ParseLimits | None = None) -> ParsedDocument:
-    """Parse one uploaded file (call through `parse_worker.parse_with_limit`)."""
+    """Parse one uploaded file (in the parse worker: `parse_worker.ParseWorker`)."""
     limits = limits or ParseLimits()
     kind = check_upload(filename, data, limits)
     if kind == "pdf":
         document = parse_pdf(data, limits)
     elif kind == "docx":
-        document = parse_docx_checked(data)
+        document = parse_docx(data, limits)
     elif kind == "html":
         document = parse_html(data)
     else:

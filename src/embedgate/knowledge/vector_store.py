@@ -1,25 +1,34 @@
-"""Where chunks live: a small `VectorStore` interface, Milvus behind it, and an in-memory fake.
+"""Where chunks live: a small `VectorStore` interface and Milvus behind it.
 
 `MilvusVectorStore` talks to Milvus through `pymilvus.MilvusClient(uri)`: Milvus Lite (a file
-under the data dir) by default, a Milvus server or cluster when `milvus_uri` says so; the code
-is the same. Each collection has a dense vector (inner product on unit vectors), the chunk
-text analysed by jieba (Chinese and English), and a BM25 sparse vector Milvus computes from
-that text, so lexical search and hybrid search (reciprocal rank fusion) run inside Milvus.
+under the data dir) by default, a Milvus server or cluster (>= 2.5, which has the BM25
+function) when `milvus_uri` says so; the code is the same. Each collection holds a dense
+vector (inner product on unit vectors), the chunk text with its place in the source (pages,
+character offsets, heading path), and the chunk's search terms as cut by `analysis` (jieba,
+stop words, no punctuation), from which Milvus computes a BM25 sparse vector. Hybrid search
+runs both searches and fuses them here with weighted reciprocal rank fusion, so each hit keeps
+its dense and lexical scores beside the fused one.
+
+There is no in-memory stand-in: every test runs against Milvus Lite, embedded or as a server
+on a TCP port.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import math
+import json
 import re
 import threading
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from embedgate.knowledge.analysis import TextAnalyzer, shared_analyzer
+
 RRF_K = 60
+SCHEMA_VERSION = 2  # 1: Milvus's own jieba analyzer on `text` (before 0.5); 2: `terms`
+_FIELDS = ["id", "document_id", "chunk_index", "text", "page", "page_end", "start", "end"]
+_FIELDS_WITH_HEADINGS = [*_FIELDS, "headings"]
 
 
 @dataclass(frozen=True)
@@ -29,9 +38,10 @@ class ChunkRow:
     chunk_index: int
     text: str
     page: int
+    page_end: int
     start: int
     end: int
-    headings: str
+    headings: tuple[str, ...]
     vector: Sequence[float]
 
 
@@ -39,7 +49,8 @@ class ChunkRow:
 class Hit:
     """A chunk found. `score` is what the mode ranks by: cosine for dense, BM25 for lexical,
     the fused reciprocal-rank score for hybrid; `dense_score` / `lexical_score` are each
-    side's own score where that side found the chunk."""
+    side's own score where that side found the chunk. `page` / `page_end` are the first and
+    last page the chunk spans; `start` / `end` its character offsets in the parsed text."""
 
     id: str
     document_id: str
@@ -49,9 +60,23 @@ class Hit:
     score: float
     dense_score: float | None = None
     lexical_score: float | None = None
+    page_end: int = 0
+    start: int = 0
+    end: int = 0
+    headings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """How much each side counts in hybrid search (weighted reciprocal rank fusion)."""
+
+    dense: float = 1.0
+    lexical: float = 1.0
 
 
 class VectorStore(Protocol):
+    """Collections are named by the caller (the catalog keeps the name per collection)."""
+
     def ensure_collection(self, name: str, dimensions: int) -> None: ...
 
     def drop_collection(self, name: str) -> None: ...
@@ -78,61 +103,77 @@ class VectorStore(Protocol):
 
     def lexical(self, name: str, query: str, top_k: int) -> list[Hit]: ...
 
-    def hybrid(self, name: str, vector: Sequence[float], query: str, top_k: int) -> list[Hit]: ...
+    def hybrid(
+        self,
+        name: str,
+        vector: Sequence[float],
+        query: str,
+        top_k: int,
+        weights: FusionWeights = ...,
+    ) -> list[Hit]: ...
+
+    def chunks(self, name: str, batch: int = 512) -> Iterator[list[ChunkRow]]: ...
 
     def close(self) -> None: ...
 
 
-def physical_name(name: str) -> str:
-    """Milvus names allow letters, digits and '_': keep it readable and unique."""
-    safe = re.sub(r"[^0-9A-Za-z_]", "_", name)[:40]
-    return f"kb_{safe}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
-_FIELDS = ["id", "document_id", "chunk_index", "text", "page"]
+def _headings(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    try:
+        parsed = json.loads(value)
+    except ValueError:  # rows written before 0.5 joined the path with " > "
+        return tuple(str(value).split(" > "))
+    return tuple(str(h) for h in parsed) if isinstance(parsed, list) else ()
 
 
 def _hit(entry: dict[str, Any], *, dense: float | None = None, lexical: float | None = None) -> Hit:
     entity = entry.get("entity", entry)
     score = dense if dense is not None else lexical
     assert score is not None
+    page = int(entity["page"])
     return Hit(
         id=str(entry.get("id", entity.get("id"))),
         document_id=str(entity["document_id"]),
         chunk_index=int(entity["chunk_index"]),
         text=str(entity["text"]),
-        page=int(entity["page"]),
+        page=page,
         score=score,
         dense_score=dense,
         lexical_score=lexical,
+        page_end=int(entity.get("page_end") or page),
+        start=int(entity.get("start") or 0),
+        end=int(entity.get("end") or 0),
+        headings=_headings(entity.get("headings")),
     )
 
 
 class MilvusVectorStore:
-    def __init__(self, uri: str, token: str | None = None) -> None:
+    def __init__(
+        self, uri: str, token: str | None = None, analyzer: TextAnalyzer | None = None
+    ) -> None:
         from pymilvus import MilvusClient
 
         self.uri = uri
         self.client = MilvusClient(uri=uri, token=token or "")
+        self.analyzer = analyzer or shared_analyzer()
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
 
     def _use(self, name: str) -> str:
-        """The physical name, loaded into memory once per process (collections come back
+        """The collection, loaded into memory once per process (collections come back
         `released` after a restart and refuse searches until loaded)."""
-        physical = physical_name(name)
-        if physical not in self._loaded:
+        if name not in self._loaded:
             with self._lock:
-                if physical not in self._loaded and self.client.has_collection(physical):
-                    self.client.load_collection(physical)
-                    self._loaded.add(physical)
-        return physical
+                if name not in self._loaded and self.client.has_collection(name):
+                    self.client.load_collection(name)
+                    self._loaded.add(name)
+        return name
 
     def ensure_collection(self, name: str, dimensions: int) -> None:
         from pymilvus import DataType, Function, FunctionType
 
-        physical = physical_name(name)
-        if self.client.has_collection(physical):
+        if self.client.has_collection(name):
             self._use(name)
             return
         with self._lock:
@@ -141,15 +182,18 @@ class MilvusVectorStore:
             schema.add_field("document_id", DataType.VARCHAR, max_length=40)
             schema.add_field("chunk_index", DataType.INT64)
             schema.add_field("page", DataType.INT64)
+            schema.add_field("page_end", DataType.INT64)
             schema.add_field("start", DataType.INT64)
             schema.add_field("end", DataType.INT64)
-            schema.add_field("headings", DataType.VARCHAR, max_length=2000)
+            schema.add_field("headings", DataType.VARCHAR, max_length=4000)
+            schema.add_field("text", DataType.VARCHAR, max_length=65535)
+            # analysed by embedgate (see analysis.py); Milvus only splits on spaces
             schema.add_field(
-                "text",
+                "terms",
                 DataType.VARCHAR,
                 max_length=65535,
                 enable_analyzer=True,
-                analyzer_params={"tokenizer": "jieba", "filter": ["lowercase"]},
+                analyzer_params={"tokenizer": "whitespace"},
             )
             schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dimensions)
             schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
@@ -157,21 +201,20 @@ class MilvusVectorStore:
                 Function(
                     name="bm25",
                     function_type=FunctionType.BM25,
-                    input_field_names=["text"],
+                    input_field_names=["terms"],
                     output_field_names=["sparse"],
                 )
             )
             index = self.client.prepare_index_params()
-            index.add_index("dense", index_type="AUTOINDEX", metric_type="IP")
+            index.add_index("dense", index_type=DENSE_INDEX, metric_type="IP")
             index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-            self.client.create_collection(physical, schema=schema, index_params=index)
-            self._loaded.add(physical)
+            self.client.create_collection(name, schema=schema, index_params=index)
+            self._loaded.add(name)
 
     def drop_collection(self, name: str) -> None:
-        physical = physical_name(name)
-        if self.client.has_collection(physical):
-            self.client.drop_collection(physical)
-        self._loaded.discard(physical)
+        if self.client.has_collection(name):
+            self.client.drop_collection(name)
+        self._loaded.discard(name)
 
     def upsert(self, name: str, rows: Sequence[ChunkRow]) -> None:
         if not rows:
@@ -182,10 +225,12 @@ class MilvusVectorStore:
                 "document_id": r.document_id,
                 "chunk_index": r.chunk_index,
                 "page": r.page,
+                "page_end": max(r.page_end, r.page),
                 "start": r.start,
                 "end": r.end,
-                "headings": r.headings[:2000],
+                "headings": _headings_json(r.headings),
                 "text": r.text,
+                "terms": self.analyzer.joined(r.text)[:65535],
                 "dense": [float(x) for x in r.vector],
             }
             for r in rows
@@ -201,10 +246,9 @@ class MilvusVectorStore:
         rows = self.client.query(
             self._use(name),
             filter=f'document_id == "{_quote(document_id)}"',
-            output_fields=["id"],
-            limit=16384,
+            output_fields=["count(*)"],
         )
-        return len(rows)
+        return int(rows[0]["count(*)"]) if rows else 0
 
     def dense(
         self, name: str, vector: Sequence[float], top_k: int, exclude_document: str | None = None
@@ -218,7 +262,7 @@ class MilvusVectorStore:
         top_k: int,
         exclude_document: str | None = None,
     ) -> list[list[Hit]]:
-        """Several queries in one call (Milvus Lite pays a per-call scan of its rows)."""
+        """Several queries in one call (one round trip per ingest batch)."""
         flt = f'document_id != "{_quote(exclude_document)}"' if exclude_document else ""
         result = self.client.search(
             self._use(name),
@@ -226,8 +270,8 @@ class MilvusVectorStore:
             anns_field="dense",
             limit=top_k,
             filter=flt,
-            output_fields=_FIELDS,
-            search_params={"metric_type": "IP"},
+            output_fields=_FIELDS_WITH_HEADINGS,
+            search_params={"metric_type": "IP", "params": DENSE_SEARCH_PARAMS},
         )
         return [[_hit(e, dense=float(e["distance"])) for e in row] for row in result]
 
@@ -236,13 +280,16 @@ class MilvusVectorStore:
         self.client.flush(self._use(name))
 
     def lexical(self, name: str, query: str, top_k: int) -> list[Hit]:
+        terms = self.analyzer.joined(query)
+        if not terms:  # only stop words or punctuation: nothing can match
+            return []
         try:
             result = self.client.search(
                 self._use(name),
-                data=[query],
+                data=[terms],
                 anns_field="sparse",
                 limit=top_k,
-                output_fields=_FIELDS,
+                output_fields=_FIELDS_WITH_HEADINGS,
                 search_params={"metric_type": "BM25"},
             )
         except Exception as exc:
@@ -251,11 +298,34 @@ class MilvusVectorStore:
             raise
         return [_hit(e, lexical=abs(float(e["distance"]))) for e in result[0]]
 
-    def hybrid(self, name: str, vector: Sequence[float], query: str, top_k: int) -> list[Hit]:
+    def hybrid(
+        self,
+        name: str,
+        vector: Sequence[float],
+        query: str,
+        top_k: int,
+        weights: FusionWeights = FusionWeights(),
+    ) -> list[Hit]:
         """Both searches, fused here (not by Milvus's ranker) so each hit keeps its dense
         and lexical scores beside the fused one."""
         depth = max(top_k * 4, 20)
-        return fuse(self.dense(name, vector, depth), self.lexical(name, query, depth), top_k)
+        return fuse(
+            self.dense(name, vector, depth), self.lexical(name, query, depth), top_k, weights
+        )
+
+    def chunks(self, name: str, batch: int = 512) -> Iterator[list[ChunkRow]]:
+        """Every stored chunk with its vector, a batch at a time (reindexing reads these)."""
+        iterator = self.client.query_iterator(
+            self._use(name),
+            batch_size=batch,
+            filter="",
+            output_fields=[*_FIELDS_WITH_HEADINGS, "dense"],
+        )
+        try:
+            while page := iterator.next():
+                yield [_row(entity) for entity in page]
+        finally:
+            iterator.close()
 
     def close(self) -> None:
         """Close the client and, for a Milvus Lite file, the embedded server behind it:
@@ -266,6 +336,38 @@ class MilvusVectorStore:
             from milvus_lite.server_manager import server_manager_instance
 
             server_manager_instance.release_server(self.uri)
+
+
+# AUTOINDEX, measured by benchmarks/knowledge_scale.py against exact (FLAT) search
+DENSE_INDEX = "AUTOINDEX"
+DENSE_SEARCH_PARAMS: dict[str, Any] = {}
+
+
+def _row(entity: dict[str, Any]) -> ChunkRow:
+    page = int(entity["page"])
+    return ChunkRow(
+        id=str(entity["id"]),
+        document_id=str(entity["document_id"]),
+        chunk_index=int(entity["chunk_index"]),
+        text=str(entity["text"]),
+        page=page,
+        page_end=int(entity.get("page_end") or page),
+        start=int(entity.get("start") or 0),
+        end=int(entity.get("end") or 0),
+        headings=_headings(entity.get("headings")),
+        vector=[float(x) for x in entity["dense"]],
+    )
+
+
+def _headings_json(headings: Sequence[str]) -> str:
+    """The heading path as JSON, shortened from the top until it fits the field."""
+    path = list(headings)
+    while path:
+        text = json.dumps(path, ensure_ascii=False)
+        if len(text) <= 4000:
+            return text
+        path = path[1:]
+    return "[]"
 
 
 def _no_bm25_statistics(exc: Exception) -> bool:
@@ -280,23 +382,24 @@ def _quote(value: str) -> str:
     return value
 
 
-# --- the in-memory fake ---------------------------------------------------------------------
-_WORD = re.compile(r"[0-9a-z]+|[\u4e00-\u9fff]", re.IGNORECASE)
-
-
-def _terms(text: str) -> list[str]:
-    return [t.lower() for t in _WORD.findall(text)]
-
-
-def fuse(dense: Sequence[Hit], lexical: Sequence[Hit], top_k: int, k: int = RRF_K) -> list[Hit]:
-    """Reciprocal rank fusion: a hit's score is the sum of 1 / (k + rank) over the two
-    rankings it appears in; its dense and lexical scores are kept beside it."""
+def fuse(
+    dense: Sequence[Hit],
+    lexical: Sequence[Hit],
+    top_k: int,
+    weights: FusionWeights = FusionWeights(),
+    k: int = RRF_K,
+) -> list[Hit]:
+    """Weighted reciprocal rank fusion: a hit's score is the sum over the two rankings it
+    appears in of weight / (k + rank); its dense and lexical scores are kept beside it."""
     scores: dict[str, float] = {}
     hits: dict[str, Hit] = {}
     sides: dict[str, dict[str, float]] = {}
-    for side, ranking in (("dense_score", dense), ("lexical_score", lexical)):
+    for side, ranking, weight in (
+        ("dense_score", dense, weights.dense),
+        ("lexical_score", lexical, weights.lexical),
+    ):
         for rank, hit in enumerate(ranking, start=1):
-            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (k + rank)
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight / (k + rank)
             hits.setdefault(hit.id, hit)
             sides.setdefault(hit.id, {})[side] = hit.score
     order = sorted(scores, key=lambda i: scores[i], reverse=True)[:top_k]
@@ -309,90 +412,3 @@ def fuse(dense: Sequence[Hit], lexical: Sequence[Hit], top_k: int, k: int = RRF_
         )
         for i in order
     ]
-
-
-class MemoryVectorStore:
-    """Same behaviour in process memory: exact dense search, a small BM25, RRF."""
-
-    def __init__(self) -> None:
-        self._rows: dict[str, dict[str, ChunkRow]] = {}
-
-    def close(self) -> None:
-        """Nothing to release: the rows go with the object."""
-
-    def ensure_collection(self, name: str, dimensions: int) -> None:
-        self._rows.setdefault(name, {})
-
-    def drop_collection(self, name: str) -> None:
-        self._rows.pop(name, None)
-
-    def upsert(self, name: str, rows: Sequence[ChunkRow]) -> None:
-        for row in rows:
-            self._rows[name][row.id] = row
-
-    def delete_document(self, name: str, document_id: str) -> None:
-        table = self._rows.get(name, {})
-        for key in [k for k, r in table.items() if r.document_id == document_id]:
-            del table[key]
-
-    def count_document(self, name: str, document_id: str) -> int:
-        return sum(1 for r in self._rows.get(name, {}).values() if r.document_id == document_id)
-
-    @staticmethod
-    def _to_hit(row: ChunkRow, score: float, side: str) -> Hit:
-        return Hit(
-            row.id,
-            row.document_id,
-            row.chunk_index,
-            row.text,
-            row.page,
-            score,
-            dense_score=score if side == "dense_score" else None,
-            lexical_score=score if side == "lexical_score" else None,
-        )
-
-    def dense(
-        self, name: str, vector: Sequence[float], top_k: int, exclude_document: str | None = None
-    ) -> list[Hit]:
-        scored = [
-            (sum(a * b for a, b in zip(vector, r.vector, strict=True)), r)
-            for r in self._rows.get(name, {}).values()
-            if r.document_id != exclude_document
-        ]
-        scored.sort(key=lambda t: t[0], reverse=True)
-        return [self._to_hit(r, s, "dense_score") for s, r in scored[:top_k]]
-
-    def dense_many(
-        self,
-        name: str,
-        vectors: Sequence[Sequence[float]],
-        top_k: int,
-        exclude_document: str | None = None,
-    ) -> list[list[Hit]]:
-        return [self.dense(name, v, top_k, exclude_document) for v in vectors]
-
-    def flush(self, name: str) -> None:
-        pass
-
-    def lexical(self, name: str, query: str, top_k: int) -> list[Hit]:
-        rows = list(self._rows.get(name, {}).values())
-        docs = [Counter(_terms(r.text)) for r in rows]
-        avg = sum(sum(d.values()) for d in docs) / max(len(docs), 1)
-        scored = []
-        for row, terms in zip(rows, docs, strict=True):
-            score = 0.0
-            for term in set(_terms(query)):
-                df = sum(1 for d in docs if term in d)
-                if not terms[term]:
-                    continue
-                idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
-                tf = terms[term]
-                score += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * sum(terms.values()) / avg))
-            if score > 0:
-                scored.append((score, row))
-        scored.sort(key=lambda t: t[0], reverse=True)
-        return [self._to_hit(r, s, "lexical_score") for s, r in scored[:top_k]]
-
-    def hybrid(self, name: str, vector: Sequence[float], query: str, top_k: int) -> list[Hit]:
-        depth = max(top_k * 4, 20)
-        return fuse(self.dense(name, vector, depth), self.lexical(name, query, depth), top_k)

@@ -47,6 +47,8 @@ class CollectionInfo:
     chunk_overlap: int
     owner: str
     created_at: str = ""
+    store_name: str | None = None  # None: made before 0.5 (reindex to use it)
+    fusion: dict[str, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -73,6 +75,30 @@ class Catalog:
         with self.engine.connect() as conn:
             rows = conn.execute(select(collections.c.name).order_by(collections.c.name)).all()
         return [c for c in (self.collection(r[0]) for r in rows) if c is not None]
+
+    def switch_store(
+        self, name: str, *, old: str | None, new: str, model: str, dimensions: int
+    ) -> bool:
+        """Point the collection at another store collection, if it still points at `old`
+        (one statement: searches see the old store or the new one, never a mix)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                collections.update()
+                .where(
+                    collections.c.name == name,
+                    collections.c.store_name.is_(None)
+                    if old is None
+                    else collections.c.store_name == old,
+                )
+                .values(store_name=new, model=model, dimensions=dimensions)
+            )
+        return bool(result.rowcount)
+
+    def set_fusion(self, name: str, fusion: dict[str, float] | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                collections.update().where(collections.c.name == name).values(fusion=fusion)
+            )
 
     def delete_collection(self, name: str) -> None:
         with self.engine.begin() as conn:

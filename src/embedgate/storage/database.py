@@ -45,12 +45,30 @@ def _v4(conn: Connection) -> None:
     audit_backlog.create(conn, checkfirst=True)
 
 
+_V5_COLUMNS = {
+    "kb_collections": {"store_name": "VARCHAR(120)", "fusion": "JSON"},
+    "kb_documents": {"language": "VARCHAR(8)", "pages": "INTEGER"},
+}
+
+
+def _v5(conn: Connection) -> None:
+    """Knowledge base at scale: the store collection per collection, hybrid weights, and
+    each document's language and page count (tables created by v2 on a new database have
+    them already)."""
+    for table, columns in _V5_COLUMNS.items():
+        present = {c["name"] for c in inspect(conn).get_columns(table)}
+        for column, kind in columns.items():
+            if column not in present:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+
 # append only: a released step never changes, a schema change is a new step
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
     (2, _v2),
     (3, _v3),
     (4, _v4),
+    (5, _v5),
 ]
 
 

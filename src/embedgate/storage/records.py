@@ -27,6 +27,8 @@ class DocumentRow(TypedDict):
     tokens: int
     duplicate_of: str | None
     near_duplicates: list[NearDuplicate]
+    language: str | None  # zh | en | other: the main script of its text
+    pages: int | None
     created_at: str
     updated_at: str
 
@@ -37,6 +39,8 @@ class DocumentChanges(TypedDict, total=False):
     chunks: int
     tokens: int
     near_duplicates: list[NearDuplicate]
+    language: str
+    pages: int
 
 
 class JobRow(TypedDict):

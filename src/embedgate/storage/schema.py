@@ -70,6 +70,10 @@ kb_collections = Table(
     Column("chunk_overlap", Integer, nullable=False),
     Column("owner", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # the vector-store collection that holds its chunks (NULL: made before 0.5, needs a
+    # reindex); a reindex fills a new one and switches this in one transaction
+    Column("store_name", String(120), nullable=True),
+    Column("fusion", JSON, nullable=True),  # hybrid weights set for this collection
 )
 
 kb_documents = Table(
@@ -86,6 +90,8 @@ kb_documents = Table(
     Column("tokens", Integer, nullable=False, default=0),
     Column("duplicate_of", String(32), nullable=True),
     Column("near_duplicates", JSON, nullable=False, default=list),
+    Column("language", String(8), nullable=True),  # main script of its text: zh, en, other
+    Column("pages", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
