@@ -15,7 +15,7 @@ import pytest
 
 from embedgate.knowledge.ingest import IngestRunner, IngestSettings
 from embedgate.knowledge.parsers import ParseLimits
-from embedgate.knowledge.vector_store import ChunkRow, MemoryVectorStore
+from embedgate.knowledge.vector_store import ChunkRow, MilvusVectorStore
 from embedgate.storage.catalog import Catalog, CollectionInfo
 from embedgate.storage.database import open_database
 from support.servers import wait_ready
@@ -112,11 +112,13 @@ def test_kill_9_mid_ingest_then_restart(tmp_path: Path) -> None:
         server.wait(timeout=60)
 
 
-def test_recover_removes_partial_chunks_and_fails_jobs_without_upload(tmp_path: Path) -> None:
+def test_recover_removes_partial_chunks_and_fails_jobs_without_upload(
+    tmp_path: Path, milvus_uri: str
+) -> None:
     catalog = Catalog(open_database(f"sqlite:///{tmp_path / 'c.db'}"))
-    store = MemoryVectorStore()
+    store = MilvusVectorStore(milvus_uri)
     store.ensure_collection("c", 4)
-    catalog.add_collection(CollectionInfo("c", "", "m", 4, 32, 4, "me"))
+    catalog.add_collection(CollectionInfo("c", "", "m", 4, 32, 4, "me", store_name="c"))
     runner = IngestRunner(
         catalog, store, lambda: None, IngestSettings(tmp_path / "up", ParseLimits())
     )
@@ -126,7 +128,7 @@ def test_recover_removes_partial_chunks_and_fails_jobs_without_upload(tmp_path: 
         )
         catalog.add_job(f"job_{doc}", document_id=doc, collection="c")
         catalog.update_job(f"job_{doc}", status="running")
-        store.upsert("c", [ChunkRow(f"{doc}:0", doc, 0, "partial", 1, 0, 7, "", [1, 0, 0, 0])])
+        store.upsert("c", [ChunkRow(f"{doc}:0", doc, 0, "partial", 1, 1, 0, 7, (), [1, 0, 0, 0])])
     (tmp_path / "up").mkdir()
     runner.upload_path("doc_a").write_bytes(b"the upload survived")
     resumed = runner.recover()
@@ -136,3 +138,4 @@ def test_recover_removes_partial_chunks_and_fails_jobs_without_upload(tmp_path: 
     failed = catalog.job("job_doc_b")
     assert failed is not None and failed["status"] == "failed" and "upload" in failed["error"]
     assert catalog.document("doc_b")["status"] == "failed"  # type: ignore[index]
+    store.close()

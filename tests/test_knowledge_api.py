@@ -3,6 +3,7 @@ and grants, duplicates, and hostile uploads (docs/security.md maps the case ids)
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,15 @@ from fastapi.testclient import TestClient
 from embedgate.app import create_app
 from embedgate.config import Settings
 from embedgate.engine.fake_backend import FakeBackend
-from support.documents import docx_with, docx_with_entities, docx_zip_bomb, pdf_with_text
+from support.documents import (
+    docx_with,
+    docx_with_entities,
+    docx_with_false_sizes,
+    docx_zip_bomb,
+    pdf_with_text,
+)
 from support.servers import client_for, fake_factory
+from support.services import milvus_server
 
 PARAGRAPHS = [
     f"Section {i}. The {topic} policy says employees must follow rule number {i} carefully."
@@ -31,18 +39,28 @@ def backend() -> FakeBackend:
     return FakeBackend()
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, backend: FakeBackend) -> Iterator[TestClient]:
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("kb"),
-        kb_max_upload_bytes=2 * 1024 * 1024,
-        kb_chunk_tokens=32,
-        kb_chunk_overlap=4,
-        failed_auth_per_minute=1000,
-    )
-    app = create_app(settings, fake_factory(backend))
-    with client_for(app) as c:
-        yield c
+@pytest.fixture(scope="module", params=["embedded", "remote"])
+def client(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    backend: FakeBackend,
+) -> Iterator[TestClient]:
+    """Every test here runs twice: on Milvus Lite in the data dir, and on a Milvus server
+    process reached over HTTP (the code path of a Milvus cluster)."""
+    with contextlib.ExitStack() as stack:
+        uri = None
+        if request.param == "remote":
+            uri = stack.enter_context(milvus_server()).uri
+        settings = Settings(
+            data_dir=tmp_path_factory.mktemp("kb"),
+            milvus_uri=uri,
+            kb_max_upload_bytes=2 * 1024 * 1024,
+            kb_chunk_tokens=32,
+            kb_chunk_overlap=4,
+            failed_auth_per_minute=1000,
+        )
+        app = create_app(settings, fake_factory(backend))
+        yield stack.enter_context(client_for(app))
 
 
 def key(client: TestClient, role: str, **extra: Any) -> dict[str, str]:
@@ -108,6 +126,11 @@ def test_collection_upload_search_delete(client: TestClient) -> None:
             "filename",
             "chunk_index",
             "page",
+            "page_start",
+            "page_end",
+            "char_start",
+            "char_end",
+            "headings",
         }
         assert hits[0]["document_id"] == doc["id"] and hits[0]["filename"] == "policies.md"
         top = hits[0]
@@ -130,7 +153,8 @@ def test_collection_upload_search_delete(client: TestClient) -> None:
         == []
     )
     kb = client.app.state.embedgate.knowledge  # type: ignore[attr-defined]
-    assert kb.store.count_document("policies", doc["id"]) == 0
+    info = kb.catalog.collection("policies")
+    assert info is not None and kb.store.count_document(kb.store_of(info), doc["id"]) == 0
     audit = (Path(client.app.state.embedgate.settings.data_dir) / "audit.jsonl").read_text()  # type: ignore[attr-defined]
     assert '"action":"document.delete"' in audit and doc["id"] in audit
 
@@ -258,12 +282,19 @@ def test_file_names_are_data_never_paths_or_markup(client: TestClient, name: str
     assert client.get("/health").status_code == 200
 
 
-def test_zip_bombs_and_xml_entities_are_refused(client: TestClient) -> None:
+def test_zip_bombs_and_xml_entities_fail_their_job_in_the_parse_worker(
+    client: TestClient,
+) -> None:
     client.post("/v1/collections", json={"name": "bombs"})
-    bomb = upload(client, "bombs", "bomb.docx", docx_zip_bomb())
-    assert bomb.status_code == 413 and bomb.json()["error"]["param"] == "file"
-    entities = upload(client, "bombs", "lol.docx", docx_with_entities())
-    assert entities.status_code == 400 and "entities" in entities.json()["error"]["message"]
+    for name, data, reason in [
+        ("bomb.docx", docx_zip_bomb(), "zip bomb"),
+        ("liar.docx", docx_with_false_sizes(), "DOCX"),
+        ("lol.docx", docx_with_entities(), "entities"),
+    ]:
+        accepted = upload(client, "bombs", name, data)
+        assert accepted.status_code == 202
+        job = wait(client, accepted.json()["job"]["id"])
+        assert job["status"] == "failed" and reason in job["error"], job
     assert client.get("/health").status_code == 200
 
 

@@ -7,7 +7,13 @@ import pytest
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.parse_worker import parse_with_limit
 from embedgate.knowledge.parsers import ParseLimits, check_upload, looks_like_mojibake, parse_bytes
-from support.documents import docx_with, docx_with_entities, docx_zip_bomb, pdf_with_text
+from support.documents import (
+    docx_with,
+    docx_with_entities,
+    docx_with_false_sizes,
+    docx_zip_bomb,
+    pdf_with_text,
+)
 
 LIMITS = ParseLimits()
 
@@ -32,11 +38,30 @@ def test_docx_with_headings_and_tables() -> None:
 
 def test_docx_bomb_and_entities_are_refused_before_parsing() -> None:
     with pytest.raises(ServiceError) as bomb:
-        check_upload("bomb.docx", docx_zip_bomb(), LIMITS)
-    assert bomb.value.kind is ErrorKind.REQUEST_TOO_LARGE
+        parse_bytes("bomb.docx", docx_zip_bomb(), LIMITS)
+    assert bomb.value.kind is ErrorKind.REQUEST_TOO_LARGE and "zip bomb" in bomb.value.message
     with pytest.raises(ServiceError) as entities:
-        check_upload("lol.docx", docx_with_entities(), LIMITS)
+        parse_bytes("lol.docx", docx_with_entities(), LIMITS)
     assert entities.value.kind is ErrorKind.INVALID_REQUEST and "entities" in entities.value.message
+
+
+def test_docx_bombs_are_measured_by_inflated_bytes_not_headers() -> None:
+    """The headers claim 1,000 bytes; the part inflates to 100 MB. Counting what comes out
+    of the stream (never the claim) stops it, cleanly, as a bad file."""
+    with pytest.raises(ServiceError) as lying:
+        parse_bytes("liar.docx", docx_with_false_sizes(), LIMITS)
+    assert lying.value.kind in (ErrorKind.INVALID_REQUEST, ErrorKind.REQUEST_TOO_LARGE)
+    # an honest archive past the ratio limit is refused while inflating, not after
+    ratio = ParseLimits(max_docx_ratio=50)
+    with pytest.raises(ServiceError) as honest:
+        parse_bytes("ratio.docx", docx_zip_bomb(expanded=20 * 1024 * 1024), ratio)
+    assert "zip bomb" in honest.value.message
+
+
+def test_the_server_only_checks_type_and_size() -> None:
+    """Inflating and parsing happen in the parse worker: the server's check never opens
+    the archive, so a bomb passes it and fails in the worker instead."""
+    assert check_upload("bomb.docx", docx_zip_bomb(), LIMITS) == "docx"
 
 
 def test_html_drops_scripts_and_styles() -> None:
@@ -88,3 +113,58 @@ def test_worker_reports_parser_errors() -> None:
     with pytest.raises(ServiceError) as info:
         parse_with_limit("broken.pdf", b"%PDF-1.4 garbage", LIMITS, 30)
     assert info.value.kind is ErrorKind.INVALID_REQUEST
+
+
+def test_html_keeps_text_in_div_span_and_definition_lists() -> None:
+    """Before 0.5 only h/p/li/td/th/pre/blockquote were read: a wiki export made of divs
+    came out empty, and dt/dd glossaries were lost."""
+    html = (
+        "<html><head><title>x</title><style>.a{}</style></head><body>"
+        "<div class='page'><div>Annual leave is <span>15 days</span> a year.</div>"
+        "<div hidden>internal draft</div><div style='display: none'>also hidden</div>"
+        "<h2>Glossary</h2><dl><dt>VPN</dt><dd>Virtual private network for the 内网.</dd></dl>"
+        "<template><div>template text</div></template><script>steal()</script>"
+        "<table><tr><th>Region</th><th>Days</th></tr><tr><td>EU</td><td>3</td></tr></table>"
+        "</div></body></html>"
+    ).encode()
+    blocks = parse_bytes("wiki.html", html).text.split("\n\n")
+    assert blocks == [
+        "Annual leave is 15 days a year.",
+        "## Glossary",
+        "VPN",
+        "Virtual private network for the 内网.",
+        "Region | Days",
+        "EU | 3",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "codec"),
+    [
+        ("年假", "gbk"),  # four bytes: detectors call this Korean
+        ("内网密码每九十天更换一次。", "gbk"),
+        ("員工出差回來後需要在三十天內提交發票和報銷單。", "big5"),
+        ("员工手册：请假须提前三天申请", "utf-16"),
+        ("员工手册", "utf-8-sig"),
+        ("Größe und Maße", "latin-1"),
+    ],
+)
+def test_text_encodings(text: str, codec: str) -> None:
+    assert parse_bytes("note.txt", text.encode(codec)).text == text
+
+
+def test_pdf_chunks_know_every_page_they_span() -> None:
+    from embedgate.knowledge.chunker import chunk_text
+
+    paragraph_end = "the second half of the paragraph continues on page two"
+    data = pdf_with_text(["Intro line. A paragraph that starts here and", paragraph_end, "Last."])
+    pages = parse_bytes("span.pdf", data).pages
+    assert [n for n, _ in pages] == [1, 2, 3]
+    chunks = chunk_text(pages, lambda texts: [len(t.split()) for t in texts], max_tokens=200)
+    assert len(chunks) == 1 and (chunks[0].page, chunks[0].page_end) == (1, 3)
+    small = chunk_text(pages, lambda texts: [len(t.split()) for t in texts], max_tokens=12)
+    for chunk in small:  # each chunk's text lies within the pages it names, and only those
+        spanned = "\n\n".join(t for n, t in pages if chunk.page <= n <= chunk.page_end)
+        assert chunk.text.strip() in spanned
+        narrower = "\n\n".join(t for n, t in pages if chunk.page < n <= chunk.page_end)
+        assert chunk.page == chunk.page_end or chunk.text.strip() not in narrower

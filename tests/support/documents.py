@@ -81,3 +81,27 @@ def docx_with_entities() -> bytes:
             data = bomb if item.filename == "word/document.xml" else source.read(item)
             archive.writestr(item, data)
     return buffer.getvalue()
+
+
+def docx_with_false_sizes(expanded: int = 100 * 1024 * 1024, claimed: int = 1000) -> bytes:
+    """A DOCX-shaped zip whose document.xml inflates to `expanded` bytes while its local and
+    central headers claim `claimed`: a guard that trusts the headers lets it through."""
+    import struct
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", b" " * expanded)
+    data = bytearray(buffer.getvalue())
+    name = b"word/document.xml"
+    local = data.find(b"PK\x03\x04")
+    while local != -1:
+        if data[local + 30 : local + 30 + len(name)] == name:
+            struct.pack_into("<I", data, local + 22, claimed)
+        local = data.find(b"PK\x03\x04", local + 4)
+    central = data.find(b"PK\x01\x02")
+    while central != -1:
+        if data[central + 46 : central + 46 + len(name)] == name:
+            struct.pack_into("<I", data, central + 24, claimed)
+        central = data.find(b"PK\x01\x02", central + 4)
+    return bytes(data)

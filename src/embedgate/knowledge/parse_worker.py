@@ -105,11 +105,11 @@ class ParseWorker:
             try:
                 conn.send((filename, data, limits))
                 deadline = time.monotonic() + timeout_s
-                while not conn.poll(0.1):
+                while not conn.poll(max(0.0, min(0.1, deadline - time.monotonic()))):
                     if cancel is not None and cancel.is_set():
                         self._discard()
                         raise ParseCancelled
-                    if time.monotonic() > deadline:
+                    if time.monotonic() >= deadline:
                         self._discard()
                         raise ServiceError(
                             ErrorKind.PARSE_TIMEOUT,
