@@ -32,7 +32,7 @@ Mode = Literal["dense", "lexical", "hybrid"]
 # Hybrid weights when the model cannot read the query's language (an English-only model and a
 # Chinese query): its dense ranking is close to noise, so lexical leads. Measured with
 # benchmarks/retrieval.py (docs/benchmarks.md): hybrid stays at or above lexical on Chinese.
-UNCOVERED_DENSE_WEIGHT = 0.1
+UNCOVERED_DENSE_WEIGHT = 0.02
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,17 @@ def _heading_paths(text: str) -> tuple[list[int], list[tuple[str, ...]]]:
     return starts, paths
 
 
+def _first_body_line(text: str, start: int, end: int) -> int:
+    """The offset of the chunk's first line that is not a heading: a chunk that begins with
+    '# Handbook', '## Chapter 3' and then text sits under the whole path."""
+    offset = start
+    for line in text[start:end].splitlines(keepends=True):
+        if line.strip() and not _HEADING.match(line.strip()):
+            return offset
+        offset += len(line)
+    return start
+
+
 def _last_visible(text: str, start: int, end: int) -> int:
     """The offset of the chunk's last non-space character (a chunk that ends in the blank
     lines between two pages does not reach the next page)."""
@@ -154,7 +165,7 @@ def chunk_text(
             end = pieces[j - 1][1]
             tokens = count([text[start:end]])[0]
         if text[start:end].strip() and tokens > 0:
-            h = bisect_right(heading_starts, start) - 1
+            h = bisect_right(heading_starts, _first_body_line(text, start, end)) - 1
             visible = start + len(text[start:end]) - len(text[start:end].lstrip())
             first = max(bisect_right(page_starts, visible) - 1, 0)
             last = max(bisect_right(page_starts, _last_visible(text, start, end)) - 1, first)

@@ -346,7 +346,10 @@ class IngestRunner:
             self.catalog.update_job(job_id, status="failed", stage="failed", error=message)
 
     def _stage(self, job_id: str, stage: str, progress: float) -> None:
-        self.catalog.update_job(job_id, status="running", stage=stage, progress=round(progress, 3))
+        if not self.catalog.advance_job(
+            job_id, status="running", stage=stage, progress=round(progress, 3)
+        ):
+            raise JobCancelled  # cancelled (or failed) meanwhile, here or on another replica
 
     def _prepare_steps(self, job: ActiveJob) -> Generator[None, None, Prepared | None]:
         """Stage 1 as steps: parse, chunk, then one embedding batch per step."""
@@ -451,6 +454,11 @@ class IngestRunner:
                 ErrorKind.BACKEND_FAILURE,
                 f"stored {stored} of {len(chunks)} chunks; retry the upload",
             )
+        # the job first: a job cancelled meanwhile (here or on another replica) must not
+        # leave a ready document behind
+        if not self.catalog.advance_job(job_id, status="succeeded", stage="done", progress=1.0):
+            self.store.delete_document(store, doc_id)
+            return
         self.catalog.update_document(
             doc_id,
             status="ready",
@@ -461,7 +469,6 @@ class IngestRunner:
             language=prepared.language,
             pages=prepared.pages,
         )
-        self.catalog.update_job(job_id, status="succeeded", stage="done", progress=1.0)
         if self.catalog.document(doc_id) is None:  # deleted while it was being written
             self.store.delete_document(store, doc_id)
             return

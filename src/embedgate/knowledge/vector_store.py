@@ -315,11 +315,13 @@ class MilvusVectorStore:
 
     def chunks(self, name: str, batch: int = 512) -> Iterator[list[ChunkRow]]:
         """Every stored chunk with its vector, a batch at a time (reindexing reads these)."""
+        present = {f["name"] for f in self.client.describe_collection(name)["fields"]}
         iterator = self.client.query_iterator(
             self._use(name),
             batch_size=batch,
             filter="",
-            output_fields=[*_FIELDS_WITH_HEADINGS, "dense"],
+            # a collection from before 0.5 has no page_end: read what it has
+            output_fields=[f for f in [*_FIELDS_WITH_HEADINGS, "dense"] if f in present],
         )
         try:
             while page := iterator.next():

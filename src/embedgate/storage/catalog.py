@@ -209,6 +209,17 @@ class Catalog:
                 jobs.update().where(jobs.c.id == job_id).values(**changes, updated_at=_now())
             )
 
+    def advance_job(self, job_id: str, **changes: Unpack[JobChanges]) -> bool:
+        """Update a job that is still queued or running (never one already cancelled or
+        failed by someone else); returns whether it was."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status.in_(UNFINISHED))
+                .values(**changes, updated_at=_now())
+            )
+        return bool(result.rowcount)
+
     def job(self, job_id: str) -> JobRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
