@@ -165,9 +165,10 @@ def run_benchmark(args: argparse.Namespace, services: Services, loop: asyncio.Ru
                 i,
                 " ".join(text_rng.choices(WORDS, k=60)),
                 1,
+                1,
                 0,
                 1,
-                "",
+                (),
                 vectors[i].tolist(),
             )
             for i in range(n)

@@ -75,6 +75,14 @@ def test_kb_against_a_server(tmp_path: Path) -> None:
             "search", "remote", "x", "--server", server.base, env={"EMBEDGATE_API_KEY": "egk_bad"}
         )
         assert denied.returncode == 1 and "401" in denied.stderr
+        rebuilt = kb("reindex", "remote", "--server", server.base, env=env)
+        assert rebuilt.returncode == 0 and "done: " in rebuilt.stdout, rebuilt.stderr
+        again = kb(
+            "search", "remote", "parental", "--mode", "lexical", "--server", server.base, env=env
+        )
+        assert json.loads(again.stdout.splitlines()[0])["filename"] == "leave.md"
+        wrong = kb("reindex", "remote", "--model", "other", "--server", server.base, env=env)
+        assert wrong.returncode == 1 and "--model other" in wrong.stderr
 
 
 def test_kb_uses_the_server_that_holds_the_data_dir(tmp_path: Path) -> None:

@@ -376,9 +376,9 @@ class KnowledgeBase:
         if not 1 <= top_k <= 100:
             raise ServiceError(ErrorKind.INVALID_REQUEST, "top_k must be 1-100", "top_k")
         depth = top_k * 2 + 10  # documents still indexing are filtered out below
-        if mode == "lexical":
-            hits = await asyncio.to_thread(self.store.lexical, store, query, depth)
-        else:
+        vector: list[float] | None = None
+        fusion = FusionWeights()
+        if mode != "lexical":
             dims = None if info.dimensions == engine.spec.native_dimensions else info.dimensions
             request = EmbedRequest(
                 [query],
@@ -388,15 +388,27 @@ class KnowledgeBase:
                 caller=principal.subject,
             )
             vector = (await engine.embed(request)).vectors[0].tolist()
+            fusion = fusion_for(
+                query=query, covers=engine.spec.covers, configured=weights or info.fusion
+            )
+
+        def run(collection: str) -> list[Hit]:
+            if mode == "lexical":
+                return self.store.lexical(collection, query, depth)
+            assert vector is not None
             if mode == "dense":
-                hits = await asyncio.to_thread(self.store.dense, store, vector, depth)
-            else:
-                fusion = fusion_for(
-                    query=query, covers=engine.spec.covers, configured=weights or info.fusion
-                )
-                hits = await asyncio.to_thread(
-                    self.store.hybrid, store, vector, query, depth, fusion
-                )
+                return self.store.dense(collection, vector, depth)
+            return self.store.hybrid(collection, vector, query, depth, fusion)
+
+        try:
+            hits = await asyncio.to_thread(run, store)
+        except Exception:
+            # a reindex switched generations (and dropped this one) under the search: the
+            # catalog names the new one; anything else is a real failure
+            current = await asyncio.to_thread(self.catalog.collection, name)
+            if current is None or current.store_name in (None, store):
+                raise
+            hits = await asyncio.to_thread(run, current.store_name)
         return await asyncio.to_thread(self._present, name, hits, top_k)
 
     def _present(self, name: str, hits: list[Hit], top_k: int) -> list[dict[str, Any]]:

@@ -34,11 +34,11 @@ from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.analysis import script_language
 from embedgate.knowledge.chunker import Chunk, chunk_text
 from embedgate.knowledge.job_queue import ActiveJob, Cancellation, FairJobs
+from embedgate.knowledge.near_duplicates import find_near_duplicates
 from embedgate.knowledge.parse_worker import ParseCancelled, ParseWorker
 from embedgate.knowledge.parsers import ParseLimits
 from embedgate.knowledge.vector_store import ChunkRow, VectorStore
 from embedgate.storage.catalog import Catalog, CollectionInfo
-from embedgate.storage.records import NearDuplicate
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +430,14 @@ class IngestRunner:
             return
         store = info.store_name
         self._stage(job_id, "storing", 0.9)
-        near = self._near_duplicates(store, info.name, doc_id, prepared.vectors)
+        near = find_near_duplicates(
+            self.store,
+            store,
+            ready=self.catalog.ready_ids(info.name),
+            doc_id=doc_id,
+            vectors=prepared.vectors,
+            threshold=self.settings.near_duplicate_threshold,
+        )
         for start in range(0, len(chunks), UPSERT_BATCH):
             if prepared.cancel.is_set():
                 break
@@ -516,31 +523,3 @@ class IngestRunner:
                 f"collection {collection.name!r} is embedded with {collection.model!r} but this "
                 f"server runs {engine.name!r}; vectors from different models cannot be mixed",
             )
-
-    def _near_duplicates(
-        self, store: str, collection: str, doc_id: str, vectors: np.ndarray
-    ) -> list[NearDuplicate]:
-        """Other ready documents with a chunk at or above the similarity threshold: one
-        dense search per batch of chunks."""
-        ready = self.catalog.ready_ids(collection)
-        if not ready:
-            return []
-        found: dict[str, NearDuplicate] = {}
-        threshold = self.settings.near_duplicate_threshold
-        for start in range(0, len(vectors), EMBED_BATCH):
-            batch = vectors[start : start + EMBED_BATCH].tolist()
-            for hits in self.store.dense_many(store, batch, 3, exclude_document=doc_id):
-                hit = next((h for h in hits if h.document_id in ready), None)
-                if hit is None or hit.score < threshold:
-                    continue
-                entry = found.setdefault(
-                    hit.document_id,
-                    NearDuplicate(
-                        document_id=hit.document_id, chunks=0, max_similarity=0.0, share=0.0
-                    ),
-                )
-                entry["chunks"] += 1
-                entry["max_similarity"] = round(max(entry["max_similarity"], hit.score), 4)
-        for entry in found.values():
-            entry["share"] = round(entry["chunks"] / max(len(vectors), 1), 3)
-        return sorted(found.values(), key=lambda e: -e["max_similarity"])

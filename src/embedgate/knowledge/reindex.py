@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 256
 SETTLE_TIMEOUT_S = 120.0
+DROP_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Reindexer:
             raise
         copied |= self._settle(info, engine, old, new, dimensions, copied)
         self.store.flush(new)
+        time.sleep(DROP_GRACE_S)  # searches that read the old name just before the switch
         self.store.drop_collection(old)
         chunks = sum(
             int(d["chunks"]) for d in self.catalog.documents(info.name) if d["status"] == "ready"
