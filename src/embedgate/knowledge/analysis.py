@@ -40,6 +40,10 @@ class TextAnalyzer:
         self.stop_words = frozenset(_lexicon("stopwords.txt"))
         self.vocabulary = tuple(_lexicon("terms.txt"))
 
+    def segmenter(self) -> Any:
+        """The loaded jieba tokenizer (its dictionary built privately, see `_load`)."""
+        return self._load()
+
     def _load(self) -> Any:
         with self._lock:
             if self._segmenter is None:

@@ -17,6 +17,7 @@ from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Principal
 from embedgate.knowledge.analysis import script_language
+from embedgate.knowledge.coverage import WARN_ABOVE, uncovered_share
 from embedgate.knowledge.ingest import REINDEX_DOCUMENT, IngestRunner
 from embedgate.knowledge.naming import legacy_store_name, store_name_for
 from embedgate.knowledge.parsers import ParseLimits, check_upload
@@ -155,16 +156,12 @@ class KnowledgeBase:
     def describe(self, principal: Principal, name: str) -> dict[str, Any]:
         info = self.get(principal, name)
         docs = self.catalog.documents(name)
-        ready = [d for d in docs if d["status"] == "ready"]
-        languages: dict[str, int] = {}
-        for doc in ready:
-            language = doc["language"] or "other"
-            languages[language] = languages.get(language, 0) + int(doc["chunks"])
+        languages = self.catalog.chunks_by_language(name)
         warnings = []
         if info.store_name is None:
             warnings.append(rebuild_needed(name).message)
-        uncovered = self.runner.uncovered_share(languages)
-        if uncovered > 0.5:
+        uncovered = uncovered_share(self.runner.current_engine(), languages)
+        if uncovered > WARN_ABOVE:
             warnings.append(
                 f"{uncovered:.0%} of the chunks are in a language the model {info.model!r} does "
                 "not cover; dense search will be weak, so hybrid search leans on lexical"
@@ -172,7 +169,7 @@ class KnowledgeBase:
         return {
             **{k: v for k, v in info.__dict__.items() if k not in ("extra", "store_name")},
             "documents": len(docs),
-            "chunks": sum(int(d["chunks"]) for d in ready),
+            "chunks": sum(languages.values()),
             "languages": languages,
             "warnings": warnings,
         }
@@ -217,7 +214,7 @@ class KnowledgeBase:
         )
         if existing is None:
             self.catalog.add_job(job_id, document_id=doc_id, collection=name)
-            self.runner.submit(job_id)
+            self.runner.submit(job_id, document_id=doc_id, collection=name)
         else:  # nothing to embed again
             self.catalog.add_job(job_id, document_id=doc_id, collection=name, status="succeeded")
             self.catalog.update_job(job_id, stage="duplicate")

@@ -33,6 +33,7 @@ from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.analysis import script_language
 from embedgate.knowledge.chunker import Chunk, chunk_text
+from embedgate.knowledge.coverage import CoverageWarnings
 from embedgate.knowledge.job_queue import ActiveJob, Cancellation, FairJobs
 from embedgate.knowledge.near_duplicates import find_near_duplicates
 from embedgate.knowledge.parse_worker import ParseCancelled, ParseWorker
@@ -101,7 +102,7 @@ class IngestRunner:
         self.idle.set()
         self.parser = parser or ParseWorker()
         self._stopping = threading.Event()
-        self._warned_languages: set[str] = set()
+        self.coverage = CoverageWarnings()
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -138,20 +139,12 @@ class IngestRunner:
         self._threads.append(thread)
         thread.start()
 
-    def submit(self, job_id: str) -> None:
-        job = self.catalog.job(job_id)
-        if job is None:
-            return
+    def submit(self, job_id: str, *, document_id: str, collection: str) -> None:
         with self._count_lock:
             self._in_flight += 1
             self.idle.clear()
         self.jobs.add(
-            ActiveJob(
-                job_id=job_id,
-                document_id=job["document_id"],
-                collection=job["collection"],
-                cancel=Cancellation(self._stopping),
-            )
+            ActiveJob(job_id, document_id, collection, cancel=Cancellation(self._stopping))
         )
 
     def _finished(self) -> None:
@@ -172,25 +165,16 @@ class IngestRunner:
         return self.jobs.cancel(collection=collection)
 
     def _check(self, job: ActiveJob) -> None:
-        """Between steps: stop for the runner, drop the job when it was called off here or
-        (by another replica) in the catalog."""
+        """Between steps: stop for the runner, drop a job called off in this process. (One
+        called off on another replica is caught by `_stage`, whose progress update only
+        moves a job that is still queued or running.)"""
         if self.stopping:
             raise Stopped
-        row = self.catalog.job(job.job_id)
-        if job.cancel.cancelled or row is None or row["status"] == "cancelled":
+        if job.cancel.cancelled:
             raise JobCancelled
 
-    # --- what the model covers ---------------------------------------------------------------
     def current_engine(self) -> EmbeddingEngine | None:
         return self._engine()
-
-    def uncovered_share(self, languages: dict[str, int]) -> float:
-        """The share of chunks in languages the loaded model does not cover."""
-        engine = self._engine()
-        total = sum(languages.values())
-        if engine is None or not total:
-            return 0.0
-        return sum(n for lang, n in languages.items() if not engine.spec.covers(lang)) / total
 
     def recover(self) -> list[str]:
         """Clean up and re-queue jobs a crash left unfinished; returns their ids."""
@@ -210,7 +194,7 @@ class IngestRunner:
             if self.upload_path(doc_id).exists() and info is not None:
                 self.catalog.update_job(job["id"], status="queued", stage="queued", progress=0.0)
                 self.catalog.update_document(doc_id, status="queued", error=None)
-                self.submit(job["id"])
+                self.submit(job["id"], document_id=doc_id, collection=collection)
                 resumed.append(job["id"])
             else:
                 message = "interrupted by a restart and its upload is gone; upload it again"
@@ -359,8 +343,8 @@ class IngestRunner:
         if document is None or collection is None:
             raise JobCancelled
         doc_id = document["id"]
+        self._stage(job.job_id, "parsing", 0.02)  # first: it fails for a cancelled job
         self.catalog.update_document(doc_id, status="indexing")
-        self._stage(job.job_id, "parsing", 0.02)
         data = self.upload_path(doc_id).read_bytes()
         try:
             parsed = self.parser.parse(
@@ -480,26 +464,9 @@ class IngestRunner:
             self.store.delete_document(store, doc_id)
             return
         log.info("document indexed", extra={"document_id": doc_id, "chunks": len(chunks)})
-        self._warn_on_language(info, prepared.language)
-
-    def _warn_on_language(self, info: CollectionInfo, language: str) -> None:
-        """Once per collection and process: most of it is in a language the model misses."""
         engine = self._engine()
-        if engine is None or engine.spec.covers(language) or info.name in self._warned_languages:
-            return
-        languages: dict[str, int] = {}
-        for doc in self.catalog.documents(info.name):
-            if doc["status"] == "ready":
-                key = doc["language"] or "other"
-                languages[key] = languages.get(key, 0) + int(doc["chunks"])
-        share = self.uncovered_share(languages)
-        if share > 0.5:
-            self._warned_languages.add(info.name)
-            log.warning(
-                "most of this collection is in a language the model does not cover; dense "
-                "search will be weak and hybrid search leans on lexical",
-                extra={"collection": info.name, "model": engine.name, "share": round(share, 2)},
-            )
+        if engine is not None and not engine.spec.covers(prepared.language):
+            self.coverage.check(info.name, engine, self.catalog.chunks_by_language(info.name))
 
     @staticmethod
     def _row(doc_id: str, chunk: Chunk, vector: list[float]) -> ChunkRow:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -50,7 +50,6 @@ class ActiveJob:
     collection: str
     cancel: Cancellation
     steps: Generator[None, None, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class FairJobs:

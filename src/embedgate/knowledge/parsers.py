@@ -362,11 +362,9 @@ def _chinese_plausibility(text: str) -> float:
     """0-1: how much `text` reads like Chinese. Bytes decoded with the wrong codec give
     kana, box drawing or a random mix of characters; real Chinese is mostly dictionary
     words (longer texts) or common characters (a few characters)."""
-    import logging
+    from embedgate.knowledge.analysis import shared_analyzer
 
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
+    segmenter = shared_analyzer().segmenter()
     sample = text[:5000]
     wide = [ch for ch in sample if ord(ch) > 0x7F and not ch.isspace()]
     hanzi = [ch for ch in wide if _is_hanzi(ch)]
@@ -374,10 +372,9 @@ def _chinese_plausibility(text: str) -> float:
     if not hanzi or len(hanzi) + len(punctuation) < 0.8 * len(wide):
         return 0.0
     if len(hanzi) < 8:  # too short for words: are these characters in common use?
-        freq = jieba.dt.FREQ if jieba.dt.initialized else (jieba.dt.initialize() or jieba.dt.FREQ)
-        return sum(1 for ch in hanzi if freq.get(ch, 0) >= 1000) / len(hanzi)
+        return sum(1 for ch in hanzi if segmenter.FREQ.get(ch, 0) >= 1000) / len(hanzi)
     words = sum(
-        len(t) for t in jieba.lcut(sample, HMM=False) if len(t) >= 2 and all(map(_is_hanzi, t))
+        len(t) for t in segmenter.lcut(sample, HMM=False) if len(t) >= 2 and all(map(_is_hanzi, t))
     )
     return words / len(hanzi)
 

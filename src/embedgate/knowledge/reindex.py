@@ -13,6 +13,7 @@ spans) is refused with one line naming `embedgate kb reindex NAME`, and this reb
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.naming import generation_of, legacy_store_name, store_name_for
-from embedgate.knowledge.vector_store import ChunkRow, VectorStore
+from embedgate.knowledge.vector_store import VectorStore
 from embedgate.storage.catalog import Catalog, CollectionInfo
 
 log = logging.getLogger(__name__)
@@ -61,54 +62,64 @@ class Reindexer:
         progress: Callable[[int], None] | None = None,
     ) -> ReindexResult:
         started = time.monotonic()
-        old = info.store_name or legacy_store_name(info.name)
-        new = store_name_for(info.name, generation_of(info.store_name) + 1)
-        dimensions = info.dimensions if engine.name == info.model else engine.spec.native_dimensions
-        self.store.drop_collection(new)  # left by an interrupted reindex
-        self.store.ensure_collection(new, dimensions)
+        plan = _Plan(
+            collection=info.name,
+            engine=engine,
+            old=info.store_name or legacy_store_name(info.name),
+            new=store_name_for(info.name, generation_of(info.store_name) + 1),
+            dimensions=(
+                info.dimensions if engine.name == info.model else engine.spec.native_dimensions
+            ),
+        )
+        self.store.drop_collection(plan.new)  # left by an interrupted reindex
+        self.store.ensure_collection(plan.new, plan.dimensions)
         try:
-            copied = self._copy(info, engine, old, new, dimensions, progress)
+            copied = self._copy(plan, progress)
             if not self.catalog.switch_store(
-                info.name, old=info.store_name, new=new, model=engine.name, dimensions=dimensions
+                info.name,
+                old=info.store_name,
+                new=plan.new,
+                model=engine.name,
+                dimensions=plan.dimensions,
             ):
                 raise ServiceError(
                     ErrorKind.CONFLICT,
                     f"collection {info.name!r} changed while it was reindexed; run it again",
                 )
         except BaseException:
-            self.store.drop_collection(new)
+            self.store.drop_collection(plan.new)
             raise
-        copied |= self._settle(info, engine, old, new, dimensions, copied)
-        self.store.flush(new)
+        copied |= self._settle(plan, copied)
+        self.store.flush(plan.new)
         time.sleep(DROP_GRACE_S)  # searches that read the old name just before the switch
-        self.store.drop_collection(old)
-        chunks = sum(
-            int(d["chunks"]) for d in self.catalog.documents(info.name) if d["status"] == "ready"
-        )
+        self.store.drop_collection(plan.old)
         result = ReindexResult(
-            info.name, old, new, engine.name, chunks, len(copied), time.monotonic() - started
+            info.name,
+            plan.old,
+            plan.new,
+            engine.name,
+            sum(self.catalog.chunks_by_language(info.name).values()),
+            len(copied),
+            time.monotonic() - started,
         )
         log.info("collection reindexed", extra=result.__dict__)
         return result
 
     def _copy(
         self,
-        info: CollectionInfo,
-        engine: EmbeddingEngine,
-        old: str,
-        new: str,
-        dimensions: int,
-        progress: Callable[[int], None] | None,
+        plan: _Plan,
+        progress: Callable[[int], None] | None = None,
         only: set[str] | None = None,
     ) -> set[str]:
-        """Re-embed the chunks of ready documents (all, or `only` these) from `old` into
-        `new`; returns the documents copied."""
-        ready = self.catalog.ready_ids(info.name)
+        """Re-embed the chunks of ready documents (all, or `only` these) from the old
+        generation into the new one; returns the documents copied."""
+        engine = plan.engine
+        ready = self.catalog.ready_ids(plan.collection)
         wanted = ready if only is None else ready & only
         copied: set[str] = set()
         done = 0
-        dims = None if dimensions == engine.spec.native_dimensions else dimensions
-        for page in self.store.chunks(old, BATCH):
+        dims = None if plan.dimensions == engine.spec.native_dimensions else plan.dimensions
+        for page in self.store.chunks(plan.old, BATCH):
             if self.stop.is_set():
                 raise ServiceError(ErrorKind.NOT_READY, "the server is stopping")
             rows = [r for r in page if r.document_id in wanted]
@@ -120,27 +131,14 @@ class Reindexer:
                     dimensions=dims,
                     input_type="document",
                     truncate=True,
-                    caller=f"reindex:{info.name}",
+                    caller=f"reindex:{plan.collection}",
                 ),
                 cancel=self.stop,
             )
+            vectors = result.vectors.tolist()
             self.store.upsert(
-                new,
-                [
-                    ChunkRow(
-                        id=r.id,
-                        document_id=r.document_id,
-                        chunk_index=r.chunk_index,
-                        text=r.text,
-                        page=r.page,
-                        page_end=r.page_end,
-                        start=r.start,
-                        end=r.end,
-                        headings=r.headings,
-                        vector=vector,
-                    )
-                    for r, vector in zip(rows, result.vectors.tolist(), strict=True)
-                ],
+                plan.new,
+                [dataclasses.replace(r, vector=v) for r, v in zip(rows, vectors, strict=True)],
             )
             copied.update(r.document_id for r in rows)
             done += len(rows)
@@ -148,26 +146,29 @@ class Reindexer:
                 progress(done)
         return copied
 
-    def _settle(
-        self,
-        info: CollectionInfo,
-        engine: EmbeddingEngine,
-        old: str,
-        new: str,
-        dimensions: int,
-        copied: set[str],
-    ) -> set[str]:
+    def _settle(self, plan: _Plan, copied: set[str]) -> set[str]:
         """After the switch: wait for jobs that were storing into the old generation, copy
         the documents they finished, and remove documents deleted during the copy."""
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while time.monotonic() < deadline and any(
-            j["collection"] == info.name and j["stage"] == "storing"
+            j["collection"] == plan.collection and j["stage"] == "storing"
             for j in self.catalog.unfinished_jobs()
         ):
             time.sleep(0.2)
-        ready = self.catalog.ready_ids(info.name)
-        late = {d for d in ready - copied if self.store.count_document(new, d) == 0}
-        added = self._copy(info, engine, old, new, dimensions, None, only=late) if late else set()
+        ready = self.catalog.ready_ids(plan.collection)
+        late = {d for d in ready - copied if self.store.count_document(plan.new, d) == 0}
+        added = self._copy(plan, only=late) if late else set()
         for gone in copied - ready:
-            self.store.delete_document(new, gone)
+            self.store.delete_document(plan.new, gone)
         return added
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One reindex: the store generation read and the one written."""
+
+    collection: str
+    engine: EmbeddingEngine
+    old: str
+    new: str
+    dimensions: int

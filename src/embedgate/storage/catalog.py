@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Unpack, cast
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from embedgate.storage.records import DocumentChanges, DocumentRow, JobChanges, JobRow
 from embedgate.storage.schema import kb_collections as collections
@@ -178,6 +178,20 @@ class Catalog:
                 )
             ).all()
         return {str(r[0]) for r in rows}
+
+    def chunks_by_language(self, collection: str) -> dict[str, int]:
+        """Chunks of the collection's ready documents per language (zh, en, other)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(documents.c.language, func.sum(documents.c.chunks))
+                .where(documents.c.collection == collection, documents.c.status == "ready")
+                .group_by(documents.c.language)
+            ).all()
+        counts: dict[str, int] = {}
+        for language, chunks in rows:
+            key = language or "other"
+            counts[key] = counts.get(key, 0) + int(chunks or 0)
+        return counts
 
     def delete_document(self, doc_id: str) -> None:
         with self.engine.begin() as conn:
