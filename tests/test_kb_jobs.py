@@ -8,8 +8,10 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -17,6 +19,8 @@ from embedgate.app import create_app
 from embedgate.config import Settings
 from embedgate.engine.fake_backend import FakeBackend, fake_spec
 from embedgate.knowledge.naming import generation_of, legacy_store_name
+from support.documents import docx_with_false_sizes, docx_zip_bomb
+from support.processes import serving
 from support.servers import client_for, fake_factory, wait_until
 
 BIG = "\n\n".join(f"Paragraph {i}: " + "quarterly revenue and costs " * 15 for i in range(3000))
@@ -271,3 +275,55 @@ def test_an_english_only_model_leans_on_lexical_for_chinese(milvus_uri: str, tmp
             "/v1/collections/zh/search", json={"query": "内网", "weights": {"dense": -1}}
         )
         assert bad.status_code == 400
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_hostile_archives_never_inflate_inside_the_server(tmp_path: Path) -> None:
+    """A DOCX whose headers hide a 100 MB part, and an honest 300 MB bomb: both fail their
+    job with a reason, and the server process's peak memory moves less than 50 MB (they
+    are inflated, and given up on, in the parse worker)."""
+    with serving(tmp_path / "data") as served:
+        headers = served.admin()
+        assert (
+            httpx.post(
+                f"{served.base}/v1/collections", headers=headers, json={"name": "files"}
+            ).status_code
+            == 201
+        )
+        warm = httpx.post(
+            f"{served.base}/v1/collections/files/documents",
+            headers=headers,
+            files={"file": ("warm.txt", b"Warm up the parse worker.")},
+        ).json()
+        assert wait_until(
+            lambda: (
+                httpx.get(f"{served.base}/v1/jobs/{warm['job']['id']}", headers=headers).json()[
+                    "status"
+                ]
+                == "succeeded"
+            ),
+            60,
+        )
+        before = _peak_rss_mb(served.process.pid)
+        for name, data in [("liar.docx", docx_with_false_sizes()), ("bomb.docx", docx_zip_bomb())]:
+            accepted = httpx.post(
+                f"{served.base}/v1/collections/files/documents",
+                headers=headers,
+                files={"file": (name, data)},
+                timeout=60,
+            )
+            assert accepted.status_code == 202, accepted.text
+            job_url = f"{served.base}/v1/jobs/{accepted.json()['job']['id']}"
+            assert wait_until(
+                lambda url=job_url: httpx.get(url, headers=headers).json()["status"] == "failed",
+                60,
+            )
+            assert httpx.get(job_url, headers=headers).json()["error"]
+        assert _peak_rss_mb(served.process.pid) - before < 50
+        assert httpx.get(f"{served.base}/health").status_code == 200

@@ -249,6 +249,10 @@ class Settings(BaseSettings):
     milvus_token: SecretStr | None = Field(
         default=None, description="Milvus token or user:password (env only)."
     )
+    kb_dense_index: Literal["FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"] = Field(
+        default="FLAT",
+        description="Milvus index for new collections' vectors (FLAT: exact).",
+    )
     milvus_token_file: Path | None = Field(
         default=None, description="0600 file holding the Milvus token or user:password."
     )

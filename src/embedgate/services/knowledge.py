@@ -32,7 +32,7 @@ def open_vector_store(settings: Settings) -> VectorStore:
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     if settings.milvus_token_file is not None:
         token = read_secret_file(settings.milvus_token_file).decode().strip()
-    return MilvusVectorStore(uri, token)
+    return MilvusVectorStore(uri, token, dense_index=settings.kb_dense_index)
 
 
 def build_knowledge(
