@@ -409,10 +409,9 @@ class KnowledgeBase:
         return await asyncio.to_thread(self._present, name, hits, top_k)
 
     def _present(self, name: str, hits: list[Hit], top_k: int) -> list[dict[str, Any]]:
-        """Only chunks of ready documents, with their file names (one catalog query)."""
-        ready = {
-            d["id"]: d["filename"] for d in self.catalog.documents(name) if d["status"] == "ready"
-        }
+        """Only chunks of ready documents, with their file names (one catalog query for the
+        documents the hits name, not the whole collection's)."""
+        ready = self.catalog.ready_filenames(name, {h.document_id for h in hits})
         return [
             {
                 "text": h.text,

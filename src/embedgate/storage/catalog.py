@@ -179,6 +179,20 @@ class Catalog:
             ).all()
         return {str(r[0]) for r in rows}
 
+    def ready_filenames(self, collection: str, ids: set[str]) -> dict[str, str]:
+        """File names of those of `ids` that are ready documents of the collection."""
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(documents.c.id, documents.c.filename).where(
+                    documents.c.collection == collection,
+                    documents.c.status == "ready",
+                    documents.c.id.in_(sorted(ids)),
+                )
+            ).all()
+        return {str(r[0]): str(r[1]) for r in rows}
+
     def chunks_by_language(self, collection: str) -> dict[str, int]:
         """Chunks of the collection's ready documents per language (zh, en, other)."""
         with self.engine.connect() as conn:

@@ -1,0 +1,150 @@
+"""The gateway's upstream pool against real HTTP servers that misbehave on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from embedgate.engine.upstream import UpstreamConfig, UpstreamPool
+from embedgate.errors import ErrorKind, ServiceError
+from support.fake_upstream import Behaviour, fake_upstream, resetting_upstream, vector_for
+
+TEXTS = [f"text number {i}" for i in range(10)]
+
+
+def expected(texts: list[str]) -> np.ndarray:
+    return np.stack([vector_for(t, 32) for t in texts])
+
+
+async def admitted(*urls: str, max_batch: int = 4) -> UpstreamPool:
+    pool = UpstreamPool([UpstreamConfig(url, "m", max_batch=max_batch) for url in urls])
+    await pool.probe_due()
+    return pool
+
+
+def test_batches_are_split_spread_and_put_back_in_order() -> None:
+    a, b = Behaviour(), Behaviour()
+
+    async def run() -> np.ndarray:
+        with fake_upstream(a) as ua, fake_upstream(b) as ub:
+            pool = await admitted(ua, ub)
+            try:
+                return await pool.embed(TEXTS)
+            finally:
+                await pool.aclose()
+
+    vectors = asyncio.run(run())
+    assert np.array_equal(vectors, expected(TEXTS))  # base64 float32: bit-identical
+    sent = [t for call in a.inputs[1:] + b.inputs[1:] for t in call]  # after each probe
+    assert sorted(sent) == sorted(TEXTS) and max(len(c) for c in a.inputs + b.inputs) <= 4
+    assert a.calls > 1 and b.calls > 1  # both upstreams took batches
+
+
+@pytest.mark.parametrize("mode", ["500", "429", "dims", "nan", "slow"])
+def test_a_failing_upstream_is_ejected_and_its_batches_retried(mode: str) -> None:
+    bad, good = Behaviour(), Behaviour()
+
+    async def run() -> tuple[np.ndarray, UpstreamPool]:
+        with fake_upstream(bad) as ub, fake_upstream(good) as ug:
+            pool = UpstreamPool(
+                [
+                    UpstreamConfig(ub, "m", max_batch=4, timeout_s=1),
+                    UpstreamConfig(ug, "m", max_batch=4),
+                ]
+            )
+            await pool.probe_due()
+            bad.mode = mode  # healthy at admission, broken afterwards
+            try:
+                return await pool.embed(TEXTS), pool
+            finally:
+                await pool.aclose()
+
+    vectors, pool = asyncio.run(run())
+    assert np.array_equal(vectors, expected(TEXTS))
+    broken = pool.upstreams[0]
+    assert broken.ejections >= 1 and broken.needs_probe
+    if mode == "429":  # its Retry-After is honoured
+        assert broken.ejected_until - __import__("time").monotonic() > 5
+
+
+def test_a_reset_connection_is_retried_elsewhere() -> None:
+    good = Behaviour()
+
+    async def run() -> np.ndarray:
+        with resetting_upstream() as ur, fake_upstream(good) as ug:
+            pool = UpstreamPool([UpstreamConfig(ur, "m"), UpstreamConfig(ug, "m")])
+            pool.upstreams[0].needs_probe = False  # as if it had been admitted
+            await pool.probe(pool.upstreams[1])
+            try:
+                return await pool.embed(TEXTS)
+            finally:
+                await pool.aclose()
+
+    assert np.array_equal(asyncio.run(run()), expected(TEXTS))
+
+
+def test_an_upstream_serving_another_model_is_refused_at_admission() -> None:
+    first, other = Behaviour(), Behaviour(mode="other-model")
+
+    async def run() -> UpstreamPool:
+        with fake_upstream(first) as uf, fake_upstream(other) as uo:
+            pool = UpstreamPool([UpstreamConfig(uf, "m"), UpstreamConfig(uo, "m")])
+            await pool.probe(pool.upstreams[0])
+            await pool.probe(pool.upstreams[1])
+            await pool.aclose()
+            return pool
+
+    pool = asyncio.run(run())
+    assert [u.needs_probe for u in pool.upstreams] == [False, True]
+    assert pool.fingerprint is not None and len(pool.fingerprint) == 16
+
+
+def test_an_input_the_upstream_refuses_is_the_clients_400() -> None:
+    refusing = Behaviour()
+
+    async def run() -> None:
+        with fake_upstream(refusing) as url:
+            pool = await admitted(url)
+            refusing.mode = "refuse"
+            try:
+                await pool.embed(["x"])
+            finally:
+                await pool.aclose()
+
+    with pytest.raises(ServiceError) as error:
+        asyncio.run(run())
+    assert error.value.kind is ErrorKind.INVALID_INPUT and "input too long" in error.value.message
+
+
+def test_floats_from_an_upstream_without_base64() -> None:
+    plain = Behaviour(mode="no-base64")
+
+    async def run() -> tuple[np.ndarray, bool]:
+        with fake_upstream(plain) as url:
+            pool = await admitted(url)
+            try:
+                return await pool.embed(TEXTS), pool.upstreams[0].base64
+            finally:
+                await pool.aclose()
+
+    vectors, base64 = asyncio.run(run())
+    assert not base64 and np.allclose(vectors, expected(TEXTS), atol=1e-6)
+
+
+def test_no_upstream_left_is_a_503_with_retry_after() -> None:
+    down = Behaviour()
+
+    async def run() -> None:
+        with fake_upstream(down) as url:
+            pool = await admitted(url)
+            down.mode = "500"
+            try:
+                await pool.embed(["x"], deadline_s=1.5)
+            finally:
+                await pool.aclose()
+
+    with pytest.raises(ServiceError) as error:
+        asyncio.run(run())
+    assert error.value.kind is ErrorKind.MODEL_UNAVAILABLE and "Retry-After" in error.value.headers
