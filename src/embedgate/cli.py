@@ -47,6 +47,14 @@ def serve(
     data_dir: Annotated[Path | None, typer.Option(help="State directory (default ./data).")] = None,
     config: ConfigOpt = None,
     dtype: Annotated[DType | None, typer.Option(help="float32 or bfloat16.")] = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--upstream",
+            help="Gateway mode: an OpenAI-compatible embedding server that runs the model "
+            "(repeatable); --model then names its tokenizer directory.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible API (the main job)."""
     import uvicorn
@@ -57,7 +65,13 @@ def serve(
     from embedgate.logs import configure_logging
 
     settings = _settings(
-        model=model, host=host, port=port, data_dir=data_dir, config=config, dtype=dtype
+        model=model,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        config=config,
+        dtype=dtype,
+        upstreams=upstream or None,
     )
     configure_logging(settings.log_level, settings.log_format)
     _check_model(settings)  # fail fast on a wrong --model before binding a port

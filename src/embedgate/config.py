@@ -57,6 +57,30 @@ class Settings(BaseSettings):
     model_aliases: list[str] = Field(
         default_factory=list, description="Extra names accepted in the `model` field."
     )
+    upstreams: list[str] = Field(
+        default_factory=list,
+        description="Gateway mode: base URLs of OpenAI-compatible embedding servers (vLLM, "
+        "SGLang, TEI, Ollama, another embedgate) that run the model; `model` then names only "
+        "its tokenizer directory. Comma-separated in the environment.",
+    )
+    upstream_model: str | None = Field(
+        default=None, description="The model name the upstreams expect; default `model_name`."
+    )
+    upstream_api_key_file: Path | None = Field(
+        default=None, description="0600 file with the upstreams' API key (never a CLI value)."
+    )
+    upstream_api_key_env: str | None = Field(
+        default=None, description="Name of an environment variable holding the upstreams' key."
+    )
+    upstream_max_batch: int = Field(
+        default=64, ge=1, le=4096, description="Inputs per upstream call."
+    )
+    upstream_max_concurrency: int = Field(
+        default=8, ge=1, le=1024, description="Calls in flight per upstream."
+    )
+    upstream_timeout_s: float = Field(
+        default=30.0, gt=0, description="Time limit of one upstream call (then another one)."
+    )
     dtype: DType = Field(default="float32", description="Compute dtype: float32 or bfloat16.")
     device: Device = Field(default="auto", description="auto (GPU when present), cpu or cuda.")
     torch_threads: int | None = Field(
@@ -316,6 +340,13 @@ class Settings(BaseSettings):
         bad = [a for a in value if a not in allowed]
         if bad:
             raise ValueError(f"unsupported JWT algorithms {bad}; choose from {sorted(allowed)}")
+        return value
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("log_level")

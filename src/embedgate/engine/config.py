@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from embedgate.engine.upstream import UpstreamConfig
+
 
 @dataclass(frozen=True, kw_only=True)
 class EngineConfig:
@@ -22,6 +24,8 @@ class EngineConfig:
     model: str | None = None  # local directory or hub id; None = the bundled MiniLM
     model_name: str | None = None
     model_aliases: tuple[str, ...] = ()
+    # gateway mode: the model runs on these servers; `model` then only gives its tokenizer
+    upstreams: tuple[UpstreamConfig, ...] = ()
     # the hardware
     dtype: str = "float32"
     device: str = "auto"

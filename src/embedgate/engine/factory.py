@@ -7,6 +7,8 @@ A new backend (an upstream gateway, llama.cpp) is a new branch here, selected by
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
 from embedgate.engine.backend import Backend, TextOptions, WeightOptions
 from embedgate.engine.config import EngineConfig
@@ -47,6 +49,8 @@ def load_engine(
     `one_shot` callers (the CLI's `embed`) keep the model in this process: a second process
     would only add start-up time."""
     source = resolve_model(config.model, config.model_name, list(config.model_aliases))
+    if config.upstreams:
+        return _gateway(config, source.path, source.name, source.aliases, observer)
     wants_gpu = config.device == "cuda" or (config.device == "auto" and _cuda_available())
     use_process = config.model_process
     if use_process is None:
@@ -71,18 +75,44 @@ def load_engine(
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
         backend = TorchBackend.load(source.path, weights, text)
-    limits = EngineLimits(
+    # small batches keep a CPU's caches warm; GPUs need large ones to be busy
+    limits = _limits(
+        config,
+        max_batch_tokens=16384 if wants_gpu else 4096,
+        forward_threads=forward_threads,
+    )
+    return EmbeddingEngine(backend, source.name, source.aliases, limits, observer)
+
+
+def _limits(config: EngineConfig, *, max_batch_tokens: int, forward_threads: int) -> EngineLimits:
+    return EngineLimits(
         max_inputs=config.max_inputs_per_request,
         max_request_tokens=config.max_request_tokens,
-        # small batches keep a CPU's caches warm; GPUs need large ones to be busy
-        max_batch_tokens=config.max_batch_tokens or (16384 if wants_gpu else 4096),
+        max_batch_tokens=config.max_batch_tokens or max_batch_tokens,
         max_queued_tokens=config.max_queued_tokens,
         tokenizer_threads=config.tokenizer_threads,
         batch_wait_ms=config.batch_wait_ms,
         forward_threads=forward_threads,
         max_queue_seconds=config.max_queue_seconds,
     )
-    return EmbeddingEngine(backend, source.name, source.aliases, limits, observer)
+
+
+def _gateway(
+    config: EngineConfig,
+    model_dir: Path,
+    name: str,
+    aliases: Sequence[str],
+    observer: SchedulerObserver | None,
+) -> EmbeddingEngine:
+    """Gateway mode: the model's tokenizer and rules here, its forward passes upstream. As
+    many passes in flight as the upstreams take at once, each about one upstream batch."""
+    from embedgate.engine.gateway_backend import GatewayBackend
+
+    text = TextOptions(config.max_input_tokens, pad_to_multiple_of=1)
+    backend = GatewayBackend.load(model_dir, text, config.upstreams)
+    in_flight = sum(max(1, u.max_concurrency) for u in config.upstreams)
+    limits = _limits(config, max_batch_tokens=16384, forward_threads=max(2, in_flight))
+    return EmbeddingEngine(backend, name, aliases, limits, observer)
 
 
 def _cuda_available() -> bool:

@@ -72,6 +72,10 @@ class HFTokenizer:
         encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
         return [encoding.ids for encoding in encodings]
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """Content ids back to text (exact for byte-level BPE tokenizers such as Qwen's)."""
+        return str(self._tokenizer.decode(list(ids), skip_special_tokens=False))
+
     def pass_length(self, longest: int) -> int:
         """`longest` rounded up to `pad_to_multiple_of`, but never past the model's own limit
         (which is never past its position table)."""

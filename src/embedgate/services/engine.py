@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EngineConfig
 from embedgate.engine.scheduler import SchedulerObserver
 from embedgate.engine.selftest import run_self_test
+from embedgate.engine.upstream import UpstreamConfig
+from embedgate.security.secret_files import read_secret_file
 
 if TYPE_CHECKING:
     from embedgate.services.assembly import Services
@@ -26,6 +30,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         model=settings.model,
         model_name=settings.model_name,
         model_aliases=tuple(settings.model_aliases),
+        upstreams=upstream_configs(settings),
         dtype=settings.dtype,
         device=settings.device,
         onednn=settings.onednn,
@@ -42,6 +47,30 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_request_tokens=settings.max_request_tokens,
         max_queued_tokens=settings.max_queued_tokens,
         max_queue_seconds=settings.max_queue_seconds,
+    )
+
+
+def upstream_configs(settings: Settings) -> tuple[UpstreamConfig, ...]:
+    """Gateway mode's upstreams, with their key read from a file or a named variable (a
+    key never travels on a command line)."""
+    if not settings.upstreams:
+        return ()
+    key: str | None = None
+    if settings.upstream_api_key_file is not None:
+        key = read_secret_file(settings.upstream_api_key_file).decode().strip()
+    elif settings.upstream_api_key_env:
+        key = os.environ.get(settings.upstream_api_key_env) or None
+    model = settings.upstream_model or settings.model_name or Path(settings.model or "").name
+    return tuple(
+        UpstreamConfig(
+            url=url,
+            model=model,
+            api_key=key,
+            max_batch=settings.upstream_max_batch,
+            max_concurrency=settings.upstream_max_concurrency,
+            timeout_s=settings.upstream_timeout_s,
+        )
+        for url in settings.upstreams
     )
 
 

@@ -1,0 +1,96 @@
+"""Gateway mode: the model runs elsewhere (vLLM, SGLang, TEI, another embedgate), behind
+the same Backend seam as a local model.
+
+Everything above the backend is unchanged: requests are validated, authorised, rate
+limited, audited, tokenised with the model's own tokenizer (so token limits refuse early and
+`usage` is exact), queued fairly and batched by the engine. Only the forward pass differs:
+each sequence's content tokens are decoded back to its text (the Qwen and other byte-level
+BPE tokenizers round-trip exactly) and the batch goes to the upstream pool
+(`upstream.py`), which spreads it over the healthy upstreams and checks what comes back.
+The model family's rules stay here: the engine applies the Qwen3 query instruction before
+tokenising and the Matryoshka slice after, so an upstream that ignores them (vLLM and
+SGLang's `/v1/embeddings` do) still yields the right vectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from embedgate.engine.backend import TextOptions
+from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
+from embedgate.engine.pooling import FloatArray, finalize
+from embedgate.engine.upstream import UpstreamConfig, UpstreamPool
+
+T = TypeVar("T")
+PROBE_EVERY_S = 2.0
+FORWARD_DEADLINE_S = 60.0
+
+
+class GatewayBackend(TokenizedBackend):
+    def __init__(self, tokenizer: HFTokenizer, upstreams: Sequence[UpstreamConfig]) -> None:
+        super().__init__(tokenizer, device_name="upstream", dtype_name="upstream")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="embedgate-upstreams", daemon=True
+        )
+        self._thread.start()
+        self.pool = self._run(self._open(list(upstreams)))
+        self._prober = asyncio.run_coroutine_threadsafe(self._probe_forever(), self._loop)
+
+    @classmethod
+    def load(
+        cls, model_dir: Path, text: TextOptions, upstreams: Sequence[UpstreamConfig]
+    ) -> GatewayBackend:
+        """The tokenizer and rules of `model_dir` (no weights are read); the upstreams are
+        probed once before this returns, so a gateway starts serving a known model."""
+        return cls(HFTokenizer.load(model_dir, text), upstreams)
+
+    async def _open(self, upstreams: list[UpstreamConfig]) -> UpstreamPool:
+        pool = UpstreamPool(upstreams, dimensions=self.spec.native_dimensions)
+        await pool.probe_due()
+        return pool
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_EVERY_S)
+            await self.pool.probe_due()
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run on the upstreams' event loop, from any thread, and wait."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    # --- the seam ------------------------------------------------------------------------------
+    def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
+        """The upstreams' unit vectors for the sequences' texts (native dimensions)."""
+        prefix, suffix = len(self.template.prefix), len(self.template.suffix)
+        texts = [self.tokenizer.decode(s[prefix : len(s) - suffix]) for s in sequences]
+        vectors = self._run(self.pool.embed(texts, deadline_s=FORWARD_DEADLINE_S))
+        return vectors.astype(np.float32, copy=False)
+
+    def postprocess(self, pooled: FloatArray, dimensions: int | None) -> FloatArray:
+        """Upstream vectors are unit length already: pass them through bit for bit at the
+        native size; slice and renormalise for Matryoshka `dimensions`."""
+        if dimensions is None:
+            return pooled
+        return finalize(pooled, dimensions, True)
+
+    @property
+    def unavailable(self) -> str | None:
+        if not self.pool.healthy():
+            return "no embedding upstream is healthy"
+        return None
+
+    def expected_ready_in(self) -> float:
+        return PROBE_EVERY_S
+
+    def close(self) -> None:
+        self._prober.cancel()
+        self._run(self.pool.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
