@@ -76,3 +76,109 @@ def test_the_gateway_still_enforces_keys(cluster: tuple[Served, Served, Served])
     )
     assert denied.status_code == 401
     assert httpx.get(gateway.base + "/ready").status_code == 200
+
+
+def test_kill_9_of_an_upstream_under_load_fails_no_request(
+    tiny_qwen3_dir: Path, tmp_path: Path
+) -> None:
+    """64 clients; one upstream is killed with SIGKILL mid-load: every request still
+    succeeds (its batches are retried on the other), /metrics shows the ejection, and the
+    upstream is admitted again once it is restarted on its port."""
+    import signal
+    import threading
+    import time
+
+    from support.processes import start_serve, stop, wait_served
+    from support.servers import wait_until
+
+    model = str(tiny_qwen3_dir)
+    env = {"EMBEDGATE_AUTH": "false", "EMBEDGATE_MODEL_PROCESS": "false"}
+    with serving(tmp_path / "b", "--model", model, **env) as b:
+        a = start_serve(tmp_path / "a", "--model", model, **env)
+        wait_served(a)
+        port = int(a.base.rsplit(":", 1)[1])
+        try:
+            with serving(
+                tmp_path / "gw",
+                "--model",
+                model,
+                "--upstream",
+                a.base,
+                "--upstream",
+                b.base,
+                EMBEDGATE_UPSTREAM_MAX_BATCH="4",
+                EMBEDGATE_MAX_QUEUE_SECONDS="120",
+            ) as gateway:
+                headers = gateway.admin
+                failures: list[str] = []
+                done = 0
+                stop_at = time.monotonic() + 8
+                lock = threading.Lock()
+
+                def load(i: int) -> None:
+                    nonlocal done
+                    with httpx.Client(timeout=60) as http:
+                        while time.monotonic() < stop_at:
+                            r = http.post(
+                                gateway.base + "/v1/embeddings",
+                                headers=headers,
+                                json={"input": [f"client {i} text {done}", "annual leave"]},
+                            )
+                            with lock:
+                                done += 1
+                                if r.status_code != 200:
+                                    failures.append(f"{r.status_code} {r.text[:200]}")
+
+                clients = [threading.Thread(target=load, args=(i,)) for i in range(64)]
+                for thread in clients:
+                    thread.start()
+                time.sleep(2)
+                a.process.send_signal(signal.SIGKILL)
+                a.process.wait()
+                for thread in clients:
+                    thread.join()
+                assert done > 64 and failures == []
+                metrics = httpx.get(gateway.base + "/metrics", headers=headers).text
+                ejected = f'embedgate_upstream_ejections_total{{upstream="{a.base}"}}'
+                assert ejected in metrics
+                assert float(metrics.split(ejected)[1].split()[0]) >= 1
+                healthy = f'embedgate_upstream_healthy{{upstream="{a.base}"}}'
+                assert f"{healthy} 0.0" in metrics
+                a = start_serve(tmp_path / "a", "--model", model, port=port, **env)
+                wait_served(a)
+                assert wait_until(
+                    lambda: (
+                        f"{healthy} 1.0"
+                        in httpx.get(gateway.base + "/metrics", headers=headers).text
+                    ),
+                    30,
+                )
+        finally:
+            stop(a)
+
+
+def test_the_knowledge_base_works_through_the_gateway(
+    cluster: tuple[Served, Served, Served],
+) -> None:
+    import time
+
+    _, _, gateway = cluster
+    headers = gateway.admin
+    http = httpx.Client(base_url=gateway.base, headers=headers, timeout=60)
+    assert http.post("/v1/collections", json={"name": "handbook"}).status_code == 201
+    accepted = http.post(
+        "/v1/collections/handbook/documents",
+        files={"file": ("leave.md", b"# Leave\n\nAnnual leave is fifteen days.\n")},
+    ).json()
+    deadline = time.monotonic() + 60
+    while (job := http.get(f"/v1/jobs/{accepted['job']['id']}").json())["status"] not in (
+        "succeeded",
+        "failed",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert job["status"] == "succeeded", job
+    hits = http.post("/v1/collections/handbook/search", json={"query": "annual leave"}).json()
+    assert hits["data"][0]["filename"] == "leave.md"
+    models = http.get("/v1/models").json()["data"][0]
+    assert len(models["fingerprint"]) == 16

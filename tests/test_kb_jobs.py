@@ -289,7 +289,7 @@ def test_hostile_archives_never_inflate_inside_the_server(tmp_path: Path) -> Non
     job with a reason, and the server process's peak memory moves less than 50 MB (they
     are inflated, and given up on, in the parse worker)."""
     with serving(tmp_path / "data") as served:
-        headers = served.admin()
+        headers = served.admin
         assert (
             httpx.post(
                 f"{served.base}/v1/collections", headers=headers, json={"name": "files"}

@@ -14,6 +14,7 @@ from embedgate.engine.batching import padded_length
 from embedgate.engine.model_spec import ModelSpec
 from embedgate.engine.pooling import FloatArray, finalize
 from embedgate.engine.sequences import SequenceTemplate
+from embedgate.engine.upstream import UpstreamStats
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,16 @@ class Backend(ABC):
     def expected_ready_in(self) -> float:
         """Seconds until a pass can run again, as best known (0 when it can now)."""
         return 0.0
+
+    def upstreams(self) -> list[UpstreamStats]:
+        """Gateway mode's upstreams and their counters; none for a local model."""
+        return []
+
+    @property
+    def fingerprint(self) -> str | None:
+        """What names the served model's vectors beyond its name (gateway mode: a hash of
+        the probe text's vector), or None."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (weights, threads); the default has none."""

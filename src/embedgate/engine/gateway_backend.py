@@ -25,7 +25,7 @@ import numpy as np
 from embedgate.engine.backend import TextOptions
 from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
 from embedgate.engine.pooling import FloatArray, finalize
-from embedgate.engine.upstream import UpstreamConfig, UpstreamPool
+from embedgate.engine.upstream import UpstreamConfig, UpstreamPool, UpstreamStats
 
 T = TypeVar("T")
 PROBE_EVERY_S = 2.0
@@ -88,6 +88,13 @@ class GatewayBackend(TokenizedBackend):
 
     def expected_ready_in(self) -> float:
         return PROBE_EVERY_S
+
+    def upstreams(self) -> list[UpstreamStats]:
+        return self.pool.stats()
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.pool.fingerprint
 
     def close(self) -> None:
         self._prober.cancel()

@@ -66,6 +66,25 @@ class UpstreamFault(Exception):
         self.eject_s = eject_s
 
 
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class UpstreamStats:
+    """One upstream's counters, for /metrics (read when scraped)."""
+
+    name: str
+    healthy: bool
+    in_flight: int
+    requests: int
+    errors: int
+    retries: int
+    ejections: int
+    latency_buckets: tuple[int, ...]  # cumulative counts per LATENCY_BUCKETS
+    latency_count: int
+    latency_sum: float
+
+
 @dataclass(eq=False)
 class Upstream:
     config: UpstreamConfig
@@ -79,10 +98,33 @@ class Upstream:
     errors: int = 0
     retries: int = 0
     ejections: int = 0
-    latency_s: list[float] = field(default_factory=list)
+    latency_counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    latency_count: int = 0
+    latency_sum: float = 0.0
 
     def admitted(self, now: float) -> bool:
         return not self.needs_probe and now >= self.ejected_until
+
+    def observe(self, seconds: float) -> None:
+        self.latency_count += 1
+        self.latency_sum += seconds
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.latency_counts[i] += 1
+
+    def stats(self, now: float) -> UpstreamStats:
+        return UpstreamStats(
+            name=self.config.name,
+            healthy=self.admitted(now),
+            in_flight=self.outstanding,
+            requests=self.requests,
+            errors=self.errors,
+            retries=self.retries,
+            ejections=self.ejections,
+            latency_buckets=tuple(self.latency_counts),
+            latency_count=self.latency_count,
+            latency_sum=self.latency_sum,
+        )
 
 
 def decode_vectors(payload: dict[str, Any], count: int) -> np.ndarray:
@@ -180,6 +222,10 @@ class UpstreamPool:
         due = [u for u in self.upstreams if u.needs_probe and now >= u.ejected_until]
         await asyncio.gather(*(self.probe(u) for u in due))
 
+    def stats(self) -> list[UpstreamStats]:
+        now = time.monotonic()
+        return [u.stats(now) for u in self.upstreams]
+
     def healthy(self) -> list[Upstream]:
         now = time.monotonic()
         return [u for u in self.upstreams if u.admitted(now)]
@@ -256,8 +302,7 @@ class UpstreamPool:
                 response = await self._post(upstream, texts, headers, timeout)
             finally:
                 upstream.outstanding -= 1
-                upstream.latency_s.append(time.monotonic() - started)
-                del upstream.latency_s[:-1000]
+                upstream.observe(time.monotonic() - started)
         vectors = decode_vectors(response, len(texts))
         check_vectors(vectors, self.dimensions)
         return vectors

@@ -78,7 +78,10 @@ class Services:
 
     def __post_init__(self) -> None:
         self.metrics.ready.set_function(lambda: float(self.not_ready_reason() is None))
-        self.metrics.watch_model(self._model_counts)
+        self.metrics.watch_model(
+            self._model_counts,
+            lambda: self.engine.backend.upstreams() if self.engine is not None else [],
+        )
 
     def _model_counts(self) -> tuple[int, int, bool]:
         engine = self.engine

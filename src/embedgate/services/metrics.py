@@ -5,8 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from embedgate.engine.upstream import LATENCY_BUCKETS as UPSTREAM_BUCKETS
+from embedgate.engine.upstream import UpstreamStats
 
 # (restarts, failed restart attempts, model ready), read when Prometheus scrapes
 ModelCounts = Callable[[], tuple[int, int, bool]]
@@ -82,10 +90,16 @@ class Metrics:
         )
         self._model: ModelCounts = lambda: (0, 0, False)
         r.register(_ModelCollector(lambda: self._model()))
+        self._upstreams: Callable[[], list[UpstreamStats]] = list
+        r.register(_UpstreamCollector(lambda: self._upstreams()))
 
-    def watch_model(self, counts: ModelCounts) -> None:
-        """Where the model's restart counts and readiness are read at each scrape."""
+    def watch_model(
+        self, counts: ModelCounts, upstreams: Callable[[], list[UpstreamStats]] = list
+    ) -> None:
+        """Where the model's restart counts, readiness and (gateway mode) upstreams are read
+        at each scrape."""
         self._model = counts
+        self._upstreams = upstreams
 
     # --- SchedulerObserver ---------------------------------------------------------------
     def queue_changed(self, items: int, tokens: int) -> None:
@@ -106,6 +120,58 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _UpstreamCollector(Collector):
+    """Gateway mode: per upstream requests, errors, retries, ejections, in-flight calls,
+    health and call latency, read from the pool when scraped."""
+
+    def __init__(self, upstreams: Callable[[], list[UpstreamStats]]) -> None:
+        self._upstreams = upstreams
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._upstreams()
+        label = ["upstream"]
+        families = {
+            "requests": CounterMetricFamily(
+                "embedgate_upstream_requests", "Calls sent to the upstream.", labels=label
+            ),
+            "errors": CounterMetricFamily(
+                "embedgate_upstream_errors",
+                "Calls that failed or returned bad vectors.",
+                labels=label,
+            ),
+            "retries": CounterMetricFamily(
+                "embedgate_upstream_retries",
+                "Batches moved to another upstream after this one failed.",
+                labels=label,
+            ),
+            "ejections": CounterMetricFamily(
+                "embedgate_upstream_ejections", "Times the upstream was ejected.", labels=label
+            ),
+        }
+        in_flight = GaugeMetricFamily(
+            "embedgate_upstream_in_flight", "Calls in flight to the upstream.", labels=label
+        )
+        healthy = GaugeMetricFamily(
+            "embedgate_upstream_healthy", "1 while the upstream is admitted.", labels=label
+        )
+        latency = HistogramMetricFamily(
+            "embedgate_upstream_latency_seconds", "Upstream call latency.", labels=label
+        )
+        for s in stats:
+            for key, family in families.items():
+                family.add_metric([s.name], getattr(s, key))
+            in_flight.add_metric([s.name], s.in_flight)
+            healthy.add_metric([s.name], float(s.healthy))
+            buckets = [
+                (str(b), c) for b, c in zip(UPSTREAM_BUCKETS, s.latency_buckets, strict=True)
+            ]
+            latency.add_metric(
+                [s.name], [*buckets, ("+Inf", s.latency_count)], sum_value=s.latency_sum
+            )
+        yield from families.values()
+        yield from (in_flight, healthy, latency)
 
 
 class _ModelCollector(Collector):
