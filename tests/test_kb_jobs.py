@@ -327,3 +327,35 @@ def test_hostile_archives_never_inflate_inside_the_server(tmp_path: Path) -> Non
             assert httpx.get(job_url, headers=headers).json()["error"]
         assert _peak_rss_mb(served.process.pid) - before < 50
         assert httpx.get(f"{served.base}/health").status_code == 200
+
+
+class _Fingerprinted(FakeBackend):
+    """A backend whose served model can change under the same name (an upstream swap)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.served = "aaaa1111bbbb2222"
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.served
+
+
+def test_a_collection_refuses_another_model_behind_the_same_name(
+    milvus_uri: str, tmp_path: Path
+) -> None:
+    backend = _Fingerprinted()
+    settings = Settings(
+        data_dir=tmp_path / "d", milvus_uri=milvus_uri, kb_chunk_tokens=32, kb_chunk_overlap=0
+    )
+    with client_for(create_app(settings, fake_factory(backend))) as client:
+        created = client.post("/v1/collections", json={"name": "kb"})
+        assert created.json()["fingerprint"] == "aaaa1111bbbb2222"
+        accepted = upload(client, "kb", "a.txt", "Annual leave is fifteen days.")
+        assert finished(client, accepted["job"]["id"])["status"] == "succeeded"
+        backend.served = "cccc3333dddd4444"  # the upstreams now serve another model
+        refused = client.post("/v1/collections/kb/search", json={"query": "leave"})
+        assert refused.status_code == 409 and "cccc3333dddd4444" in refused.text
+        late = upload(client, "kb", "b.txt", "Sick leave is ten days.")
+        job_row = finished(client, late["job"]["id"])
+        assert job_row["status"] == "failed" and "different models" in job_row["error"]

@@ -18,7 +18,7 @@ from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Principal
 from embedgate.knowledge.analysis import script_language
 from embedgate.knowledge.coverage import WARN_ABOVE, uncovered_share
-from embedgate.knowledge.ingest import REINDEX_DOCUMENT, IngestRunner
+from embedgate.knowledge.ingest import REINDEX_DOCUMENT, IngestRunner, check_same_model
 from embedgate.knowledge.naming import legacy_store_name, store_name_for
 from embedgate.knowledge.parsers import ParseLimits, check_upload
 from embedgate.knowledge.reindex import Reindexer
@@ -134,6 +134,7 @@ class KnowledgeBase:
             chunk_overlap=overlap,
             owner=principal.subject,
             store_name=store_name_for(name, 1),
+            fingerprint=engine.backend.fingerprint,
         )
         assert info.store_name is not None
         self.store.ensure_collection(info.store_name, info.dimensions)
@@ -356,13 +357,7 @@ class KnowledgeBase:
     ) -> list[dict[str, Any]]:
         info = self.get(principal, name)
         store = self.store_of(info)
-        if (model is not None and model != info.model) or engine.name != info.model:
-            raise ServiceError(
-                ErrorKind.CONFLICT,
-                f"collection {name!r} was embedded with {info.model!r}; searching it with "
-                f"{model or engine.name!r} would compare vectors from different models",
-                "model",
-            )
+        check_same_model(engine, info, model)
         if dimensions is not None and dimensions != info.dimensions:
             raise ServiceError(
                 ErrorKind.INVALID_DIMENSIONS,

@@ -80,6 +80,26 @@ class IngestSettings:
     near_duplicate_threshold: float = 0.95
 
 
+def check_same_model(
+    engine: EmbeddingEngine, collection: CollectionInfo, asked: str | None = None
+) -> None:
+    """Refuse to mix vectors: the collection's model name (or the one the request names) and,
+    in gateway mode, the upstream model's fingerprint must be this server's."""
+    fingerprint = engine.backend.fingerprint
+    if (asked is not None and asked != collection.model) or engine.name != collection.model:
+        served = asked or engine.name
+    elif fingerprint and collection.fingerprint and fingerprint != collection.fingerprint:
+        served = f"{engine.name} (another model behind that name: fingerprint {fingerprint})"
+    else:
+        return
+    raise ServiceError(
+        ErrorKind.CONFLICT,
+        f"collection {collection.name!r} was embedded with {collection.model!r}; using it "
+        f"with {served} would mix vectors from different models (reindex it to switch)",
+        "model",
+    )
+
+
 class IngestRunner:
     def __init__(
         self,
@@ -484,9 +504,4 @@ class IngestRunner:
         )
 
     def _check_model(self, engine: EmbeddingEngine, collection: CollectionInfo) -> None:
-        if engine.name != collection.model:
-            raise ServiceError(
-                ErrorKind.CONFLICT,
-                f"collection {collection.name!r} is embedded with {collection.model!r} but this "
-                f"server runs {engine.name!r}; vectors from different models cannot be mixed",
-            )
+        check_same_model(engine, collection)

@@ -49,6 +49,7 @@ class CollectionInfo:
     created_at: str = ""
     store_name: str | None = None  # None: made before 0.5 (reindex to use it)
     fusion: dict[str, float] | None = None
+    fingerprint: str | None = None  # gateway mode: the upstream model's fingerprint
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,7 +78,14 @@ class Catalog:
         return [c for c in (self.collection(r[0]) for r in rows) if c is not None]
 
     def switch_store(
-        self, name: str, *, old: str | None, new: str, model: str, dimensions: int
+        self,
+        name: str,
+        *,
+        old: str | None,
+        new: str,
+        model: str,
+        dimensions: int,
+        fingerprint: str | None = None,
     ) -> bool:
         """Point the collection at another store collection, if it still points at `old`
         (one statement: searches see the old store or the new one, never a mix)."""
@@ -90,7 +98,7 @@ class Catalog:
                     if old is None
                     else collections.c.store_name == old,
                 )
-                .values(store_name=new, model=model, dimensions=dimensions)
+                .values(store_name=new, model=model, dimensions=dimensions, fingerprint=fingerprint)
             )
         return bool(result.rowcount)
 

@@ -45,21 +45,32 @@ def _v4(conn: Connection) -> None:
     audit_backlog.create(conn, checkfirst=True)
 
 
+_V6_COLUMNS = {"kb_collections": {"fingerprint": "VARCHAR(32)"}}
 _V5_COLUMNS = {
     "kb_collections": {"store_name": "VARCHAR(120)", "fusion": "JSON"},
     "kb_documents": {"language": "VARCHAR(8)", "pages": "INTEGER"},
 }
 
 
-def _v5(conn: Connection) -> None:
-    """Knowledge base at scale: the store collection per collection, hybrid weights, and
-    each document's language and page count (tables created by v2 on a new database have
-    them already)."""
-    for table, columns in _V5_COLUMNS.items():
+def _add_columns(conn: Connection, tables: dict[str, dict[str, str]]) -> None:
+    """Add the columns a table lacks (a table that v2 created on a new database already
+    has them)."""
+    for table, columns in tables.items():
         present = {c["name"] for c in inspect(conn).get_columns(table)}
         for column, kind in columns.items():
             if column not in present:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+
+
+def _v5(conn: Connection) -> None:
+    """Knowledge base at scale: the store collection per collection, hybrid weights, and
+    each document's language and page count."""
+    _add_columns(conn, _V5_COLUMNS)
+
+
+def _v6(conn: Connection) -> None:
+    """Gateway mode: the model fingerprint a collection was built with."""
+    _add_columns(conn, _V6_COLUMNS)
 
 
 # append only: a released step never changes, a schema change is a new step
@@ -69,6 +80,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (3, _v3),
     (4, _v4),
     (5, _v5),
+    (6, _v6),
 ]
 
 

@@ -74,6 +74,9 @@ kb_collections = Table(
     # reindex); a reindex fills a new one and switches this in one transaction
     Column("store_name", String(120), nullable=True),
     Column("fusion", JSON, nullable=True),  # hybrid weights set for this collection
+    # gateway mode: a hash of the upstream model's vector for a probe text, so that a
+    # collection is never searched or filled with vectors of another model of the same name
+    Column("fingerprint", String(32), nullable=True),
 )
 
 kb_documents = Table(
