@@ -43,3 +43,18 @@ def test_unknown_settings_are_refused(tmp_path: Path) -> None:
     toml.write_text("prot = 1\n")
     with pytest.raises(ValueError, match="prot"):
         Settings(config=toml)
+
+
+def test_deployment_files_name_only_real_settings() -> None:
+    """deploy/ (compose, systemd, nginx) and the Dockerfile: a misspelt EMBEDGATE_ name
+    would be ignored silently by the server."""
+    root = DOCS.parents[1]
+    files = [root / "Dockerfile", *sorted(p for p in (root / "deploy").rglob("*") if p.is_file())]
+    names = {name.upper() for name in setting_names()}
+    used = {
+        (path.name, found)
+        for path in files
+        for found in re.findall(r"EMBEDGATE_([A-Z0-9_]+)", path.read_text())
+    }
+    assert used, "no settings found in deploy/"
+    assert {(f, n) for f, n in used if n not in names} == set()
