@@ -6,6 +6,7 @@ A new backend (an upstream gateway, llama.cpp) is a new branch here, selected by
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,7 +110,8 @@ def _gateway(
     from embedgate.engine.gateway_backend import GatewayBackend
 
     text = TextOptions(config.max_input_tokens, pad_to_multiple_of=1)
-    backend = GatewayBackend.load(model_dir, text, config.upstreams)
+    upstreams = [dataclasses.replace(u, model=u.model or name) for u in config.upstreams]
+    backend = GatewayBackend.load(model_dir, text, upstreams)
     in_flight = sum(max(1, u.max_concurrency) for u in config.upstreams)
     limits = _limits(config, max_batch_tokens=16384, forward_threads=max(2, in_flight))
     return EmbeddingEngine(backend, name, aliases, limits, observer)

@@ -44,7 +44,7 @@ EJECT_MAX_S = 30.0
 @dataclass(frozen=True)
 class UpstreamConfig:
     url: str  # base URL; requests go to {url}/v1/embeddings
-    model: str  # the model name the upstream expects
+    model: str | None  # the model name the upstream expects; None: the served model's name
     api_key: str | None = field(default=None, repr=False)
     max_batch: int = 64
     max_concurrency: int = 8
@@ -311,7 +311,9 @@ class UpstreamPool:
         self, upstream: Upstream, texts: list[str], headers: dict[str, str], timeout: float
     ) -> dict[str, Any]:
         config = upstream.config
-        body: dict[str, Any] = {"model": config.model, "input": texts}
+        body: dict[str, Any] = {"input": texts}
+        if config.model:
+            body["model"] = config.model
         if upstream.base64:
             body["encoding_format"] = "base64"
         try:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from embedgate.config import Settings
@@ -60,7 +59,7 @@ def upstream_configs(settings: Settings) -> tuple[UpstreamConfig, ...]:
         key = read_secret_file(settings.upstream_api_key_file).decode().strip()
     elif settings.upstream_api_key_env:
         key = os.environ.get(settings.upstream_api_key_env) or None
-    model = settings.upstream_model or settings.model_name or Path(settings.model or "").name
+    model = settings.upstream_model or settings.model_name  # None: the served model's name
     return tuple(
         UpstreamConfig(
             url=url,
@@ -97,6 +96,9 @@ async def bring_up(services: Services, factory: EngineFactory) -> None:
             "max_input_tokens": engine.max_input_tokens,
         },
     )
+    while (waiting := engine.backend.unavailable) is not None:  # gateway: no upstream yet
+        services.reason = waiting
+        await asyncio.sleep(1.0)
     if services.settings.self_test:
         services.reason = "running the self-test"
         result = await asyncio.to_thread(run_self_test, engine)
