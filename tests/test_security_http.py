@@ -3,6 +3,7 @@ deny-by-default route walk, and the secure defaults. Each case checks status, en
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -16,31 +17,46 @@ from starlette.datastructures import Headers
 from embedgate.api.guard import PUBLIC_PATHS, route_table, unguarded_routes
 from embedgate.app import create_app
 from embedgate.config import Settings
+from embedgate.engine import EmbedRequest
 from embedgate.identity import Permission
 from embedgate.security.audit import MemoryAuditSink
 from embedgate.security.client_ip import client_ip, parse_networks
 from embedgate.storage.key_store import MemoryKeyStore
+from support.fake_upstream import Behaviour, fake_upstream, gateway_factory
 from support.servers import admin_key, client_for, fake_factory
 
 
-@pytest.fixture(scope="module")
-def store() -> MemoryKeyStore:
-    return MemoryKeyStore()
-
-
-@pytest.fixture(scope="module")
-def audit() -> MemoryAuditSink:
-    return MemoryAuditSink()
-
-
-@pytest.fixture(scope="module")
-def client(
-    tmp_path_factory: pytest.TempPathFactory, store: MemoryKeyStore, audit: MemoryAuditSink
-) -> Iterator[TestClient]:
+@pytest.fixture(scope="module", params=["local", "gateway"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TestClient, MemoryKeyStore, MemoryAuditSink]]:
+    """Every check runs twice: with the model in this server, and in gateway mode with the
+    forward passes on an upstream server (same keys, roles, limits and audit)."""
+    store, audit = MemoryKeyStore(), MemoryAuditSink()
     settings = Settings(data_dir=tmp_path_factory.mktemp("sec"), failed_auth_per_minute=1000)
-    app = create_app(settings, fake_factory(), key_store=store, audit_sink=audit)
-    with client_for(app, authenticated=False) as c:
-        yield c
+    with contextlib.ExitStack() as stack:
+        factory = fake_factory()
+        if request.param == "gateway":
+            tiny = request.getfixturevalue("tiny_qwen3_dir")
+            upstream = stack.enter_context(fake_upstream(Behaviour(dimensions=64)))
+            factory = gateway_factory(tiny, upstream)
+        app = create_app(settings, factory, key_store=store, audit_sink=audit)
+        yield stack.enter_context(client_for(app, authenticated=False)), store, audit
+
+
+@pytest.fixture(scope="module")
+def client(served: tuple[TestClient, MemoryKeyStore, MemoryAuditSink]) -> TestClient:
+    return served[0]
+
+
+@pytest.fixture(scope="module")
+def store(served: tuple[TestClient, MemoryKeyStore, MemoryAuditSink]) -> MemoryKeyStore:
+    return served[1]
+
+
+@pytest.fixture(scope="module")
+def audit(served: tuple[TestClient, MemoryKeyStore, MemoryAuditSink]) -> MemoryAuditSink:
+    return served[2]
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -218,14 +234,25 @@ def test_a_key_without_limits_gets_no_rate_limit_headers(client: TestClient) -> 
     assert not [name for name in reply.headers if name.startswith("x-ratelimit")]
 
 
+def tokens(client: TestClient, text: str) -> int:
+    """What the served model's tokenizer makes of `text` (with its special tokens)."""
+    engine = client.app.state.embedgate.engine  # type: ignore[attr-defined]
+    return len(engine.tokenize(EmbedRequest([text]))[0])
+
+
 def test_tokens_per_minute_count_input_tokens(client: TestClient) -> None:
-    key = make_key(client, "writer", tpm=10)
-    first = client.post("/v1/embeddings", json={"input": "one two three four"}, headers=bearer(key))
-    assert first.status_code == 200 and first.json()["usage"]["prompt_tokens"] == 5
-    assert first.headers["x-ratelimit-remaining-tokens"] == "5"
-    second = client.post("/v1/embeddings", json={"input": "a b c d e f"}, headers=bearer(key))
+    first_text, second_text = "one two three four", "a b c d e f g h i j"
+    budget = tokens(client, first_text) + tokens(client, "tiny")
+    assert tokens(client, second_text) > tokens(client, "tiny")
+    key = make_key(client, "writer", tpm=budget)
+    first = client.post("/v1/embeddings", json={"input": first_text}, headers=bearer(key))
+    assert first.status_code == 200
+    assert first.json()["usage"]["prompt_tokens"] == tokens(client, first_text)
+    assert first.headers["x-ratelimit-remaining-tokens"] == str(tokens(client, "tiny"))
+    second = client.post("/v1/embeddings", json={"input": second_text}, headers=bearer(key))
     error = assert_error(second, 429, "rate_limit_exceeded")
-    assert error["type"] == "tokens" and "7 tokens" in error["message"]
+    assert error["type"] == "tokens"
+    assert f"{tokens(client, second_text)} tokens" in error["message"]
     assert (
         client.post("/v1/embeddings", json={"input": "tiny"}, headers=bearer(key)).status_code
         == 200
@@ -300,9 +327,8 @@ def test_audit_records_requests_without_text(client: TestClient, audit: MemoryAu
         if r.get("key_id") == key.split("_")[1] and r.get("route") == "/v1/embeddings"
     ]
     assert mine and mine[-1]["status"] == 200 and mine[-1]["n_inputs"] == 1
-    assert (
-        mine[-1]["user"] == "alice" and mine[-1]["dimensions"] == 32 and mine[-1]["n_tokens"] == 4
-    )
+    assert mine[-1]["user"] == "alice" and mine[-1]["dimensions"] == 32
+    assert mine[-1]["n_tokens"] == tokens(client, secret_text)
     for field in ("ts", "request_id", "role", "client_ip", "method", "latency_ms"):
         assert field in mine[-1]
     assert all(secret_text not in line for line in audit.records)
@@ -312,7 +338,8 @@ def test_audit_records_requests_without_text(client: TestClient, audit: MemoryAu
     ).json()["data"]
     assert found and all(r["key_id"] == key.split("_")[1] for r in found)
     usage = client.get("/v1/admin/usage", headers=admin).json()["data"]
-    assert any(u["key_id"] == key.split("_")[1] and u["tokens"] == 4 for u in usage)
+    mine_usage = tokens(client, secret_text)
+    assert any(u["key_id"] == key.split("_")[1] and u["tokens"] == mine_usage for u in usage)
 
 
 def test_admin_action_fails_closed_over_http(

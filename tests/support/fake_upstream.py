@@ -9,9 +9,10 @@ import hashlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import uvicorn
@@ -20,6 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from embedgate.engine import EmbeddingEngine, EngineConfig
+from embedgate.engine.engine import EngineLimits
+from embedgate.engine.scheduler import SchedulerObserver
+from embedgate.engine.upstream import UpstreamConfig
 from support.services import free_port
 
 
@@ -126,3 +131,19 @@ def resetting_upstream() -> Iterator[str]:
         stop.set()
         thread.join(timeout=5)
         listener.close()
+
+
+def gateway_factory(model_dir: Path, upstream: str) -> Callable[..., EmbeddingEngine]:
+    """An app engine factory for gateway mode: the model's tokenizer from `model_dir`, the
+    forward passes on `upstream`, named like the fake engine so tests read the same."""
+
+    def factory(config: EngineConfig, observer: SchedulerObserver) -> EmbeddingEngine:
+        from embedgate.engine.backend import TextOptions
+        from embedgate.engine.gateway_backend import GatewayBackend
+
+        backend = GatewayBackend.load(
+            model_dir, TextOptions(pad_to_multiple_of=1), [UpstreamConfig(upstream, "m")]
+        )
+        return EmbeddingEngine(backend, "fake-qwen3", ("fake",), EngineLimits(), observer)
+
+    return factory
