@@ -58,3 +58,33 @@ def test_deployment_files_name_only_real_settings() -> None:
     }
     assert used, "no settings found in deploy/"
     assert {(f, n) for f, n in used if n not in names} == set()
+
+
+def test_upstreams_from_the_environment_and_toml_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedgate.services.engine import upstream_configs
+
+    monkeypatch.setenv("EMBEDGATE_UPSTREAMS", "http://gpu-1:8000, http://gpu-2:8000")
+    assert Settings().upstreams == ["http://gpu-1:8000", "http://gpu-2:8000"]
+    key = tmp_path / "engine.key"
+    key.write_text("sk-engine\n")
+    key.chmod(0o600)
+    toml = tmp_path / "embedgate.toml"
+    toml.write_text(
+        "upstream_max_batch = 32\n"
+        f'upstream_api_key_file = "{key}"\n'
+        '[[upstreams]]\nurl = "http://gpu-1:8000"\nweight = 3\nmax_batch = 128\n'
+        '[[upstreams]]\nurl = "http://gpu-2:8000"\napi_key_env = "GPU2_KEY"\n'
+    )
+    monkeypatch.delenv("EMBEDGATE_UPSTREAMS")
+    monkeypatch.setenv("GPU2_KEY", "sk-other")
+    first, second = upstream_configs(Settings(config=toml))
+    assert (first.url, first.weight, first.max_batch, first.api_key) == (
+        "http://gpu-1:8000",
+        3.0,
+        128,
+        "sk-engine",
+    )
+    assert (second.weight, second.max_batch, second.api_key) == (1.0, 32, "sk-other")
+    assert "sk-" not in repr(first)  # the key never shows in logs or errors

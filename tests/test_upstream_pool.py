@@ -148,3 +148,24 @@ def test_no_upstream_left_is_a_503_with_retry_after() -> None:
     with pytest.raises(ServiceError) as error:
         asyncio.run(run())
     assert error.value.kind is ErrorKind.MODEL_UNAVAILABLE and "Retry-After" in error.value.headers
+
+
+def test_weights_share_the_traffic() -> None:
+    heavy, light = Behaviour(delay_s=0.2), Behaviour(delay_s=0.2)
+
+    async def run() -> None:
+        with fake_upstream(heavy) as uh, fake_upstream(light) as ul:
+            pool = UpstreamPool(
+                [
+                    UpstreamConfig(uh, "m", max_batch=1, max_concurrency=64, weight=3),
+                    UpstreamConfig(ul, "m", max_batch=1, max_concurrency=64, weight=1),
+                ]
+            )
+            await pool.probe_due()
+            try:
+                await pool.embed([f"t{i}" for i in range(40)])
+            finally:
+                await pool.aclose()
+
+    asyncio.run(run())
+    assert heavy.calls > 2 * light.calls  # about 3:1 (each also answered one probe)

@@ -8,13 +8,15 @@ it down. Every field carries a description; `docs/configuration.md` must documen
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -25,6 +27,22 @@ ENV_PREFIX = "EMBEDGATE_"
 DType = Literal["float32", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
 LogFormat = Literal["json", "text"]
+
+
+class Upstream(BaseModel):
+    """One upstream in gateway mode, as a TOML table (`[[upstreams]]`) or a JSON object;
+    a plain URL takes the `upstream_*` settings for everything else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    model: str | None = None
+    api_key_file: Path | None = None
+    api_key_env: str | None = None
+    max_batch: int | None = Field(default=None, ge=1, le=4096)
+    max_concurrency: int | None = Field(default=None, ge=1, le=1024)
+    weight: float = Field(default=1.0, gt=0, le=1000)
+    timeout_s: float | None = Field(default=None, gt=0)
 
 
 class Settings(BaseSettings):
@@ -57,11 +75,12 @@ class Settings(BaseSettings):
     model_aliases: list[str] = Field(
         default_factory=list, description="Extra names accepted in the `model` field."
     )
-    upstreams: list[str] = Field(
+    upstreams: Annotated[list[str | Upstream], NoDecode] = Field(
         default_factory=list,
-        description="Gateway mode: base URLs of OpenAI-compatible embedding servers (vLLM, "
-        "SGLang, TEI, Ollama, another embedgate) that run the model; `model` then names only "
-        "its tokenizer directory. Comma-separated in the environment.",
+        description="Gateway mode: OpenAI-compatible embedding servers (vLLM, SGLang, TEI, "
+        "Ollama, another embedgate) that run the model; `model` then names only its "
+        "tokenizer directory. URLs (comma-separated in the environment) or tables with "
+        "url, model, api_key_file, api_key_env, max_batch, max_concurrency, weight, timeout_s.",
     )
     upstream_model: str | None = Field(
         default=None, description="The model name the upstreams expect; default `model_name`."
@@ -345,7 +364,10 @@ class Settings(BaseSettings):
     @field_validator("upstreams", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        """From the environment: a JSON list (of URLs or tables) or comma-separated URLs."""
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 

@@ -6,9 +6,10 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from embedgate.config import Settings
+from embedgate.config import Settings, Upstream
 from embedgate.engine import EmbeddingEngine, EngineConfig
 from embedgate.engine.scheduler import SchedulerObserver
 from embedgate.engine.selftest import run_self_test
@@ -50,27 +51,37 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 def upstream_configs(settings: Settings) -> tuple[UpstreamConfig, ...]:
-    """Gateway mode's upstreams, with their key read from a file or a named variable (a
-    key never travels on a command line)."""
-    if not settings.upstreams:
-        return ()
-    key: str | None = None
-    if settings.upstream_api_key_file is not None:
-        key = read_secret_file(settings.upstream_api_key_file).decode().strip()
-    elif settings.upstream_api_key_env:
-        key = os.environ.get(settings.upstream_api_key_env) or None
-    model = settings.upstream_model or settings.model_name  # None: the served model's name
-    return tuple(
-        UpstreamConfig(
-            url=url,
-            model=model,
-            api_key=key,
-            max_batch=settings.upstream_max_batch,
-            max_concurrency=settings.upstream_max_concurrency,
-            timeout_s=settings.upstream_timeout_s,
+    """Gateway mode's upstreams: each table's own values, the `upstream_*` settings for what
+    it leaves out. Keys come from a 0600 file or a named variable, never a command line."""
+    out = []
+    for entry in settings.upstreams:
+        one = entry if isinstance(entry, Upstream) else Upstream(url=entry)
+        out.append(
+            UpstreamConfig(
+                url=one.url,
+                model=one.model or settings.upstream_model or settings.model_name,
+                api_key=(  # the table's own key source, else the shared one
+                    _upstream_key(one.api_key_file, one.api_key_env)
+                    if one.api_key_file or one.api_key_env
+                    else _upstream_key(
+                        settings.upstream_api_key_file, settings.upstream_api_key_env
+                    )
+                ),
+                max_batch=one.max_batch or settings.upstream_max_batch,
+                max_concurrency=one.max_concurrency or settings.upstream_max_concurrency,
+                weight=one.weight,
+                timeout_s=one.timeout_s or settings.upstream_timeout_s,
+            )
         )
-        for url in settings.upstreams
-    )
+    return tuple(out)
+
+
+def _upstream_key(path: Path | None, variable: str | None) -> str | None:
+    if path is not None:
+        return read_secret_file(path).decode().strip()
+    if variable:
+        return os.environ.get(variable) or None
+    return None
 
 
 async def bring_up(services: Services, factory: EngineFactory) -> None:
