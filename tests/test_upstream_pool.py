@@ -169,3 +169,19 @@ def test_weights_share_the_traffic() -> None:
 
     asyncio.run(run())
     assert heavy.calls > 2 * light.calls  # about 3:1 (each also answered one probe)
+
+
+def test_with_no_upstream_left_the_reason_names_each_fault() -> None:
+    wrong = Behaviour(mode="dims")
+
+    async def run() -> str:
+        with fake_upstream(wrong) as url:
+            pool = UpstreamPool([UpstreamConfig(url, "m")], dimensions=32)
+            await pool.probe_due()
+            try:
+                return pool.why_none()
+            finally:
+                await pool.aclose()
+
+    reason = asyncio.run(run())
+    assert "dimension 40, expected 32" in reason and "no embedding upstream" in reason

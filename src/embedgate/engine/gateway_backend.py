@@ -83,7 +83,7 @@ class GatewayBackend(TokenizedBackend):
     @property
     def unavailable(self) -> str | None:
         if not self.pool.healthy():
-            return "no embedding upstream is healthy"
+            return self.pool.why_none()
         return None
 
     def expected_ready_in(self) -> float:

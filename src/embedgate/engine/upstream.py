@@ -101,6 +101,7 @@ class Upstream:
     latency_counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
     latency_count: int = 0
     latency_sum: float = 0.0
+    last_fault: str | None = None  # why it was last ejected (readiness names it)
 
     def admitted(self, now: float) -> bool:
         return not self.needs_probe and now >= self.ejected_until
@@ -226,6 +227,11 @@ class UpstreamPool:
         now = time.monotonic()
         return [u.stats(now) for u in self.upstreams]
 
+    def why_none(self) -> str:
+        """Why no upstream is admitted: each one's last fault, for /ready and logs."""
+        faults = [f"{u.config.name}: {u.last_fault or 'not probed yet'}" for u in self.upstreams]
+        return "no embedding upstream is healthy (" + "; ".join(faults) + ")"
+
     def healthy(self) -> list[Upstream]:
         now = time.monotonic()
         return [u for u in self.upstreams if u.admitted(now)]
@@ -238,6 +244,7 @@ class UpstreamPool:
         upstream.backoff_s = min(upstream.backoff_s * 2, EJECT_MAX_S)
         upstream.needs_probe = True
         upstream.ejections += 1
+        upstream.last_fault = str(fault)
         log.warning(
             "upstream ejected",
             extra={"upstream": upstream.config.name, "reason": str(fault), "seconds": wait},
