@@ -28,56 +28,14 @@ import httpx
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support.services import free_port
-
-WORDS = [
-    "policy",
-    "employee",
-    "travel",
-    "security",
-    "data",
-    "model",
-    "search",
-    "vector",
-    "invoice",
-    "backup",
-    "network",
-    "contract",
-    "review",
-    "approval",
-    "incident",
-    "training",
-    "budget",
-    "report",
-    "customer",
-    "supplier",
-    "quality",
-]
+from support.processes import start_serve, wait_served
+from vocabulary import WORDS_EN
 
 
 def start(data_dir: Path, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "embedgate", "serve", "--port", str(port), *args],
-        env={
-            **os.environ,
-            "EMBEDGATE_DATA_DIR": str(data_dir),
-            "EMBEDGATE_LOG_LEVEL": "warning",
-            **env,
-        },
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/ready", timeout=2).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise TimeoutError(f"{args} did not become ready")
+    served = start_serve(data_dir, *args, **env)
+    wait_served(served)
+    return served.process, served.base
 
 
 def cpu_seconds(pid: int) -> float:
@@ -115,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(1)
     length = 150 if args.kind == "passages" else 12
-    texts = [" ".join(rng.choices(WORDS, k=length)) for _ in range(256)]
+    texts = [" ".join(rng.choices(WORDS_EN, k=length)) for _ in range(256)]
     work = Path(tempfile.mkdtemp(prefix="embedgate-gateway-"))
     upstream, up_base = start(work / "up", EMBEDGATE_AUTH="false")
     gateway = None

@@ -33,45 +33,9 @@ from embedgate.identity import Principal, Role
 from embedgate.knowledge.parsers import ParseLimits
 from embedgate.knowledge.vector_store import ChunkRow
 from embedgate.services import Services, open_services_sync
+from vocabulary import WORDS_EN, WORDS_ZH
 
-WORDS = [
-    "policy",
-    "employee",
-    "travel",
-    "security",
-    "data",
-    "model",
-    "search",
-    "vector",
-    "invoice",
-    "backup",
-    "network",
-    "contract",
-    "review",
-    "approval",
-    "incident",
-    "training",
-    "budget",
-    "report",
-    "customer",
-    "supplier",
-    "quality",
-    "机器",
-    "学习",
-    "检索",
-    "文档",
-    "向量",
-    "数据",
-    "模型",
-    "安全",
-    "企业",
-    "服务",
-    "合同",
-    "审批",
-    "预算",
-    "报告",
-    "客户",
-]
+WORDS = WORDS_EN[:21] + WORDS_ZH[:15]
 
 
 def forward_seconds(services: Services) -> float:

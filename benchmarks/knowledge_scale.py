@@ -43,82 +43,10 @@ from embedgate.knowledge.vector_store import ChunkRow, MilvusVectorStore
 from embedgate.services import open_services_sync
 from embedgate.storage.catalog import Catalog
 from embedgate.storage.database import database_url, open_database
-from support.services import free_port, milvus_server
+from support.processes import start_serve, wait_served
+from support.services import milvus_server
+from vocabulary import WORDS_EN, WORDS_ZH
 
-WORDS_EN = [
-    *[
-        "policy",
-        "employee",
-        "travel",
-        "security",
-        "data",
-        "model",
-        "search",
-        "vector",
-        "invoice",
-        "backup",
-        "network",
-    ],
-    *[
-        "contract",
-        "review",
-        "approval",
-        "incident",
-        "training",
-        "budget",
-        "report",
-        "customer",
-        "supplier",
-    ],
-    *[
-        "quality",
-        "leave",
-        "salary",
-        "access",
-        "password",
-        "laptop",
-        "meeting",
-        "office",
-        "release",
-        "support",
-    ],
-]
-WORDS_ZH = [
-    *[
-        "机器",
-        "学习",
-        "检索",
-        "文档",
-        "向量",
-        "数据",
-        "模型",
-        "安全",
-        "企业",
-        "服务",
-        "合同",
-        "审批",
-        "预算",
-        "报告",
-        "客户",
-    ],
-    *[
-        "年假",
-        "内网",
-        "报销",
-        "发票",
-        "采购",
-        "权限",
-        "密码",
-        "会议",
-        "工单",
-        "培训",
-        "考勤",
-        "绩效",
-        "供应商",
-        "备份",
-        "网络",
-    ],
-]
 DIMS = 384
 
 
@@ -245,27 +173,9 @@ def main() -> None:
 
 
 def start_server(settings: Settings, uri: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "EMBEDGATE_DATA_DIR": str(settings.data_dir),
-        "EMBEDGATE_MILVUS_URI": uri,
-        "EMBEDGATE_LOG_LEVEL": "warning",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "embedgate", "serve", "--port", str(port)], env=env
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/ready", timeout=2).status_code == 200:
-                return server, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.kill()
-    raise TimeoutError("embedgate serve did not become ready")
+    served = start_serve(settings.data_dir, EMBEDGATE_MILVUS_URI=uri)
+    wait_served(served)
+    return served.process, served.base
 
 
 def ingest_rates(

@@ -17,8 +17,8 @@ from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Principal
 from embedgate.knowledge.analysis import script_language
-from embedgate.knowledge.coverage import WARN_ABOVE, uncovered_share
-from embedgate.knowledge.ingest import REINDEX_DOCUMENT, IngestRunner, check_same_model
+from embedgate.knowledge.coverage import WARN_ABOVE, check_same_model, uncovered_share
+from embedgate.knowledge.ingest import REINDEX_DOCUMENT, IngestRunner
 from embedgate.knowledge.naming import legacy_store_name, store_name_for
 from embedgate.knowledge.parsers import ParseLimits, check_upload
 from embedgate.knowledge.reindex import Reindexer

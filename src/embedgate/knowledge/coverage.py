@@ -1,16 +1,40 @@
-"""Whether the model can read a collection: its chunks per language against the languages
-the model covers (from its model card). An English-only model on a Chinese handbook makes
-dense search weak; the collection's info says so, and the server logs it once."""
+"""A collection and the served model: is it the model the collection was built with (its
+name and, in gateway mode, its fingerprint), and can the model read the collection (its
+chunks per language against the languages the model covers, from its model card; an
+English-only model on a Chinese handbook makes dense search weak: the collection's info says
+so, and the server logs it once)."""
 
 from __future__ import annotations
 
 import logging
 
 from embedgate.engine import EmbeddingEngine
+from embedgate.errors import ErrorKind, ServiceError
+from embedgate.storage.catalog import CollectionInfo
 
 log = logging.getLogger(__name__)
 
 WARN_ABOVE = 0.5
+
+
+def check_same_model(
+    engine: EmbeddingEngine, collection: CollectionInfo, asked: str | None = None
+) -> None:
+    """Refuse to mix vectors: the collection's model name (or the one the request names) and,
+    in gateway mode, the upstream model's fingerprint must be this server's."""
+    fingerprint = engine.backend.fingerprint
+    if (asked is not None and asked != collection.model) or engine.name != collection.model:
+        served = asked or engine.name
+    elif fingerprint and collection.fingerprint and fingerprint != collection.fingerprint:
+        served = f"{engine.name} (another model behind that name: fingerprint {fingerprint})"
+    else:
+        return
+    raise ServiceError(
+        ErrorKind.CONFLICT,
+        f"collection {collection.name!r} was embedded with {collection.model!r}; using it "
+        f"with {served} would mix vectors from different models (reindex it to switch)",
+        "model",
+    )
 
 
 def uncovered_share(engine: EmbeddingEngine | None, languages: dict[str, int]) -> float:

@@ -33,7 +33,7 @@ from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.analysis import script_language
 from embedgate.knowledge.chunker import Chunk, chunk_text
-from embedgate.knowledge.coverage import CoverageWarnings
+from embedgate.knowledge.coverage import CoverageWarnings, check_same_model
 from embedgate.knowledge.job_queue import ActiveJob, Cancellation, FairJobs
 from embedgate.knowledge.near_duplicates import find_near_duplicates
 from embedgate.knowledge.parse_worker import ParseCancelled, ParseWorker
@@ -78,26 +78,6 @@ class IngestSettings:
     parse_limits: ParseLimits
     parse_timeout_s: float = 60.0
     near_duplicate_threshold: float = 0.95
-
-
-def check_same_model(
-    engine: EmbeddingEngine, collection: CollectionInfo, asked: str | None = None
-) -> None:
-    """Refuse to mix vectors: the collection's model name (or the one the request names) and,
-    in gateway mode, the upstream model's fingerprint must be this server's."""
-    fingerprint = engine.backend.fingerprint
-    if (asked is not None and asked != collection.model) or engine.name != collection.model:
-        served = asked or engine.name
-    elif fingerprint and collection.fingerprint and fingerprint != collection.fingerprint:
-        served = f"{engine.name} (another model behind that name: fingerprint {fingerprint})"
-    else:
-        return
-    raise ServiceError(
-        ErrorKind.CONFLICT,
-        f"collection {collection.name!r} was embedded with {collection.model!r}; using it "
-        f"with {served} would mix vectors from different models (reindex it to switch)",
-        "model",
-    )
 
 
 class IngestRunner:
