@@ -36,7 +36,8 @@ def vector_for(text: str, dimensions: int, model: str = "m") -> np.ndarray:
 
 @dataclass
 class Behaviour:
-    mode: str = "ok"  # ok | slow | 500 | 429 | dims | nan | other-model | no-base64 | refuse
+    # ok | slow | 500 | 429 | dims | nan | other-model | no-base64 | refuse | refuse-poison
+    mode: str = "ok"
     dimensions: int = 32
     delay_s: float = 0.0
     calls: int = 0
@@ -60,7 +61,7 @@ def app_for(behaviour: Behaviour) -> Starlette:
             return JSONResponse(
                 {"error": {"message": "slow down"}}, status_code=429, headers={"Retry-After": "7"}
             )
-        if mode == "refuse":
+        if mode == "refuse" or (mode == "refuse-poison" and any("poison" in t for t in texts)):
             return JSONResponse({"error": {"message": "input too long"}}, status_code=400)
         if mode == "no-base64" and body.get("encoding_format") == "base64":
             return JSONResponse(

@@ -15,6 +15,7 @@ from embedgate.engine.model_spec import ModelSpec
 from embedgate.engine.pooling import FloatArray, finalize
 from embedgate.engine.sequences import SequenceTemplate
 from embedgate.engine.upstream import UpstreamStats
+from embedgate.errors import ServiceError
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,16 @@ class PassLost(RuntimeError):
     """What `forward` raises when a pass failed for a reason that need not be its inputs'
     (the process running it died: another pass crashed it, or the whole batch ran out of
     memory); the scheduler then reruns the inputs one at a time."""
+
+
+class InputRefused(PassLost):
+    """What `forward` raises when the model's server refused an input of the pass (gateway
+    mode: an upstream's 4xx). Like a lost pass, its inputs are rerun one at a time, so only
+    the input it was about fails, with `error` (a 400 in the OpenAI envelope)."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class Backend(ABC):

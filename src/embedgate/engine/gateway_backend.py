@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from embedgate.engine.backend import TextOptions
+from embedgate.engine.backend import InputRefused, ModelUnavailable, TextOptions
 from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
 from embedgate.engine.pooling import FloatArray, finalize
 from embedgate.engine.upstream import UpstreamConfig, UpstreamPool, UpstreamStats
+from embedgate.errors import ErrorKind, ServiceError
 
 T = TypeVar("T")
 PROBE_EVERY_S = 2.0
@@ -70,7 +71,12 @@ class GatewayBackend(TokenizedBackend):
         """The upstreams' unit vectors for the sequences' texts (native dimensions)."""
         prefix, suffix = len(self.template.prefix), len(self.template.suffix)
         texts = [self.tokenizer.decode(s[prefix : len(s) - suffix]) for s in sequences]
-        vectors = self._run(self.pool.embed(texts, deadline_s=FORWARD_DEADLINE_S))
+        try:
+            vectors = self._run(self.pool.embed(texts, deadline_s=FORWARD_DEADLINE_S))
+        except ServiceError as exc:
+            if exc.kind is ErrorKind.MODEL_UNAVAILABLE:  # no upstream: 503 + Retry-After
+                raise ModelUnavailable(exc.message, PROBE_EVERY_S) from None
+            raise InputRefused(exc) from None  # an upstream refused an input: find which
         return vectors.astype(np.float32, copy=False)
 
     def postprocess(self, pooled: FloatArray, dimensions: int | None) -> FloatArray:

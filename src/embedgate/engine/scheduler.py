@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
-from embedgate.engine.backend import ModelUnavailable, PassLost
+from embedgate.engine.backend import InputRefused, ModelUnavailable, PassLost
 from embedgate.engine.batching import WorkItem, exact_length, plan_micro_batches
 from embedgate.engine.fair_queue import DEFAULT_CALLER, FairQueue
 from embedgate.engine.pooling import FloatArray
@@ -336,6 +336,8 @@ def _pass_error(exc: Exception) -> ServiceError:
             f"the model is not available right now ({exc}); retry shortly",
             headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
         )
+    if isinstance(exc, InputRefused):  # refused again with nothing else in the pass
+        return exc.error
     if isinstance(exc, PassLost):  # lost again with nothing else in the pass
         return ServiceError(
             ErrorKind.INPUT_CRASHED_MODEL,

@@ -39,6 +39,7 @@ PROBE_TEXT = "embedgate probe: 企业知识库 / enterprise knowledge base"
 SAME_MODEL_COSINE = 0.999
 EJECT_FIRST_S = 1.0
 EJECT_MAX_S = 30.0
+NO_UPSTREAM_WAIT_S = 3.0  # a batch waits this long for an upstream to come back, then 503
 
 
 @dataclass(frozen=True)
@@ -270,10 +271,13 @@ class UpstreamPool:
 
     async def _batch(self, texts: list[str], deadline: float) -> np.ndarray:
         tried: set[int] = set()
+        stalled: float | None = None  # since when no upstream could be tried
         while True:
             upstream = self._pick(tried)
             if upstream is None:
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                stalled = stalled or now
+                if now >= deadline or now - stalled >= NO_UPSTREAM_WAIT_S:
                     raise ServiceError(
                         ErrorKind.MODEL_UNAVAILABLE,
                         "no embedding upstream is available; retry shortly",
@@ -283,6 +287,7 @@ class UpstreamPool:
                 await asyncio.sleep(0.1)
                 await self.probe_due()
                 continue
+            stalled = None
             try:
                 return await self._call(upstream, texts, deadline=deadline)
             except UpstreamFault as fault:
