@@ -30,8 +30,11 @@ def child_processes() -> list[int]:
     """Live (not zombie) children of this process, from /proc."""
     children = []
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as handle:
-            children += [int(pid) for pid in handle.read().split()]
+        try:
+            with open(f"/proc/self/task/{task}/children") as handle:
+                children += [int(pid) for pid in handle.read().split()]
+        except FileNotFoundError:  # the thread ended between the listing and the read
+            pass
     alive = []
     for pid in children:
         try:
