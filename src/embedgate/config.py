@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(
         default=30.0, gt=0, description="Time limit of one upstream call (then another one)."
     )
+    upstream_deadline_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Time limit of one batch in gateway mode, retries on other upstreams "
+        "included; then 503 with Retry-After.",
+    )
     dtype: DType = Field(default="float32", description="Compute dtype: float32 or bfloat16.")
     device: Device = Field(default="auto", description="auto (GPU when present), cpu or cuda.")
     torch_threads: int | None = Field(

@@ -26,6 +26,7 @@ class EngineConfig:
     model_aliases: tuple[str, ...] = ()
     # gateway mode: the model runs on these servers; `model` then only gives its tokenizer
     upstreams: tuple[UpstreamConfig, ...] = ()
+    upstream_deadline_s: float = 60.0  # one forward pass, retries on other upstreams included
     # the hardware
     dtype: str = "float32"
     device: str = "auto"

@@ -30,12 +30,18 @@ from embedgate.errors import ErrorKind, ServiceError
 
 T = TypeVar("T")
 PROBE_EVERY_S = 2.0
-FORWARD_DEADLINE_S = 60.0
 
 
 class GatewayBackend(TokenizedBackend):
-    def __init__(self, tokenizer: HFTokenizer, upstreams: Sequence[UpstreamConfig]) -> None:
+    def __init__(
+        self,
+        tokenizer: HFTokenizer,
+        upstreams: Sequence[UpstreamConfig],
+        *,
+        deadline_s: float = 60.0,
+    ) -> None:
         super().__init__(tokenizer, device_name="upstream", dtype_name="upstream")
+        self.deadline_s = deadline_s  # one pass, retries included; then 503
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="embedgate-upstreams", daemon=True
@@ -46,11 +52,24 @@ class GatewayBackend(TokenizedBackend):
 
     @classmethod
     def load(
-        cls, model_dir: Path, text: TextOptions, upstreams: Sequence[UpstreamConfig]
+        cls,
+        model_dir: Path,
+        text: TextOptions,
+        upstreams: Sequence[UpstreamConfig],
+        *,
+        deadline_s: float = 60.0,
     ) -> GatewayBackend:
         """The tokenizer and rules of `model_dir` (no weights are read); the upstreams are
         probed once before this returns, so a gateway starts serving a known model."""
-        return cls(HFTokenizer.load(model_dir, text), upstreams)
+        try:
+            tokenizer = HFTokenizer.load(model_dir, text)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"gateway mode needs the served model's tokenizer: {model_dir} has no usable "
+                "tokenizer.json / config.json (give --model the model's directory; its "
+                f"weights are not read) ({str(exc).splitlines()[0]})"
+            ) from None
+        return cls(tokenizer, upstreams, deadline_s=deadline_s)
 
     async def _open(self, upstreams: list[UpstreamConfig]) -> UpstreamPool:
         pool = UpstreamPool(upstreams, dimensions=self.spec.native_dimensions)
@@ -72,7 +91,7 @@ class GatewayBackend(TokenizedBackend):
         prefix, suffix = len(self.template.prefix), len(self.template.suffix)
         texts = [self.tokenizer.decode(s[prefix : len(s) - suffix]) for s in sequences]
         try:
-            vectors = self._run(self.pool.embed(texts, deadline_s=FORWARD_DEADLINE_S))
+            vectors = self._run(self.pool.embed(texts, deadline_s=self.deadline_s))
         except ServiceError as exc:
             if exc.kind is ErrorKind.MODEL_UNAVAILABLE:  # no upstream: 503 + Retry-After
                 raise ModelUnavailable(exc.message, PROBE_EVERY_S) from None

@@ -273,6 +273,13 @@ class UpstreamPool:
         tried: set[int] = set()
         stalled: float | None = None  # since when no upstream could be tried
         while True:
+            if time.monotonic() >= deadline:  # the request's time is up, whoever is left
+                raise ServiceError(
+                    ErrorKind.MODEL_UNAVAILABLE,
+                    "the embedding upstreams did not answer within the request's deadline; "
+                    "retry shortly",
+                    headers={"Retry-After": "1"},
+                )
             upstream = self._pick(tried)
             if upstream is None:
                 now = time.monotonic()

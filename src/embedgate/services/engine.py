@@ -31,6 +31,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         model_name=settings.model_name,
         model_aliases=tuple(settings.model_aliases),
         upstreams=upstream_configs(settings),
+        upstream_deadline_s=settings.upstream_deadline_s,
         dtype=settings.dtype,
         device=settings.device,
         onednn=settings.onednn,
