@@ -276,7 +276,11 @@ def test_failed_auth_is_limited_per_ip_for_failing_credentials_only(tmp_path: Pa
 
 def test_deny_by_default_route_walk(client: TestClient) -> None:
     table = dict(route_table(client.app.routes))  # type: ignore[attr-defined]
-    assert {path for path, guard in table.items() if guard is None} == set(PUBLIC_PATHS)
+    console = {"/ui", "/ui/", "/ui/assets/{build}/{path:path}"}  # static, public by design
+    assert {path for path, guard in table.items() if guard is None} == set(PUBLIC_PATHS) | console
+    assert table["/v1/me"] is Permission.SEARCH and table["/v1/tokenize"] is Permission.EMBED
+    assert table["/v1/admin/stats"] is Permission.ADMIN
+    assert table["/v1/admin/audit/verify"] is Permission.ADMIN
     assert table["/v1/embeddings"] is Permission.EMBED
     assert table["/v1/admin/keys"] is Permission.ADMIN and table["/metrics"] is Permission.ADMIN
     assert table["/openapi.json"] is Permission.ADMIN and table["/v1/models"] is Permission.SEARCH
@@ -292,8 +296,13 @@ def test_an_unguarded_route_stops_the_app() -> None:
     async def oops() -> dict[str, str]:
         return {}
 
+    @router.get("/uix/oops")  # near the console's prefix is not inside it
+    async def near() -> dict[str, str]:
+        return {}
+
     assert unguarded_routes([*create_app(Settings(), fake_factory()).routes, *router.routes]) == [
-        "/v1/oops"
+        "/v1/oops",
+        "/uix/oops",
     ]
 
 

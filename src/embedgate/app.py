@@ -17,11 +17,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from embedgate import __version__
-from embedgate.api import admin, health, knowledge, models
+from embedgate.api import admin, health, introspection, knowledge, models
 from embedgate.api.embeddings import PATH as EMBEDDINGS_PATH
 from embedgate.api.embeddings import EmbeddingsEndpoint
 from embedgate.api.errors import install_error_handlers
-from embedgate.api.guard import requires, unguarded_routes
+from embedgate.api.guard import CONSOLE_PREFIX, requires, unguarded_routes
 from embedgate.api.hot_routes import HotRoutes
 from embedgate.api.middleware import AccessLogStep, AuditStep, RequestIdStep, SizeLimitStep
 from embedgate.api.openapi import openapi_document
@@ -31,6 +31,7 @@ from embedgate.knowledge.vector_store import VectorStore
 from embedgate.security.audit import AuditSink
 from embedgate.services import EngineFactory, Overrides, Services
 from embedgate.storage.key_store import KeyStore
+from embedgate.web.console import console_routes
 
 if TYPE_CHECKING:  # FastAPI < 0.16x has no telemetry module; nothing to switch off there
     from fastapi.telemetry import TelemetryConfig
@@ -95,6 +96,9 @@ def create_app(
     app.include_router(models.router)
     app.include_router(knowledge.router)
     app.include_router(admin.router)
+    app.include_router(introspection.router)
+    if settings.console:
+        app.router.routes.extend(console_routes(CONSOLE_PREFIX))
     if settings.api_docs == "admin":
 
         @app.get("/openapi.json", dependencies=[requires(Permission.ADMIN)])

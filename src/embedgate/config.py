@@ -287,6 +287,10 @@ class Settings(BaseSettings):
     api_docs: Literal["admin", "off"] = Field(
         default="admin", description="`/openapi.json` for admins only, or off."
     )
+    console: bool = Field(
+        default=True,
+        description="Serve the web console at /ui/ (static files; it shows nothing without a key).",
+    )
     max_header_bytes: int = Field(
         default=16384, ge=1024, description="Largest total request header size (else 431)."
     )

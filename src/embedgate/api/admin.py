@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import defaultdict
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -131,17 +131,67 @@ async def read_audit(
     return {"object": "list", "data": records}
 
 
+@router.get("/audit/verify", dependencies=[requires(Permission.ADMIN)])
+async def verify_audit(state: Services = Depends(service)) -> dict[str, Any]:
+    """The whole chain checked, as `embedgate audit verify` does."""
+    result = await asyncio.to_thread(_audit(state).verify)
+    return {
+        "object": "audit.verification",
+        "intact": result.ok,
+        "records": result.records,
+        "bad_line": result.bad_line,
+        "reason": result.reason,
+    }
+
+
 @router.get("/usage", dependencies=[requires(Permission.ADMIN)])
-async def usage(state: Services = Depends(service), since: str | None = None) -> dict[str, Any]:
-    """Requests and input tokens per key, from the audit log."""
+async def usage(
+    state: Services = Depends(service),
+    since: str | None = None,
+    bucket: Literal["hour", "day"] | None = None,
+) -> dict[str, Any]:
+    """Requests, input tokens and 4xx / 5xx answers per key, from the audit log; with
+    `bucket`, also per hour or day (`series`, oldest first)."""
     records = await asyncio.to_thread(
         functools.partial(_audit(state).query, since=since, limit=10**9)
     )
-    totals: dict[str, dict[str, int]] = defaultdict(lambda: {"requests": 0, "tokens": 0})
+    cut = {"hour": 13, "day": 10}.get(bucket or "", 0)  # "2026-12-03T09" / "2026-12-03"
+    totals: dict[str, dict[str, int]] = defaultdict(_usage_counts)
+    series: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(_usage_counts))
     for record in records:
         if record.get("kind") != "request" or not record.get("key_id"):
             continue
-        entry = totals[str(record["key_id"])]
-        entry["requests"] += 1
-        entry["tokens"] += int(record.get("n_tokens") or 0)
-    return {"object": "list", "data": [{"key_id": k, **v} for k, v in sorted(totals.items())]}
+        key_id = str(record["key_id"])
+        entries = [totals[key_id]]
+        if cut:
+            entries.append(series[key_id][str(record.get("ts", ""))[:cut]])
+        status = int(record.get("status") or 0)
+        for entry in entries:
+            entry["requests"] += 1
+            entry["tokens"] += int(record.get("n_tokens") or 0)
+            entry["errors_4xx"] += 400 <= status < 500
+            entry["errors_5xx"] += status >= 500
+    data = []
+    for key_id, counts in sorted(totals.items()):
+        row: dict[str, Any] = {"key_id": key_id, **counts}
+        if cut:
+            row["series"] = [{"t": t, **series[key_id][t]} for t in sorted(series[key_id])]
+        data.append(row)
+    return {"object": "list", "bucket": bucket, "data": data}
+
+
+def _usage_counts() -> dict[str, int]:
+    return {"requests": 0, "tokens": 0, "errors_4xx": 0, "errors_5xx": 0}
+
+
+@router.get("/stats", dependencies=[requires(Permission.ADMIN)])
+async def stats(state: Services = Depends(service)) -> dict[str, Any]:
+    """The last hour, minute by minute (requests, tokens, 4xx / 5xx, p50 / p95 latency,
+    deepest queue): the console's overview charts, without a Prometheus to ask."""
+    recent = state.metrics.recent
+    return {
+        "object": "stats",
+        "uptime_s": round(recent.uptime_s(), 1),
+        "ready": state.ready,
+        "minutes": recent.series(),
+    }

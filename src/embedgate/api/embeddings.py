@@ -119,8 +119,7 @@ class EmbeddingsEndpoint:
             raise
         if result is None:
             return CLIENT_CLOSED_REQUEST, b""
-        state.metrics.tokens.inc(result.prompt_tokens)
-        state.metrics.inputs.inc(len(result.vectors))
+        state.metrics.embedded(len(result.vectors), result.prompt_tokens)
         payload = embeddings_response(
             result.vectors, engine.name, result.prompt_tokens, body.encoding_format
         )

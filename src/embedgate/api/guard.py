@@ -17,6 +17,13 @@ from embedgate.identity import Permission, Principal
 from embedgate.security.gate import Security
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
+CONSOLE_PREFIX = "/ui"  # the web console's static files: public, like a login page
+
+
+def is_public(path: str) -> bool:
+    """Paths that answer without a key: health, readiness, and the console's static files
+    (which hold no data; everything they show comes from the API with the user's key)."""
+    return path in PUBLIC_PATHS or path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
 
 
 async def admit(
@@ -89,6 +96,4 @@ def route_table(routes: list[Any], prefix: str = "") -> list[tuple[str, Permissi
 
 
 def unguarded_routes(routes: list[Any]) -> list[str]:
-    return [
-        path for path, guard in route_table(routes) if guard is None and path not in PUBLIC_PATHS
-    ]
+    return [path for path, guard in route_table(routes) if guard is None and not is_public(path)]

@@ -15,6 +15,7 @@ from embedgate.api.guard import requires
 from embedgate.api.state import service
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Permission, Principal
+from embedgate.knowledge.analysis import shared_analyzer
 from embedgate.services import Services
 from embedgate.storage.records import JobRow
 
@@ -250,4 +251,7 @@ async def search(
         dimensions=body.dimensions,
         weights=body.weights.model_dump() if body.weights is not None else None,
     )
-    return {"object": "list", "data": hits, "mode": body.mode}
+    # the terms the lexical side searched for (jieba for Chinese), so a client can highlight
+    # exactly what matched
+    terms = list(dict.fromkeys(shared_analyzer().terms(body.query)))
+    return {"object": "list", "data": hits, "mode": body.mode, "query_terms": terms}

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedgate.api.context import RequestContext, request_context, start_context
 from embedgate.api.errors import error_response
-from embedgate.api.guard import PUBLIC_PATHS
+from embedgate.api.guard import is_public
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.security.audit import AuditLog
 from embedgate.services.metrics import Metrics
@@ -92,8 +92,10 @@ class AccessLogStep:
 
     def _record(self, scope: Scope, context: RequestContext) -> None:
         template, seconds = _route_template(scope), context.elapsed()
-        self.metrics.requests.labels(template, str(context.status)).inc()
-        self.metrics.latency.labels(template).observe(seconds)
+        # the overview's traffic is the API's: not probes of /health and /ready, not the
+        # console's own files
+        api = not is_public(str(scope.get("path", "")))
+        self.metrics.request_done(template, context.status, seconds, api=api)
         log.info(
             "request",
             extra={
@@ -115,7 +117,7 @@ class AuditStep:
         self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path", "") in PUBLIC_PATHS:
+        if scope["type"] != "http" or is_public(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         audit = self.audit()

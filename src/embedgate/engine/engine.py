@@ -50,6 +50,16 @@ class Embeddings:
 
 
 @dataclass(frozen=True)
+class InputPreview:
+    """What the model is given for one text input: the text after the prompt rules (the
+    Qwen3 instruction, a MiniLM prompt), and its token count with special tokens."""
+
+    text: str
+    tokens: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
 class EngineLimits:
     max_inputs: int = 2048
     max_request_tokens: int = 1_048_576
@@ -199,6 +209,29 @@ class EmbeddingEngine:
                 "input",
             )
         return sequences
+
+    def preview(self, request: EmbedRequest) -> list[InputPreview]:
+        """The texts and token counts `embed` would send to the model, without running it
+        (the console's embeddings playground shows them; limits apply as in `embed`)."""
+        self.validate(request)
+        if not request.inputs or not isinstance(request.inputs[0], str):
+            raise ServiceError(
+                ErrorKind.INVALID_REQUEST, "preview takes text inputs, not token ids", "input"
+            )
+        texts = [
+            self.spec.apply_prompt(str(text), request.input_type, request.instruction)
+            for text in request.inputs
+        ]
+        contents = self.backend.tokenize(texts)
+        template = self.backend.template
+        room = template.max_tokens - template.overhead
+        sequences = [
+            template.wrap(content, i, request.truncate) for i, content in enumerate(contents)
+        ]
+        return [
+            InputPreview(text, len(sequence), len(content) > room)
+            for text, content, sequence in zip(texts, contents, sequences, strict=True)
+        ]
 
     def _enqueue(
         self,

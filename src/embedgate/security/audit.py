@@ -269,6 +269,13 @@ class AuditLog:
                 "audit file's disk and permissions",
             ) from exc
 
+    def verify(self) -> VerifyResult:
+        """Check the whole chain as `embedgate audit verify` does, with the chain's own key
+        (the console's "verify chain" button; the CLI also takes a checkpoint)."""
+        if self.sink is None:
+            return VerifyResult(False, 0, None, "there is no audit log")
+        return verify_chain(self.sink.lines(), getattr(self.sink, "key", None))
+
     def admin_records(self) -> Iterator[dict[str, Any]]:
         """Every admin action in the log, oldest first (for reconciliation at start)."""
         for line in self.sink.lines() if self.sink is not None else ():

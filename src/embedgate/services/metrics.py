@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from embedgate.engine.upstream import LATENCY_BUCKETS as UPSTREAM_BUCKETS
 from embedgate.engine.upstream import UpstreamStats
+from embedgate.services.traffic import RecentTraffic
 
 # (restarts, failed restart attempts, model ready), read when Prometheus scrapes
 ModelCounts = Callable[[], tuple[int, int, bool]]
@@ -88,6 +89,7 @@ class Metrics:
             "1 when the model passed its self-test and its process is up (as /ready).",
             registry=r,
         )
+        self.recent = RecentTraffic()  # the last hour in memory, for the console
         self._model: ModelCounts = lambda: (0, 0, False)
         r.register(_ModelCollector(lambda: self._model()))
         self._upstreams: Callable[[], list[UpstreamStats]] = list
@@ -101,8 +103,22 @@ class Metrics:
         self._model = counts
         self._upstreams = upstreams
 
+    def request_done(self, route: str, status: int, seconds: float, *, api: bool = True) -> None:
+        """One answered request; `api` False for health probes and the console's files,
+        which Prometheus counts but the console's overview of the API's traffic leaves out."""
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+        if api:
+            self.recent.request(status, seconds)
+
+    def embedded(self, inputs: int, tokens: int) -> None:
+        self.tokens.inc(tokens)
+        self.inputs.inc(inputs)
+        self.recent.tokens(tokens)
+
     # --- SchedulerObserver ---------------------------------------------------------------
     def queue_changed(self, items: int, tokens: int) -> None:
+        self.recent.queue(items)
         self.queue_items.set(items)
         self.queue_tokens.set(tokens)
 
