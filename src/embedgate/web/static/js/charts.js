@@ -45,7 +45,8 @@ export function heatmap(title, matrix, names) {
   const cell = n <= 8 ? 44 : n <= 14 ? 30 : 22;
   const margin = 28;
   const size = margin + n * cell;
-  const svg = s("svg", { viewBox: `0 0 ${size} ${size}`, role: "img", "aria-label": title, class: "heatmap" });
+  const shown = Math.min(640, Math.round(size * 1.4));
+  const svg = s("svg", { viewBox: `0 0 ${size} ${size}`, width: shown, height: shown, role: "img", "aria-label": title, class: "heatmap" });
   names.forEach((name, i) => {
     svg.append(s("text", { x: margin + i * cell + cell / 2, y: margin - 8, "text-anchor": "middle", class: "tick" }, name));
     svg.append(s("text", { x: margin - 6, y: margin + i * cell + cell / 2 + 4, "text-anchor": "end", class: "tick" }, name));
