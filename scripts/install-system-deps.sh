@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Servers the test suite starts on loopback (Debian packages). Idempotent: does nothing when
-# they are already installed. Needs root (or sudo) the first time.
+# Servers the test suite starts on loopback, the browser and the compilers it needs (Debian
+# packages). Idempotent: does nothing when they are already installed. Needs root (or sudo)
+# the first time.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+# llama-cpp-python (the GGUF extra) is compiled by pip
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
 # the console's browser tests drive Debian's Chromium through Playwright (no browser download)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # a CJK font, so the console's Chinese renders in its screenshots

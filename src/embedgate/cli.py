@@ -141,14 +141,32 @@ def _check_model(settings: Settings) -> None:
     from embedgate.engine.loading import resolve_model
 
     try:
-        resolve_model(settings.model, settings.model_name, settings.model_aliases)
+        source = resolve_model(settings.model, settings.model_name, settings.model_aliases)
     except FileNotFoundError as exc:
         typer.echo(
-            f"embedgate: {exc} (give --model a local model directory, or leave it out for "
-            "the bundled all-MiniLM-L6-v2)",
+            f"embedgate: {exc} (give --model a local model directory or .gguf file, or leave "
+            "it out for the bundled all-MiniLM-L6-v2)",
             err=True,
         )
         raise typer.Exit(2) from None
+    if source.path.suffix.lower() == ".gguf" and not settings.upstreams:
+        _check_gguf(source.path)
+
+
+def _check_gguf(path: Path) -> None:
+    """A GGUF embedgate cannot serve, or a missing llama.cpp extra, is one line at start."""
+    import importlib.util
+
+    from embedgate.engine.gguf_file import GGUF_EXTRA, read_gguf
+
+    try:
+        read_gguf(path)
+    except (ValueError, RuntimeError) as exc:
+        typer.echo(f"embedgate: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if importlib.util.find_spec("llama_cpp") is None:
+        typer.echo(f"embedgate: GGUF models need the llama.cpp extra: {GGUF_EXTRA}", err=True)
+        raise typer.Exit(2)
 
 
 def _freeze_library_objects() -> None:
@@ -221,6 +239,22 @@ def embed(
         "embedding": [float(x) for x in vector],
     }
     sys.stdout.write(json.dumps(out) + "\n")
+
+
+@app.command()
+def inspect(
+    model: Annotated[str, typer.Argument(help="A model directory or a .gguf file.")],
+) -> None:
+    """Print what embedgate will do with a model: family, pooling, EOS handling, dimensions,
+    max tokens, precision or quantisation, size on disk (no weights are loaded)."""
+    from embedgate.engine.inspection import describe_model
+
+    try:
+        description = describe_model(Path(model).expanduser())
+    except (ValueError, RuntimeError, OSError) as exc:
+        typer.echo(f"embedgate: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo("\n".join(description.lines()))
 
 
 def main() -> None:

@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     )
     dtype: DType = Field(default="float32", description="Compute dtype: float32 or bfloat16.")
     device: Device = Field(default="auto", description="auto (GPU when present), cpu or cuda.")
+    gguf_group_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        le=65536,
+        description="GGUF models: tokens per llama.cpp decode of several inputs; empty = 512 "
+        "(measured best on CPUs).",
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,

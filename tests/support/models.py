@@ -141,6 +141,7 @@ def build_tiny_qwen3(
     layers: int = 2,
     max_positions: int = 512,
     seed: int = 0,
+    init_std: float = 0.2,
 ) -> Path:
     """A random-weight Qwen3 saved like Qwen3-Embedding (Qwen3Model weights, CausalLM arch)."""
     from transformers import Qwen3Config, Qwen3Model
@@ -164,7 +165,7 @@ def build_tiny_qwen3(
     with torch.no_grad():  # random init is tiny; widen it so vectors differ clearly
         for param in model.parameters():
             if param.dim() > 1:
-                param.normal_(0.0, 0.2)
+                param.normal_(0.0, init_std)
     model.save_pretrained(str(path))
     cfg = json.loads((path / "config.json").read_text())
     cfg["architectures"] = ["Qwen3ForCausalLM"]

@@ -122,5 +122,10 @@ class Backend(ABC):
         the probe text's vector), or None."""
         return None
 
+    @property
+    def quantization(self) -> str | None:
+        """A quantised file's type (GGUF: Q4_K_M, Q8_0, F16...), or None."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (weights, threads); the default has none."""

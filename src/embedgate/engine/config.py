@@ -41,6 +41,7 @@ class EngineConfig:
     max_batch_tokens: int | None = None
     batch_wait_ms: float = 20.0
     tokenizer_threads: int = 1
+    gguf_group_tokens: int | None = None  # tokens per llama.cpp decode; None = measured default
     # admission
     max_inputs_per_request: int = 2048
     max_request_tokens: int = 1_048_576

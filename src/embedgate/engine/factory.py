@@ -52,6 +52,8 @@ def load_engine(
     source = resolve_model(config.model, config.model_name, list(config.model_aliases))
     if config.upstreams:
         return _gateway(config, source.path, source.name, source.aliases, observer)
+    if source.path.suffix.lower() == ".gguf":
+        return _gguf(config, source.path, source.name, source.aliases, observer)
     wants_gpu = config.device == "cuda" or (config.device == "auto" and _cuda_available())
     use_process = config.model_process
     if use_process is None:
@@ -114,6 +116,25 @@ def _gateway(
     backend = GatewayBackend.load(model_dir, text, upstreams, deadline_s=config.upstream_deadline_s)
     in_flight = sum(max(1, u.max_concurrency) for u in config.upstreams)
     limits = _limits(config, max_batch_tokens=16384, forward_threads=max(2, in_flight))
+    return EmbeddingEngine(backend, name, aliases, limits, observer)
+
+
+def _gguf(
+    config: EngineConfig,
+    path: Path,
+    name: str,
+    aliases: Sequence[str],
+    observer: SchedulerObserver | None,
+) -> EmbeddingEngine:
+    """llama.cpp runs one decode at a time on all the cores it is given: one forward thread,
+    passes cut into decodes inside the backend."""
+    from embedgate.engine.gguf_backend import GGUFBackend
+
+    text = TextOptions(config.max_input_tokens, pad_to_multiple_of=1)
+    backend = GGUFBackend.load(
+        path, text, cores=available_cores(), group_tokens=config.gguf_group_tokens
+    )
+    limits = _limits(config, max_batch_tokens=4096, forward_threads=1)
     return EmbeddingEngine(backend, name, aliases, limits, observer)
 
 

@@ -1,4 +1,5 @@
-"""Where a model comes from: the bundled default, a local directory, or a Hugging Face id.
+"""Where a model comes from: the bundled default, a local directory, a .gguf file, or a
+Hugging Face id.
 
 Nothing here runs remote code or phones home: a hub id is only fetched when the hub is
 reachable and the operator asked for that id; the default works fully offline.
@@ -15,7 +16,7 @@ BUNDLED_MODEL_ALIASES = ("sentence-transformers/all-MiniLM-L6-v2",)
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A model directory on disk and the names clients may use for it."""
+    """A model directory (or GGUF file) on disk and the names clients may use for it."""
 
     path: Path
     name: str
@@ -41,8 +42,10 @@ def resolve_model(model: str | None, name: str | None, aliases: list[str]) -> Mo
     local = Path(model).expanduser()
     if local.is_dir():
         return ModelSource(local.resolve(), name or local.resolve().name, tuple(aliases))
+    if local.is_file() and local.suffix.lower() == ".gguf":  # llama.cpp (embedgate[gguf])
+        return ModelSource(local.resolve(), name or local.stem, tuple(aliases))
     if local.exists() or model.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model path {model} is not a directory")
+        raise FileNotFoundError(f"model path {model} is neither a model directory nor a .gguf file")
     return ModelSource(_fetch_from_hub(model), name or model, tuple(aliases))
 
 

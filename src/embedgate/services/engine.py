@@ -44,6 +44,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_batch_tokens=settings.max_batch_tokens,
         batch_wait_ms=settings.batch_wait_ms,
         tokenizer_threads=settings.tokenizer_threads,
+        gguf_group_tokens=settings.gguf_group_tokens,
         max_inputs_per_request=settings.max_inputs_per_request,
         max_request_tokens=settings.max_request_tokens,
         max_queued_tokens=settings.max_queued_tokens,
