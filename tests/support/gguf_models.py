@@ -93,12 +93,13 @@ def _bpe_vocabulary(
 
 
 def _safetensors(model_dir: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
+    """Every tensor as float32 numpy (bf16 checkpoints included, hence torch's loader)."""
+    from safetensors.torch import load_file
 
     out: dict[str, np.ndarray] = {}
     for path in sorted(model_dir.glob("*.safetensors")):
         for name, value in load_file(str(path)).items():
-            out[re.sub(r"^model\.", "", name)] = value
+            out[re.sub(r"^model\.", "", name)] = value.float().numpy()
     return out
 
 

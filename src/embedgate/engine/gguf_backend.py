@@ -102,6 +102,7 @@ class GGUFBackend(Backend):
         context_params.n_threads = options.threads
         context_params.n_threads_batch = options.threads
         context_params.embeddings = True
+        context_params.kv_unified = True  # one cache of n_ctx cells shared by the sequences
         context_params.pooling_type = pooling
         if facts.quantization == "F32":
             # a full-precision file computes in full precision: flash attention and the
