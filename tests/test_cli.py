@@ -105,7 +105,7 @@ def test_serve_runs_the_bundled_model(tmp_path: Path) -> None:
 
 def test_serve_refuses_a_missing_model_directory(tmp_path: Path) -> None:
     result = run("serve", "--model", str(tmp_path / "missing"), "--port", str(free_port()))
-    assert result.returncode == 2 and "not a directory" in result.stderr
+    assert result.returncode == 2 and "neither a model directory nor a .gguf file" in result.stderr
 
 
 def test_embed_with_a_missing_model_is_one_line_and_a_hint(tmp_path: Path) -> None:
@@ -113,4 +113,4 @@ def test_embed_with_a_missing_model_is_one_line_and_a_hint(tmp_path: Path) -> No
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "not a directory" in lines[0] and "--model" in lines[0]
+    assert "neither a model directory nor a .gguf file" in lines[0] and "--model" in lines[0]
