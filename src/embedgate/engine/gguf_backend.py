@@ -4,14 +4,15 @@ behind the same Backend seam as the PyTorch models.
 Everything above the backend is unchanged: the engine applies the Qwen3 instruction, checks
 limits, queues fairly, batches and slices Matryoshka `dimensions`. Here, the text is cut by the
 GGUF's own tokenizer (llama.cpp's, which for Qwen3 gives the Hugging Face ids: tested), the
-family's template is applied (`<|endoftext|>` appended to every Qwen3 sequence, [CLS] ... [SEP]
-for BERT), and a pass runs as llama.cpp decodes of whole sequences, each sequence its own
-`seq_id`, pooled by llama.cpp with the family's pooling (last token, or mean), never the pooling
-the file asks for. Normalisation stays in `postprocess`, as for every backend.
+family's template is applied (`<|endoftext|>` appended to every Qwen3 sequence), and a pass
+runs as llama.cpp decodes of whole sequences, each sequence its own `seq_id`, pooled by
+llama.cpp on the last token (the family's rule), never by the pooling the file asks for.
+Normalisation stays in `postprocess`, as for every backend.
 
-A pass is cut into decodes of at most `group_tokens` tokens: on a CPU, llama.cpp computes
-attention over the whole decode at once, so one decode of 4,096 tokens from 32 sequences costs
-far more than 32 sequence-sized decodes (measured: benchmarks/gguf.py).
+A pass is cut into decodes of about `group_tokens` (512) tokens of several sequences: measured
+on a 2-core CPU (benchmarks/gguf.py), 2,048-token decodes were 17% slower on passages and took
+1.8 GB more memory (llama.cpp's compute buffer grows with the decode), 128-token ones 10%
+slower.
 """
 
 from __future__ import annotations
@@ -51,16 +52,15 @@ def choose_gguf_options(
 ) -> GGUFOptions:
     """All cores to the one llama.cpp context (it runs one decode at a time); decodes of
     about `DEFAULT_GROUP_TOKENS` tokens (measured best on a 2-core CPU: benchmarks/gguf.py);
-    room in the context for the longest allowed input; a BERT sequence must fit one ubatch
-    (its attention is not causal), a Qwen3 one may span several."""
+    room in the context for the longest allowed input (a long Qwen3 sequence spans several
+    ubatches: its attention is causal, so the cache carries it over)."""
     group = max(16, group_tokens or DEFAULT_GROUP_TOKENS)
     context = max(group, spec.max_tokens)
-    ubatch = group if spec.family == "qwen3" else max(group, spec.max_tokens)
     return GGUFOptions(
         threads=max(1, cores),
         group_tokens=group,
         context_tokens=context,
-        ubatch_tokens=min(ubatch, context),
+        ubatch_tokens=group,
         max_sequences=max(1, min(256, group // 8)),
     )
 
@@ -77,11 +77,6 @@ class GGUFBackend(Backend):
         self.dtype_name = facts.quantization
         self.device_name = "cpu"
         self._llama_cpp = llama_cpp
-        pooling = (
-            llama_cpp.LLAMA_POOLING_TYPE_LAST
-            if self.spec.pooling == "last"
-            else llama_cpp.LLAMA_POOLING_TYPE_MEAN
-        )
         internals: Any = llama_cpp._internals  # the model / context / batch wrappers (untyped)
         llama_cpp._logger.set_verbose(False)  # llama.cpp logs errors only
         model_params = llama_cpp.llama_model_default_params()
@@ -103,7 +98,7 @@ class GGUFBackend(Backend):
         context_params.n_threads_batch = options.threads
         context_params.embeddings = True
         context_params.kv_unified = True  # one cache of n_ctx cells shared by the sequences
-        context_params.pooling_type = pooling
+        context_params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_LAST
         if facts.quantization == "F32":
             # a full-precision file computes in full precision: flash attention and the
             # default KV cache round keys and values to F16 (~2e-4 off the PyTorch vectors)
@@ -131,14 +126,8 @@ class GGUFBackend(Backend):
 
     def _template(self) -> SequenceTemplate:
         vocab = self._model.n_vocab()
-        if self.spec.family == "qwen3":
-            eos = self._token_id(QWEN3_EOS_TEXT)
-            return SequenceTemplate.for_model((), (eos,), vocab, self.spec.max_tokens, eos)
-        cls_id = self.facts.bos_token_id if self.facts.bos_token_id is not None else 101
-        sep_id = self.facts.sep_token_id
-        if sep_id is None:
-            sep_id = self.facts.eos_token_id if self.facts.eos_token_id is not None else 102
-        return SequenceTemplate.for_model((cls_id,), (sep_id,), vocab, self.spec.max_tokens, None)
+        eos = self._token_id(QWEN3_EOS_TEXT)
+        return SequenceTemplate.for_model((), (eos,), vocab, self.spec.max_tokens, eos)
 
     def _token_id(self, text: str) -> int:
         ids = self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)

@@ -4,9 +4,9 @@ and the rules embedgate applies to it.
 The file's own metadata is read but not trusted for the family's rules: a Qwen3 file is
 pooled on its last token with `<|endoftext|>` always appended (early Qwen3 GGUFs did not add
 it), L2-normalised, Matryoshka-sliced and renormalised, whatever its `pooling_type` and
-`add_eos_token` say. A BERT file (MiniLM and friends, converted) is mean-pooled and
-normalised, as sentence-transformers does. Any other architecture is refused with one line:
-a text-generation GGUF would load and produce vectors that mean nothing.
+`add_eos_token` say. Any other architecture is refused with one line: a text-generation GGUF
+would load and produce vectors that mean nothing. (BERT-family GGUFs such as a converted MiniLM
+are not served yet: their rules would be untested here, so they are refused like the rest.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from embedgate.engine.model_spec import QWEN3_DEFAULT_TASK, QWEN3_MIN_DIMENSIONS, ModelSpec
 
-EMBEDDING_ARCHITECTURES = ("qwen3", "bert")
+EMBEDDING_ARCHITECTURES = ("qwen3",)
 POOLING_NAMES = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 GGUF_EXTRA = "pip install 'embedgate[gguf]'"
 
@@ -38,8 +38,6 @@ class GGUFFacts:
     file_pooling: str | None  # what the file says; embedgate applies the family's rule
     file_adds_eos: bool | None
     eos_token_id: int | None
-    bos_token_id: int | None
-    sep_token_id: int | None
     quantization: str  # the file type (Q4_K_M, Q8_0, F16...) or the most common tensor type
     size_bytes: int
 
@@ -177,8 +175,6 @@ def read_gguf(path: Path) -> GGUFFacts:
         file_pooling=POOLING_NAMES.get(pooling) if pooling is not None else None,
         file_adds_eos=None if adds_eos is None else bool(adds_eos),
         eos_token_id=number("tokenizer.ggml.eos_token_id"),
-        bos_token_id=number("tokenizer.ggml.bos_token_id"),
-        sep_token_id=number("tokenizer.ggml.seperator_token_id"),
         quantization=_quantization(number("general.file_type"), header.tensor_types),
         size_bytes=path.stat().st_size,
     )
@@ -227,25 +223,14 @@ def spec_for(facts: GGUFFacts, max_input_tokens: int | None = None) -> ModelSpec
     cache for the longest input, and a Qwen3 GGUF's 32k context would cost gigabytes."""
     max_tokens = facts.context_length or 512
     max_tokens = min(max_tokens, max_input_tokens or DEFAULT_MAX_INPUT_TOKENS)
-    if facts.architecture == "qwen3":
-        return ModelSpec(
-            family="qwen3",
-            native_dimensions=facts.embedding_length,
-            max_tokens=max_tokens,
-            pooling="last",
-            normalize=True,
-            padding_side="left",
-            min_dimensions=min(QWEN3_MIN_DIMENSIONS, facts.embedding_length),
-            default_task=QWEN3_DEFAULT_TASK,
-            vocab_size=facts.vocab_size,
-        )
-    return ModelSpec(  # bert: as sentence-transformers pools MiniLM
-        family="sentence-transformers",
+    return ModelSpec(
+        family="qwen3",
         native_dimensions=facts.embedding_length,
         max_tokens=max_tokens,
-        pooling="mean",
+        pooling="last",
         normalize=True,
-        padding_side="right",
-        min_dimensions=facts.embedding_length,
+        padding_side="left",
+        min_dimensions=min(QWEN3_MIN_DIMENSIONS, facts.embedding_length),
+        default_task=QWEN3_DEFAULT_TASK,
         vocab_size=facts.vocab_size,
     )

@@ -59,7 +59,7 @@ def _size(n: int) -> str:
 
 def _eos_rule(spec: ModelSpec, file_adds: bool | None) -> str:
     if spec.family != "qwen3":
-        return "[SEP] ends every sequence (BERT template)"
+        return "as the tokenizer's template adds it"
     if file_adds is False:
         return "<|endoftext|> appended by embedgate (the file does not add it)"
     return "<|endoftext|> guaranteed at the end (appended when the tokenizer does not)"
