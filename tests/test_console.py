@@ -22,6 +22,7 @@ ZH_TEXT = (
     "正式员工每年享有十五天带薪年假，年假须提前两周在系统中申请，经直属主管批准后生效。\n\n"
     "未休完的年假可以顺延到次年第一季度，逾期作废。"
 )
+PAGES = ("overview", "search", "embeddings", "knowledge", "keys", "usage", "audit")  # nav order
 XSS_NAME = "<img src=x onerror=alert(1)>.txt"
 XSS_TEXT = "Release notes. <script>alert(2)</script> The parser keeps angle brackets as text."
 
@@ -90,15 +91,7 @@ def test_console_flows_in_a_real_browser(server: Served, browser: Any) -> None:
     # --- the admin signs in, sees every page, and creates a writer key -----------------------
     admin = new_page(browser, base, incidents)
     sign_in(admin, admin_key)
-    assert nav_pages(admin) == [
-        "overview",
-        "search",
-        "embeddings",
-        "knowledge",
-        "keys",
-        "usage",
-        "audit",
-    ]
+    assert nav_pages(admin) == list(PAGES)
     admin.wait_for_selector("[data-fact=model] .value")
     assert admin.inner_text("[data-fact=model] .value") == "all-MiniLM-L6-v2"
     assert admin.locator("figure.chart-card").count() == 5
@@ -240,15 +233,7 @@ def test_console_pages_at_both_widths_and_both_languages(server: Served, browser
     for width in ("desktop", "phone"):
         page = new_page(browser, server.base, incidents, width)
         sign_in(page, admin_key)
-        for page_name in (
-            "overview",
-            "search",
-            "embeddings",
-            "knowledge",
-            "keys",
-            "usage",
-            "audit",
-        ):
+        for page_name in PAGES:
             page.goto(f"/ui/#/{page_name}")
             page.wait_for_selector(f"section[data-page={page_name}]")
             page.wait_for_load_state("networkidle")

@@ -160,7 +160,7 @@ def test_kill_9_of_an_upstream_under_load_fails_no_request(
 def test_the_knowledge_base_works_through_the_gateway(
     cluster: tuple[Served, Served, Served],
 ) -> None:
-    import time
+    from support.servers import wait_job_done
 
     _, _, gateway = cluster
     headers = gateway.admin
@@ -170,13 +170,7 @@ def test_the_knowledge_base_works_through_the_gateway(
         "/v1/collections/handbook/documents",
         files={"file": ("leave.md", b"# Leave\n\nAnnual leave is fifteen days.\n")},
     ).json()
-    deadline = time.monotonic() + 60
-    while (job := http.get(f"/v1/jobs/{accepted['job']['id']}").json())["status"] not in (
-        "succeeded",
-        "failed",
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    job = wait_job_done(http, accepted["job"]["id"])
     assert job["status"] == "succeeded", job
     hits = http.post("/v1/collections/handbook/search", json={"query": "annual leave"}).json()
     assert hits["data"][0]["filename"] == "leave.md"

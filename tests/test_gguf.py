@@ -224,12 +224,12 @@ def test_a_gguf_model_behind_a_real_server(
     """`embedgate serve --model tiny-Q8_0.gguf`: the openai SDK with `dimensions` and
     `input_type`, /v1/models with the quantisation, and the knowledge base end to end."""
     import base64
-    import time
 
     import httpx
     from openai import OpenAI
 
     from support.processes import serving
+    from support.servers import wait_job_done
 
     with serving(tmp_path / "data", "--model", str(gguf_files["Q8_0"])) as served:
         key = served.admin["Authorization"].removeprefix("Bearer ")
@@ -261,13 +261,7 @@ def test_a_gguf_model_behind_a_real_server(
             accepted = http.post(
                 "/v1/collections/handbook/documents", files={"file": (name, text.encode())}
             ).json()
-            deadline = time.monotonic() + 60
-            while (job := http.get(f"/v1/jobs/{accepted['job']['id']}").json())["status"] not in (
-                "succeeded",
-                "failed",
-            ):
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+            job = wait_job_done(http, accepted["job"]["id"])
             assert job["status"] == "succeeded", job
         hits = http.post(
             "/v1/collections/handbook/search", json={"query": "WireGuard hardware token"}

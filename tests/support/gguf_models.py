@@ -32,28 +32,17 @@ QWEN3_NAMES = {
 KINDS = ("F32", "F16", "Q8_0", "Q4_1", "Q4_0")
 
 
-def _qtype(kind: str) -> Any:
+def _types(kind: str) -> tuple[Any, Any]:
+    """(the tensors' ggml type, the file type) of a format name."""
     import gguf
 
-    return {
-        "F32": gguf.GGMLQuantizationType.F32,
-        "F16": gguf.GGMLQuantizationType.F16,
-        "Q8_0": gguf.GGMLQuantizationType.Q8_0,
-        "Q4_0": gguf.GGMLQuantizationType.Q4_0,
-        "Q4_1": gguf.GGMLQuantizationType.Q4_1,
-    }[kind]
-
-
-def _file_type(kind: str) -> int:
-    import gguf
-
-    return {
-        "F32": gguf.LlamaFileType.ALL_F32,
-        "F16": gguf.LlamaFileType.MOSTLY_F16,
-        "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-        "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
-        "Q4_1": gguf.LlamaFileType.MOSTLY_Q4_1,
-    }[kind]
+    tensor = getattr(gguf.GGMLQuantizationType, kind)
+    file_type = (
+        gguf.LlamaFileType.ALL_F32
+        if kind == "F32"
+        else getattr(gguf.LlamaFileType, f"MOSTLY_{kind}")
+    )
+    return tensor, file_type
 
 
 def _add(writer: Any, name: str, data: np.ndarray, kind: str) -> None:
@@ -66,7 +55,7 @@ def _add(writer: Any, name: str, data: np.ndarray, kind: str) -> None:
     elif kind == "F16":
         writer.add_tensor(name, data.astype(np.float16))
     else:
-        qtype = _qtype(kind)
+        qtype = _types(kind)[0]
         writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
 
 
@@ -141,7 +130,7 @@ def write_qwen3_gguf(
             "none": gguf.PoolingType.NONE,
         }[pooling]
     )
-    writer.add_file_type(_file_type(kind))
+    writer.add_file_type(_types(kind)[1])
     tokens, types, merges, special = _bpe_vocabulary(model_dir, embed.shape[0])
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("qwen2")

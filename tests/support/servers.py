@@ -99,3 +99,12 @@ def running_server(app: FastAPI, port: int) -> Iterator[Server]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def wait_job_done(http: httpx.Client, job_id: str, seconds: float = 60) -> dict[str, Any]:
+    """Poll `GET /v1/jobs/{id}` until the ingest job succeeded or failed; its last state."""
+    deadline = time.monotonic() + seconds
+    while (job := http.get(f"/v1/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
+        time.sleep(0.2)
+    return dict(job)

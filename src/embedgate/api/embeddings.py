@@ -143,15 +143,7 @@ class EmbeddingsEndpoint:
         return body
 
     def _engine_for(self, body: EmbeddingsRequest) -> EmbeddingEngine:
-        engine = self.state.require_engine()
-        if not engine.serves(body.model):
-            raise ServiceError(
-                ErrorKind.MODEL_NOT_FOUND,
-                f"The model {body.model!r} does not exist here; this server serves "
-                f"{engine.name!r} (see GET /v1/models)",
-                "model",
-            )
-        return engine
+        return self.state.require_engine_for(body.model)
 
 
 def _caller(principal: Principal, request: Request) -> str:

@@ -19,7 +19,6 @@ from embedgate.api.body import read_model
 from embedgate.api.guard import requires
 from embedgate.api.state import service
 from embedgate.engine import EmbedRequest
-from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import ROLE_PERMISSIONS, Permission, Principal
 from embedgate.services import Services
 
@@ -55,14 +54,7 @@ async def tokenize(request: Request, state: Services = Depends(service)) -> dict
     body: TokenizeRequest = await read_model(
         request, TokenizeRequest, state.settings.max_json_depth
     )
-    engine = state.require_engine()
-    if not engine.serves(body.model):
-        raise ServiceError(
-            ErrorKind.MODEL_NOT_FOUND,
-            f"The model {body.model!r} does not exist here; this server serves "
-            f"{engine.name!r} (see GET /v1/models)",
-            "model",
-        )
+    engine = state.require_engine_for(body.model)
     job = EmbedRequest(
         inputs=body.input,
         input_type=body.input_type,

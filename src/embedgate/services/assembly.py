@@ -118,6 +118,18 @@ class Services:
         """The engine while it can take work now (the ingest runner pauses otherwise)."""
         return self.engine if self.not_ready_reason() is None else None
 
+    def require_engine_for(self, model: str | None) -> EmbeddingEngine:
+        """`require_engine`, and a 404 naming the served model when a request names another."""
+        engine = self.require_engine()
+        if not engine.serves(model):
+            raise ServiceError(
+                ErrorKind.MODEL_NOT_FOUND,
+                f"The model {model!r} does not exist here; this server serves "
+                f"{engine.name!r} (see GET /v1/models)",
+                "model",
+            )
+        return engine
+
     def require_engine(self) -> EmbeddingEngine:
         """The engine, or 503: `not_ready` while it first loads, `model_unavailable` with
         a Retry-After while its process is being replaced."""
