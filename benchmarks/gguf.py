@@ -4,10 +4,11 @@ random weights (speed and memory do not depend on weight values), in one run:
     python benchmarks/gguf.py [--shapes /tmp/qwen3-0.6b-shapes] [--quick]
 
 Writes the 0.6B-shaped model as GGUF F16, Q8_0 and Q4_1 with the tests' writer
-(tests/support/gguf_models.py), then for each of torch fp32, torch bf16 and the three GGUF files
-runs the same embedgate engine in a fresh process: tokens/s for short sentences and for
-~200-token passages, and the process's peak RSS. Also sweeps llama.cpp's decode size
-(`EMBEDGATE_GGUF_GROUP_TOKENS`) on Q8_0. Ratios are against torch fp32 measured in the same run.
+(tests/support/gguf_models.py) and Q4_K_M with llama.cpp's own quantizer, then runs the same
+embedgate engine in a fresh process for torch fp32, torch bf16 and each GGUF file: tokens/s
+for short sentences and for ~150-word passages, and the process's peak RSS. Also sweeps
+llama.cpp's decode size (`EMBEDGATE_GGUF_GROUP_TOKENS`) on Q8_0 and a smaller input limit.
+Ratios are against torch fp32 measured in the same run.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from vocabulary import WORDS_EN  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-from support.gguf_models import write_qwen3_gguf  # noqa: E402
+from support.gguf_models import quantize_with_llama_cpp, write_qwen3_gguf  # noqa: E402
 
 CHILD = """
 import json, resource, sys, time
@@ -100,6 +101,10 @@ def main() -> None:
             write_qwen3_gguf(args.shapes, path, kind)
             print(f"wrote {path.name} in {time.perf_counter() - started:.0f} s", flush=True)
         files[kind] = path
+    k_quant = args.shapes.parent / f"{args.shapes.name}-Q4_K_M.gguf"
+    if not k_quant.exists():  # what Qwen publishes, made by llama.cpp's own quantizer
+        quantize_with_llama_cpp(files["F16"], k_quant, "Q4_K_M")
+    files["Q4_K_M"] = k_quant
     n_sentences, n_passages = (64, 8) if args.quick else (128, 16)
     sentences = [_text(i, 12) for i in range(n_sentences)]
     passages = [_text(i, 150) for i in range(n_passages)]

@@ -16,7 +16,7 @@ import pytest
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.engine.backend import TextOptions
 from support import models
-from support.gguf_models import write_qwen3_gguf
+from support.gguf_models import quantize_with_llama_cpp, write_qwen3_gguf
 
 QUERY_TASK = "Given a question, retrieve passages that answer it"
 MIXED = "年假 can roll over 🙂 to\tQ1 —  emoji 👩‍💻 and   spaces\n换行"
@@ -30,7 +30,9 @@ DOCUMENTS = [
 QUERIES = ["how many days of annual leave?", "年假可以顺延吗", "vpn 🙂"]
 # what each format must reach against the torch backend's fp32 vectors
 BOUNDS = {"F32": ("maxabs", 1e-4), "F16": ("cosine", 0.9995), "Q8_0": ("cosine", 0.999)}
-Q4_FLOOR = 0.95  # measured 0.975 (Q4_1) / 0.956 (Q4_0) on this random model: see the note
+# Q4_0 / Q4_1 from the gguf package: measured 0.956 / 0.975 on this model; the 0.98 target is
+# for Q4_K_M, what Qwen publishes (test_q4_k_m_from_llama_cpps_quantizer)
+Q4_FLOOR = 0.95
 
 
 @pytest.fixture(scope="session")
@@ -121,6 +123,43 @@ def test_gguf_vectors_match_the_torch_backend(
         assert engine.backend.quantization == kind
     finally:
         engine.stop()
+
+
+@pytest.fixture(scope="session")
+def k_quant_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """K-quants work on 256-wide rows: a tiny Qwen3 with hidden 256 (init std 0.02, as real
+    Qwen3 initialises), so every matrix really is 4-bit in Q4_K_M."""
+    root = tmp_path_factory.mktemp("k-quant-source")
+    return models.build_tiny_qwen3(
+        root / "Qwen3-Embedding-k",
+        models.real_qwen_tokenizer(),
+        hidden=256,
+        layers=2,
+        init_std=0.02,
+    )
+
+
+def test_q4_k_m_from_llama_cpps_quantizer(k_quant_source: Path) -> None:
+    full = write_qwen3_gguf(k_quant_source, k_quant_source.parent / "k-F32.gguf", "F32")
+    q4 = quantize_with_llama_cpp(full, k_quant_source.parent / "k-Q4_K_M.gguf", "Q4_K_M")
+    reference, engine = _engine(k_quant_source), _engine(q4)
+    try:
+        got, want = _vectors(engine), _vectors(reference)
+        by_size: dict[int, float] = {}
+        for g, w in zip(got, want, strict=True):
+            low = float((g * w).sum(axis=1).min())
+            by_size[g.shape[1]] = min(by_size.get(g.shape[1], 1.0), low)
+        print(f"Q4_K_M: min cosine by dimensions {by_size}")
+        assert by_size[256] >= 0.98  # the target, at the native size
+        assert min(by_size.values()) >= 0.975  # Matryoshka slices keep a little less
+        assert engine.backend.quantization == "Q4_K_M"
+        batched = got[0]
+        for i, text in enumerate(DOCUMENTS):
+            alone = engine.embed_sync(EmbedRequest([text], input_type="document")).vectors[0]
+            np.testing.assert_allclose(alone, batched[i], rtol=0, atol=1e-6)  # rounding only
+    finally:
+        engine.stop()
+        reference.stop()
 
 
 def test_llama_cpp_tokens_equal_the_hugging_face_ids(

@@ -162,3 +162,18 @@ def write_qwen3_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def quantize_with_llama_cpp(source: Path, out: Path, kind: str = "Q4_K_M") -> Path:
+    """K-quants (what Qwen publishes) by llama.cpp's own quantizer, through llama-cpp-python's
+    binding of `llama_model_quantize`: the `gguf` package cannot write them."""
+    import llama_cpp
+
+    llama_cpp._logger.set_verbose(False)  # its per-tensor progress: errors only
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{kind}")
+    params.nthread = 2
+    code = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
+    if code != 0:
+        raise RuntimeError(f"llama_model_quantize returned {code}")
+    return out
