@@ -233,12 +233,12 @@ def test_a_missing_extra_names_the_install_command(
     gguf_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from embedgate.engine.gguf_backend import GGUFBackend
-    from embedgate.engine.gguf_file import read_gguf
+    from embedgate.engine.gguf_file import read_gguf, spec_for
 
     facts = read_gguf(gguf_files["Q8_0"])
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if the extra were not installed
     with pytest.raises(RuntimeError, match=r"pip install 'embedgate\[gguf\]'"):
-        GGUFBackend(facts, TextOptions(), None)  # type: ignore[arg-type]
+        GGUFBackend(facts, spec_for(facts), None)  # type: ignore[arg-type]
 
 
 def test_inspect_prints_what_embedgate_will_do(gguf_files: dict[str, Path]) -> None:

@@ -181,14 +181,7 @@ class EmbeddingEngine:
         """Prompts, tokenizer and template: the exact sequences the model will see."""
         template = self.backend.template
         if request.inputs and isinstance(request.inputs[0], str):
-            texts = [
-                self.spec.apply_prompt(str(text), request.input_type, request.instruction)
-                for text in request.inputs
-            ]
-            contents = self.backend.tokenize(texts)
-            sequences = [
-                template.wrap(content, i, request.truncate) for i, content in enumerate(contents)
-            ]
+            _, _, sequences = self._text_sequences(request)
         else:
             if request.input_type is not None or request.instruction is not None:
                 raise ServiceError(
@@ -210,6 +203,21 @@ class EmbeddingEngine:
             )
         return sequences
 
+    def _text_sequences(
+        self, request: EmbedRequest
+    ) -> tuple[list[str], list[list[int]], list[list[int]]]:
+        """(prompted texts, their content ids, full sequences) for text inputs."""
+        texts = [
+            self.spec.apply_prompt(str(text), request.input_type, request.instruction)
+            for text in request.inputs
+        ]
+        contents = self.backend.tokenize(texts)
+        template = self.backend.template
+        sequences = [
+            template.wrap(content, i, request.truncate) for i, content in enumerate(contents)
+        ]
+        return texts, contents, sequences
+
     def preview(self, request: EmbedRequest) -> list[InputPreview]:
         """The texts and token counts `embed` would send to the model, without running it
         (the console's embeddings playground shows them; limits apply as in `embed`)."""
@@ -218,16 +226,8 @@ class EmbeddingEngine:
             raise ServiceError(
                 ErrorKind.INVALID_REQUEST, "preview takes text inputs, not token ids", "input"
             )
-        texts = [
-            self.spec.apply_prompt(str(text), request.input_type, request.instruction)
-            for text in request.inputs
-        ]
-        contents = self.backend.tokenize(texts)
-        template = self.backend.template
-        room = template.max_tokens - template.overhead
-        sequences = [
-            template.wrap(content, i, request.truncate) for i, content in enumerate(contents)
-        ]
+        texts, contents, sequences = self._text_sequences(request)
+        room = self.backend.template.max_tokens - self.backend.template.overhead
         return [
             InputPreview(text, len(sequence), len(content) > room)
             for text, content, sequence in zip(texts, contents, sequences, strict=True)

@@ -48,7 +48,7 @@ class GGUFOptions:
 
 
 def choose_gguf_options(
-    facts: GGUFFacts, spec: ModelSpec, *, cores: int, group_tokens: int | None = None
+    spec: ModelSpec, *, cores: int, group_tokens: int | None = None
 ) -> GGUFOptions:
     """All cores to the one llama.cpp context (it runs one decode at a time); decodes of
     about `DEFAULT_GROUP_TOKENS` tokens (measured best on a 2-core CPU: benchmarks/gguf.py);
@@ -66,14 +66,14 @@ def choose_gguf_options(
 
 
 class GGUFBackend(Backend):
-    def __init__(self, facts: GGUFFacts, text: TextOptions, options: GGUFOptions) -> None:
+    def __init__(self, facts: GGUFFacts, spec: ModelSpec, options: GGUFOptions) -> None:
         try:
             import llama_cpp
         except ImportError:
             raise _missing_extra() from None
         self.facts = facts
         self.options = options
-        self.spec = spec_for(facts, text.max_input_tokens)
+        self.spec = spec
         self.dtype_name = facts.quantization
         self.device_name = "cpu"
         self._llama_cpp = llama_cpp
@@ -119,10 +119,8 @@ class GGUFBackend(Backend):
     ) -> GGUFBackend:
         """Read the file's facts (refusing what is not an embedding GGUF) and load it."""
         facts = read_gguf(path)
-        options = choose_gguf_options(
-            facts, spec_for(facts, text.max_input_tokens), cores=cores, group_tokens=group_tokens
-        )
-        return cls(facts, text, options)
+        spec = spec_for(facts, text.max_input_tokens)
+        return cls(facts, spec, choose_gguf_options(spec, cores=cores, group_tokens=group_tokens))
 
     def _template(self) -> SequenceTemplate:
         vocab = self._model.n_vocab()
@@ -177,7 +175,6 @@ class GGUFBackend(Backend):
             if not pointer:
                 raise RuntimeError("llama.cpp returned no embedding for a sequence")
             out[row] = np.ctypeslib.as_array(pointer, shape=(n,))
-        context.kv_cache_clear()
 
     def pass_length(self, longest: int) -> int:
         return longest  # sequences are decoded at their own lengths: no padding
