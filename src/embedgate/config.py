@@ -44,6 +44,19 @@ class Upstream(BaseModel):
     weight: float = Field(default=1.0, gt=0, le=1000)
     timeout_s: float | None = Field(default=None, gt=0)
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _upstream_url(value)
+
+
+def _upstream_url(value: str) -> str:
+    """`http://host:port`, with or without `/v1` and a trailing slash (the pool takes the
+    server's root from either)."""
+    if not value.strip().startswith(("http://", "https://")):
+        raise ValueError(f"an upstream URL starts with http:// or https://, got {value!r}")
+    return value.strip()
+
 
 class Settings(BaseSettings):
     """Everything an operator can set. Names are part of the product: keep them stable."""
@@ -105,6 +118,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Time limit of one batch in gateway mode, retries on other upstreams "
         "included; then 503 with Retry-After.",
+    )
+    upstream_health_interval_s: float = Field(
+        default=5.0,
+        ge=0.2,
+        le=300,
+        description="Every upstream is probed this often, traffic or not (a dead one is "
+        "ejected, a recovered one admitted); a probe slower than this fails.",
     )
     dtype: DType = Field(default="float32", description="Compute dtype: float32 or bfloat16.")
     device: Device = Field(default="auto", description="auto (GPU when present), cpu or cuda.")
@@ -384,8 +404,11 @@ class Settings(BaseSettings):
         """From the environment: a JSON list (of URLs or tables) or comma-separated URLs."""
         if isinstance(value, str):
             if value.lstrip().startswith("["):
-                return json.loads(value)
-            return [part.strip() for part in value.split(",") if part.strip()]
+                value = json.loads(value)
+            else:
+                value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [_upstream_url(v) if isinstance(v, str) else v for v in value]
         return value
 
     @field_validator("log_level")

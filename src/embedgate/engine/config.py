@@ -27,6 +27,7 @@ class EngineConfig:
     # gateway mode: the model runs on these servers; `model` then only gives its tokenizer
     upstreams: tuple[UpstreamConfig, ...] = ()
     upstream_deadline_s: float = 60.0  # one forward pass, retries on other upstreams included
+    upstream_health_interval_s: float = 5.0  # every upstream is probed this often
     # the hardware
     dtype: str = "float32"
     device: str = "auto"

@@ -113,7 +113,13 @@ def _gateway(
 
     text = TextOptions(config.max_input_tokens, pad_to_multiple_of=1)
     upstreams = [dataclasses.replace(u, model=u.model or name) for u in config.upstreams]
-    backend = GatewayBackend.load(model_dir, text, upstreams, deadline_s=config.upstream_deadline_s)
+    backend = GatewayBackend.load(
+        model_dir,
+        text,
+        upstreams,
+        deadline_s=config.upstream_deadline_s,
+        health_interval_s=config.upstream_health_interval_s,
+    )
     in_flight = sum(max(1, u.max_concurrency) for u in config.upstreams)
     limits = _limits(config, max_batch_tokens=16384, forward_threads=max(2, in_flight))
     return EmbeddingEngine(backend, name, aliases, limits, observer)

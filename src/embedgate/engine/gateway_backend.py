@@ -15,6 +15,7 @@ SGLang's `/v1/embeddings` do) still yields the right vectors.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from embedgate.engine.upstream import UpstreamConfig, UpstreamPool, UpstreamStat
 from embedgate.errors import ErrorKind, ServiceError
 
 T = TypeVar("T")
-PROBE_EVERY_S = 2.0
+log = logging.getLogger(__name__)
 
 
 class GatewayBackend(TokenizedBackend):
@@ -39,16 +40,18 @@ class GatewayBackend(TokenizedBackend):
         upstreams: Sequence[UpstreamConfig],
         *,
         deadline_s: float = 60.0,
+        health_interval_s: float = 5.0,
     ) -> None:
         super().__init__(tokenizer, device_name="upstream", dtype_name="upstream")
         self.deadline_s = deadline_s  # one pass, retries included; then 503
+        self.health_interval_s = health_interval_s  # every upstream is probed this often
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="embedgate-upstreams", daemon=True
         )
         self._thread.start()
         self.pool = self._run(self._open(list(upstreams)))
-        self._prober = asyncio.run_coroutine_threadsafe(self._probe_forever(), self._loop)
+        self._prober = asyncio.run_coroutine_threadsafe(self._check_forever(), self._loop)
 
     @classmethod
     def load(
@@ -58,6 +61,7 @@ class GatewayBackend(TokenizedBackend):
         upstreams: Sequence[UpstreamConfig],
         *,
         deadline_s: float = 60.0,
+        health_interval_s: float = 5.0,
     ) -> GatewayBackend:
         """The tokenizer and rules of `model_dir` (no weights are read); the upstreams are
         probed once before this returns, so a gateway starts serving a known model."""
@@ -69,17 +73,26 @@ class GatewayBackend(TokenizedBackend):
                 "tokenizer.json / config.json (give --model the model's directory; its "
                 f"weights are not read) ({str(exc).splitlines()[0]})"
             ) from None
-        return cls(tokenizer, upstreams, deadline_s=deadline_s)
+        return cls(tokenizer, upstreams, deadline_s=deadline_s, health_interval_s=health_interval_s)
 
     async def _open(self, upstreams: list[UpstreamConfig]) -> UpstreamPool:
-        pool = UpstreamPool(upstreams, dimensions=self.spec.native_dimensions)
+        pool = UpstreamPool(
+            upstreams,
+            dimensions=self.spec.native_dimensions,
+            probe_timeout_s=max(1.0, self.health_interval_s),
+        )
         await pool.probe_due()
         return pool
 
-    async def _probe_forever(self) -> None:
+    async def _check_forever(self) -> None:
+        """Probe every upstream every `health_interval_s`, traffic or not, so readiness
+        follows the upstreams within about one interval (plus a probe's timeout)."""
         while True:
-            await asyncio.sleep(PROBE_EVERY_S)
-            await self.pool.probe_due()
+            await asyncio.sleep(self.health_interval_s)
+            try:
+                await self.pool.check_health()
+            except Exception:  # never let one bad round end the checks
+                log.exception("upstream health check failed")
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run on the upstreams' event loop, from any thread, and wait."""
@@ -94,7 +107,7 @@ class GatewayBackend(TokenizedBackend):
             vectors = self._run(self.pool.embed(texts, deadline_s=self.deadline_s))
         except ServiceError as exc:
             if exc.kind is ErrorKind.MODEL_UNAVAILABLE:  # no upstream: 503 + Retry-After
-                raise ModelUnavailable(exc.message, PROBE_EVERY_S) from None
+                raise ModelUnavailable(exc.message, self.health_interval_s) from None
             raise InputRefused(exc) from None  # an upstream refused an input: find which
         return vectors.astype(np.float32, copy=False)
 
@@ -112,7 +125,7 @@ class GatewayBackend(TokenizedBackend):
         return None
 
     def expected_ready_in(self) -> float:
-        return PROBE_EVERY_S
+        return self.health_interval_s
 
     def upstreams(self) -> list[UpstreamStats]:
         return self.pool.stats()

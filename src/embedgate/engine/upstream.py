@@ -8,10 +8,15 @@ norm, or the upstream is ejected and the batch goes elsewhere.
 
 Faults: connection errors, resets, timeouts, 5xx and 429 are retried on another upstream
 within the request's deadline, and eject the upstream (a circuit breaker: 1 s, doubling to
-30 s; a 429's Retry-After is honoured). An upstream whose ejection has run out is admitted
-again only after `probe` embeds a fixed text and gets the same vector as the reference
-(cosine >= 0.999), so an upstream that came back serving another model stays out. A 4xx
-other than 429 is the input's fault: it becomes the client's 400, not a 502.
+30 s; a 429's Retry-After is honoured). A 4xx other than 429 is the input's fault: it becomes
+the client's 400, not a 502.
+
+Health is checked actively, traffic or not (`check_health`, every few seconds): each upstream
+embeds a fixed probe text and must return the reference vector (cosine >= 0.999). A healthy
+upstream that fails its probe is ejected, so an idle gateway notices a dead engine before a
+client does; an ejected one that passes is admitted again, and one that came back serving
+another model stays out. A request that finds no upstream admitted is refused at once (503)
+instead of retrying connections to engines already known to be down.
 
 Vectors are asked for as base64 (exact float32, a third of the JSON size), and as floats
 from an upstream that refuses base64.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import random
@@ -39,12 +45,23 @@ PROBE_TEXT = "embedgate probe: 企业知识库 / enterprise knowledge base"
 SAME_MODEL_COSINE = 0.999
 EJECT_FIRST_S = 1.0
 EJECT_MAX_S = 30.0
-NO_UPSTREAM_WAIT_S = 3.0  # a batch waits this long for an upstream to come back, then 503
+RECOVERY_WAIT_S = 0.5  # a request with no upstream admitted waits this long for a probe
+
+
+def base_url(url: str) -> str:
+    """The upstream's root, however it was written: `http://h:8001`, `http://h:8001/` and
+    the OpenAI-style `http://h:8001/v1` all name the same server."""
+    root = url.strip().rstrip("/")
+    if root.endswith("/v1"):
+        root = root[: -len("/v1")].rstrip("/")
+    if not root.startswith(("http://", "https://")):
+        raise ValueError(f"an upstream URL starts with http:// or https://, got {url!r}")
+    return root
 
 
 @dataclass(frozen=True)
 class UpstreamConfig:
-    url: str  # base URL; requests go to {url}/v1/embeddings
+    url: str  # the server's root or its /v1 base; requests go to {root}/v1/embeddings
     model: str | None  # the model name the upstream expects; None: the served model's name
     api_key: str | None = field(default=None, repr=False)
     max_batch: int = 64
@@ -54,7 +71,7 @@ class UpstreamConfig:
 
     @property
     def name(self) -> str:
-        return self.url.rstrip("/")
+        return base_url(self.url)
 
 
 class UpstreamFault(Exception):
@@ -92,6 +109,7 @@ class Upstream:
     semaphore: asyncio.Semaphore
     outstanding: int = 0
     ejected_until: float = 0.0  # 0: admitted
+    held_until: float = 0.0  # no probe before this (a 429's Retry-After, another model)
     backoff_s: float = EJECT_FIRST_S
     needs_probe: bool = True
     base64: bool = True
@@ -171,6 +189,7 @@ class UpstreamPool:
         *,
         dimensions: int | None = None,
         client: httpx.AsyncClient | None = None,
+        probe_timeout_s: float = 5.0,
     ) -> None:
         if not configs:
             raise ValueError("a gateway needs at least one upstream")
@@ -178,8 +197,10 @@ class UpstreamPool:
             Upstream(c, asyncio.Semaphore(max(1, c.max_concurrency))) for c in configs
         ]
         self.dimensions = dimensions
+        self.probe_timeout_s = probe_timeout_s  # a probe slower than this fails it
         self.reference: np.ndarray | None = None
         self._client = client or httpx.AsyncClient()
+        self._recovery: asyncio.Future[None] | None = None  # one shared probe_due at a time
 
     # --- admission ----------------------------------------------------------------------------
     @property
@@ -193,11 +214,15 @@ class UpstreamPool:
 
     async def probe(self, upstream: Upstream) -> bool:
         """Embed the probe text; admit the upstream when its vector matches the reference
-        (the first upstream to answer sets it). A mismatch is refused loudly."""
+        (the first upstream to answer sets it), eject it otherwise. A mismatch is refused
+        loudly."""
+        deadline = time.monotonic() + min(upstream.config.timeout_s, self.probe_timeout_s)
         try:
-            vector = (await self._call(upstream, [PROBE_TEXT]))[0]
+            vector = (await self._call(upstream, [PROBE_TEXT], deadline=deadline))[0]
         except UpstreamFault as fault:
-            self._eject(upstream, fault)
+            if upstream.admitted(time.monotonic()):
+                upstream.errors += 1
+            self._eject(upstream, UpstreamFault(f"health probe: {fault}", retryable=True))
             return False
         if self.reference is None:
             self.reference = vector
@@ -218,10 +243,18 @@ class UpstreamPool:
         return True
 
     async def probe_due(self) -> None:
-        """Probe every upstream that waits for admission and whose ejection ran out (the
-        active health check; run it every few seconds)."""
+        """Probe every upstream that waits for admission and whose ejection ran out."""
         now = time.monotonic()
         due = [u for u in self.upstreams if u.needs_probe and now >= u.ejected_until]
+        await asyncio.gather(*(self.probe(u) for u in due))
+
+    async def check_health(self) -> None:
+        """The active health check, run every few seconds whether or not traffic flows:
+        every upstream is probed, the admitted ones (a dead one is ejected before a client
+        meets it) and the ejected ones (a recovered one is admitted without waiting out its
+        backoff), except those holding us off (a 429's Retry-After, another model)."""
+        now = time.monotonic()
+        due = [u for u in self.upstreams if now >= u.held_until]
         await asyncio.gather(*(self.probe(u) for u in due))
 
     def stats(self) -> list[UpstreamStats]:
@@ -242,6 +275,8 @@ class UpstreamPool:
     ) -> None:
         wait = seconds or fault.eject_s or upstream.backoff_s
         upstream.ejected_until = time.monotonic() + wait
+        if seconds or fault.eject_s:  # the upstream asked for this pause: no probe before
+            upstream.held_until = upstream.ejected_until
         upstream.backoff_s = min(upstream.backoff_s * 2, EJECT_MAX_S)
         upstream.needs_probe = True
         upstream.ejections += 1
@@ -260,41 +295,39 @@ class UpstreamPool:
         parts = await asyncio.gather(*(self._batch(b, deadline) for b in batches))
         return np.concatenate(parts) if parts else np.empty((0, self.dimensions or 0), "f4")
 
-    def _pick(self, tried: set[int]) -> Upstream | None:
-        """Power of two choices over the admitted upstreams not yet tried, by outstanding
-        requests per weight."""
-        choices = [u for u in self.healthy() if id(u) not in tried]
+    def _pick(self) -> Upstream | None:
+        """Power of two choices over the admitted upstreams (a failed one was ejected), by
+        outstanding requests per weight."""
+        choices = self.healthy()
         if not choices:
             return None
         pair = random.sample(choices, min(2, len(choices)))
         return min(pair, key=lambda u: (u.outstanding + 1) / max(u.config.weight, 1e-6))
 
     async def _batch(self, texts: list[str], deadline: float) -> np.ndarray:
-        tried: set[int] = set()
-        stalled: float | None = None  # since when no upstream could be tried
+        """One batch on the best admitted upstream; on a retryable fault, the next one,
+        until the deadline. With none admitted, those whose ejection ran out get one short
+        shared probe (a blip heals without waiting for the health check); still none: 503
+        at once, never a loop of connections to engines already known to be down."""
+        recovery_tried = False
         while True:
             if time.monotonic() >= deadline:  # the request's time is up, whoever is left
                 raise ServiceError(
                     ErrorKind.MODEL_UNAVAILABLE,
-                    "the embedding upstreams did not answer within the request's deadline; "
-                    "retry shortly",
+                    "the embedding upstreams did not answer within the request's deadline",
                     headers={"Retry-After": "1"},
                 )
-            upstream = self._pick(tried)
+            upstream = self._pick()
+            if upstream is None and not recovery_tried:
+                recovery_tried = True
+                await self._admit_recovered(deadline)
+                upstream = self._pick()
             if upstream is None:
-                now = time.monotonic()
-                stalled = stalled or now
-                if now >= deadline or now - stalled >= NO_UPSTREAM_WAIT_S:
-                    raise ServiceError(
-                        ErrorKind.MODEL_UNAVAILABLE,
-                        "no embedding upstream is available; retry shortly",
-                        headers={"Retry-After": "1"},
-                    )
-                tried.clear()  # everything was tried: wait for one to come back
-                await asyncio.sleep(0.1)
-                await self.probe_due()
-                continue
-            stalled = None
+                raise ServiceError(
+                    ErrorKind.MODEL_UNAVAILABLE,
+                    "no embedding upstream is available",
+                    headers={"Retry-After": "1"},
+                )
             try:
                 return await self._call(upstream, texts, deadline=deadline)
             except UpstreamFault as fault:
@@ -302,8 +335,17 @@ class UpstreamPool:
                 if not fault.retryable:
                     raise ServiceError(ErrorKind.INVALID_INPUT, str(fault)) from None
                 self._eject(upstream, fault)
-                tried.add(id(upstream))
                 upstream.retries += 1
+
+    async def _admit_recovered(self, deadline: float) -> None:
+        """Probe the upstreams whose ejection ran out, waiting at most RECOVERY_WAIT_S;
+        concurrent requests share one round of probes."""
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.ensure_future(self.probe_due())
+        wait = min(RECOVERY_WAIT_S, deadline - time.monotonic())
+        # past the wait the probe goes on in the background; this request is answered now
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._recovery), timeout=max(0.0, wait))
 
     async def _call(
         self, upstream: Upstream, texts: list[str], deadline: float | None = None

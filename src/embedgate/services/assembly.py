@@ -140,7 +140,7 @@ class Services:
             retry = max(1, math.ceil(self.engine.backend.expected_ready_in()))
             raise ServiceError(
                 ErrorKind.MODEL_UNAVAILABLE,
-                f"the model is not available right now: {reason}",
+                f"the model is not available right now: {reason}; retry shortly",
                 headers={"Retry-After": str(retry)},
             )
         return self.engine

@@ -32,6 +32,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         model_aliases=tuple(settings.model_aliases),
         upstreams=upstream_configs(settings),
         upstream_deadline_s=settings.upstream_deadline_s,
+        upstream_health_interval_s=settings.upstream_health_interval_s,
         dtype=settings.dtype,
         device=settings.device,
         onednn=settings.onednn,
