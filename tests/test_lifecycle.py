@@ -115,3 +115,23 @@ def test_sigterm_stops_a_server_mid_ingest_within_ten_seconds(tmp_path: Path) ->
     database = open_database(f"sqlite:///{tmp_path / 'data' / 'embedgate.db'}")
     stored = Catalog(database).job(job["id"])
     assert stored is not None and stored["status"] == "running", stored
+
+
+def test_a_start_and_stop_of_serve_leaves_nothing_in_the_temp_dir(tmp_path: Path) -> None:
+    """Everything `embedgate serve` writes lives under its data dir: the temp dir (every
+    library here honours TMPDIR, glog and tempfile included) is as empty after a start with
+    the knowledge base in use and a SIGTERM as before."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    served = start_serve(tmp_path / "data", TMPDIR=str(temp))
+    try:
+        wait_served(served)
+        created = httpx.post(
+            served.base + "/v1/collections", json={"name": "handbook"}, headers=served.admin
+        )
+        assert created.status_code == 201  # Milvus Lite's server started
+    finally:
+        stop(served)
+    assert served.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises it
+    assert sorted(p.name for p in temp.iterdir()) == []
+    assert any((tmp_path / "data" / "milvus-logs").iterdir())  # its logs went here instead

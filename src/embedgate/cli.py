@@ -74,6 +74,11 @@ def serve(
         upstreams=upstream or None,
     )
     configure_logging(settings.log_level, settings.log_format)
+    # torch's compiler cache defaults to /tmp/torchinductor_<user>, made on import: keep it
+    # under the data dir with the rest of the server's files (children inherit this)
+    os.environ.setdefault(
+        "TORCHINDUCTOR_CACHE_DIR", str(settings.data_dir.absolute() / "cache" / "torchinductor")
+    )
     _check_model(settings)  # fail fast on a wrong --model before binding a port
     # The forward thread re-takes the GIL after every torch op; with the default 5 ms switch
     # interval a busy event loop stalls it (a GIL convoy). 1 ms measured faster under load.

@@ -222,7 +222,11 @@ def milvus_server() -> Iterator[MilvusServer]:
     lib = Path(milvus_lite.__file__).parent / "lib"
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="embedgate-milvus-")
-    env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+        "GLOG_log_dir": workdir,  # glog's default is /tmp
+    }
     log = open(Path(workdir) / "milvus.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [str(lib / "milvus"), str(Path(workdir) / "remote.db"), f"127.0.0.1:{port}", "ERROR"],

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from embedgate.knowledge.analysis import TextAnalyzer, shared_analyzer
+from embedgate.knowledge.milvus_lite import is_embedded, logs_beside
 
 RRF_K = 60
 SCHEMA_VERSION = 2  # 1: Milvus's own jieba analyzer on `text` (before 0.5); 2: `terms`
@@ -167,7 +168,11 @@ class MilvusVectorStore:
 
         self.uri = uri
         self.dense_index = dense_index
-        self.client = MilvusClient(uri=uri, token=token or "")
+        if is_embedded(uri):  # the embedded server starts here; its logs stay off /tmp
+            with logs_beside(uri):
+                self.client = MilvusClient(uri=uri, token=token or "")
+        else:
+            self.client = MilvusClient(uri=uri, token=token or "")
         self.analyzer = analyzer or shared_analyzer()
         self._lock = threading.Lock()
         self._loaded: set[str] = set()
@@ -346,7 +351,7 @@ class MilvusVectorStore:
         pymilvus starts one per file on first use and would otherwise keep its threads and
         sockets until the process exits."""
         self.client.close()
-        if not self.uri.startswith(("http://", "https://", "tcp://", "unix:")):
+        if is_embedded(self.uri):
             from milvus_lite.server_manager import server_manager_instance
 
             server_manager_instance.release_server(self.uri)
