@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: serve test lint install install-test system-deps bench
+.PHONY: serve test lint install install-test system-deps bench wheelhouse
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,9 +40,14 @@ lint: install-test
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# two workers: tests that start real servers take free ports and temp dirs of their own
+# two workers: tests that start real servers take free ports and temp dirs of their own; the
+# container tests share one dockerd and its images, so they run in one worker (loadgroup)
 test: lint system-deps
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+# every wheel the image needs, for `docker build --network=none .` (scripts/wheelhouse.sh)
+wheelhouse:
+	bash scripts/wheelhouse.sh
 
 bench: install-test
 	$(BIN)/python benchmarks/throughput.py

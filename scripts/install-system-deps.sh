@@ -15,6 +15,10 @@ command -v g++ >/dev/null 2>&1 || need+=(g++)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # a CJK font, so the console's Chinese renders in its screenshots
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
+# the container tests: a private dockerd, base images made by debootstrap (no registry)
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v iptables-save >/dev/null 2>&1 || need+=(iptables)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -36,3 +40,4 @@ $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # the packages start their own services; the tests run private instances instead
 $SUDO service redis-server stop >/dev/null 2>&1 || true
 $SUDO service postgresql stop >/dev/null 2>&1 || true
+$SUDO service docker stop >/dev/null 2>&1 || true

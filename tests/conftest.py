@@ -8,8 +8,10 @@ sharing state.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 from embedgate.engine import EmbeddingEngine, EngineConfig, load_engine
 from embedgate.engine.loading import bundled_model_dir
 from support import models
+from support.docker import REPO, Build, Docker, base_images, build_embedgate, docker_daemon
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -124,3 +127,33 @@ def milvus_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "embedded":
         return str(tmp_path / "milvus.db")
     return str(request.getfixturevalue("remote_milvus"))
+
+
+@pytest.fixture(scope="session")
+def docker() -> Iterator[Docker]:
+    """A private dockerd for the container tests (tests/support/docker.py)."""
+    with docker_daemon() as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="session")
+def embedgate_image(docker: Docker) -> Build:
+    """The Debian bases, the service look-alikes and embedgate:latest built air-gapped, once
+    per run; how long each step took is written to build/container-build.json."""
+    started = time.monotonic()
+    base_images(docker)
+    bases_s = time.monotonic() - started
+    build = build_embedgate(docker)
+    report = REPO / "build" / "container-build.json"
+    report.parent.mkdir(exist_ok=True)
+    report.write_text(
+        json.dumps(
+            {
+                "base_images_s": round(bases_s, 1),
+                "wheelhouse_s": round(build.wheelhouse_s, 1),
+                "docker_build_s": round(build.build_s, 1),
+                "image_bytes": build.size_bytes,
+            }
+        )
+    )
+    return build
