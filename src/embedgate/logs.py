@@ -58,6 +58,8 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every call at INFO: in gateway mode, a line per upstream batch and probe
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     jieba = logging.getLogger("jieba")  # jieba installs its own DEBUG handler
     jieba.handlers[:] = []
     jieba.setLevel(logging.WARNING)

@@ -68,6 +68,12 @@ class Docker:
             raise RuntimeError(f"docker {' '.join(args)}: exit {done.returncode}\n{done.stderr}")
         return done
 
+    def answers(self) -> bool:
+        try:
+            return self.run("version", check=False, timeout=10).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
     def has_image(self, tag: str) -> bool:
         return self.run("image", "inspect", tag, check=False).returncode == 0
 
@@ -93,6 +99,7 @@ def docker_daemon() -> Iterator[Docker]:
     root = Path(os.environ.get("EMBEDGATE_TEST_DOCKER_ROOT", "/var/tmp/embedgate-test-docker"))
     root.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="embedgate-dockerd-", dir="/run"))  # short socket path
+    _stop_stale_daemon(root / "dockerd.owner")  # a run killed before its teardown
     rules = subprocess.run(["iptables-save"], capture_output=True, check=True).stdout
     links = set(os.listdir("/sys/class/net"))
     socket = run_dir / "docker.sock"
@@ -109,10 +116,11 @@ def docker_daemon() -> Iterator[Docker]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    (root / "dockerd.owner").write_text(str(daemon.pid))
     docker = Docker(f"unix://{socket}")
     try:
         deadline = time.monotonic() + 60
-        while docker.run("version", check=False, timeout=10).returncode != 0:
+        while not docker.answers():
             if daemon.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"dockerd did not start; see {root / 'dockerd.log'}")
             time.sleep(0.5)
@@ -130,6 +138,22 @@ def docker_daemon() -> Iterator[Docker]:
         for link in set(os.listdir("/sys/class/net")) - links:  # docker0, br-…, veth…
             subprocess.run(["ip", "link", "delete", link], capture_output=True, check=False)
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _stop_stale_daemon(owner: Path) -> None:
+    """The dockerd an earlier, killed test run left on this data root: it would hold the
+    root's lock. Its rules were that run's to restore; they are left as they are."""
+    try:
+        pid = int(owner.read_text())
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            is_dockerd = cmdline.read().split(b"\0")[0].endswith(b"dockerd")
+    except (OSError, ValueError):
+        return
+    if is_dockerd:
+        os.kill(pid, 15)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def _unmount_under(*dirs: Path) -> None:
