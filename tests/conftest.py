@@ -33,6 +33,18 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault(name, value)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup` xdist marks a grouped test by a `@group` suffix on its node id;
+    without it the group's tests spread over workers (the container tests would start two
+    dockerds on one data root). A pytest/xdist pairing that drops the suffix fails here."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(f"xdist_group is not honoured by this pytest/xdist: {lost[:3]}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A safety net under the per-test data dir: a module- or session-scoped fixture that

@@ -129,8 +129,8 @@ def stack(docker: Docker, embedgate_image: Build, tmp_path: Path) -> Iterator[St
     write_secrets(secrets_dir)
     env = {
         **docker.env,
-        "EMBEDGATE_SECRETS": str(secrets_dir),
-        "EMBEDGATE_HTTPS_PORT": str(port),
+        "SECRETS_DIR": str(secrets_dir),
+        "HTTPS_PORT": str(port),
         "POSTGRES_IMAGE": SERVICE_IMAGES["postgres"],
         "REDIS_IMAGE": SERVICE_IMAGES["redis"],
         "NGINX_IMAGE": SERVICE_IMAGES["nginx"],

@@ -142,13 +142,21 @@ def docker_daemon() -> Iterator[Docker]:
 
 def _stop_stale_daemon(owner: Path) -> None:
     """The dockerd an earlier, killed test run left on this data root: it would hold the
-    root's lock. Its rules were that run's to restore; they are left as they are."""
+    root's lock. Its rules were that run's to restore; they are left as they are. A dockerd
+    whose test process still lives belongs to a run going on now (another pytest, or another
+    xdist worker): stopping it would break that run's build halfway, so this one refuses."""
     try:
         pid = int(owner.read_text())
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
             is_dockerd = cmdline.read().split(b"\0")[0].endswith(b"dockerd")
-    except (OSError, ValueError):
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
         return
+    if is_dockerd and parent not in (0, 1) and Path(f"/proc/{parent}").exists():
+        raise RuntimeError(
+            f"the test dockerd {pid} on {owner.parent} belongs to the live test process "
+            f"{parent}: run the container tests in one worker (xdist_group) and one run at a time"
+        )
     if is_dockerd:
         os.kill(pid, 15)
         deadline = time.monotonic() + 30
