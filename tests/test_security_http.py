@@ -282,9 +282,22 @@ def test_deny_by_default_route_walk(client: TestClient) -> None:
     assert table["/v1/admin/stats"] is Permission.ADMIN
     assert table["/v1/admin/audit/verify"] is Permission.ADMIN
     assert table["/v1/embeddings"] is Permission.EMBED
-    assert table["/v1/admin/keys"] is Permission.ADMIN and table["/metrics"] is Permission.ADMIN
+    assert table["/v1/admin/keys"] is Permission.ADMIN and table["/metrics"] is Permission.METRICS
     assert table["/openapi.json"] is Permission.ADMIN and table["/v1/models"] is Permission.SEARCH
     assert len(table) >= 11
+
+
+def test_a_monitor_key_reads_metrics_and_nothing_else(client: TestClient) -> None:
+    """Prometheus holds a `monitor` key: a scraper's credential stolen from its config file
+    reads counters, never embeds, searches or manages keys."""
+    monitor = bearer(make_key(client, "monitor"))
+    assert "embedgate_build_info" in client.get("/metrics", headers=monitor).text
+    assert_error(client.post("/v1/embeddings", json={"input": "x"}, headers=monitor), 403)
+    assert_error(client.get("/v1/admin/keys", headers=monitor), 403)
+    assert_error(client.get("/v1/collections", headers=monitor), 403)
+    assert_error(client.get("/openapi.json", headers=monitor), 403)
+    writer = bearer(make_key(client, "writer"))
+    assert_error(client.get("/metrics", headers=writer), 403)
 
 
 def test_an_unguarded_route_stops_the_app() -> None:

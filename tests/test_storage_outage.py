@@ -23,6 +23,7 @@ def test_a_database_outage_is_503_shows_everywhere_and_heals(
         app = create_app(settings, fake_factory())
         with client_for(app) as c, caplog.at_level("INFO", logger="embedgate.access"):
             assert c.post("/v1/embeddings", json={"input": "before"}).status_code == 200
+            unseen = c.post("/v1/admin/keys", json={"name": "p", "role": "monitor"}).json()["key"]
             pg.stop()
             during = c.post("/v1/embeddings", json={"input": "during"})
             assert during.status_code == 503, during.text
@@ -31,8 +32,18 @@ def test_a_database_outage_is_503_shows_everywhere_and_heals(
             assert wait_until(lambda: c.get("/ready").status_code == 503, 30)
             assert "database" in c.get("/ready").json()["reason"]
             assert c.get("/health").status_code == 200
+            admin = {"Authorization": f"Bearer {admin_key(app)}"}
+            down = 'embedgate_storage_up{store="database"} 0.0'  # the alert's series
+            # the scrape of a key verified before the outage works (from the key cache), so
+            # the outage shows in the metrics; a key never verified here cannot be checked
+            assert down in c.get("/metrics", headers=admin).text
+            unverified = c.get("/metrics", headers={"Authorization": f"Bearer {unseen}"})
+            assert unverified.status_code == 503
+            assert c.post("/v1/embeddings", json={"input": "x"}).status_code == 503
             pg.start()
             assert wait_until(lambda: c.get("/ready").status_code == 200, 30)
+            up = 'embedgate_storage_up{store="database"} 1.0'
+            assert up in c.get("/metrics", headers=admin).text
             after = c.post("/v1/embeddings", json={"input": "after"})
             assert after.status_code == 200, after.text
             metrics = c.get("/metrics", headers={"Authorization": f"Bearer {admin_key(app)}"})

@@ -57,7 +57,7 @@ def _fail(exc: Exception) -> typer.Exit:
 @keys_app.command("create")
 def create(
     name: Annotated[str, typer.Option(help="What the key is for.")],
-    role: Annotated[str, typer.Option(help="reader, writer or admin.")],
+    role: Annotated[str, typer.Option(help="reader, writer, admin or monitor (/metrics only).")],
     collections: Annotated[str | None, typer.Option(help="Limit to collections a,b.")] = None,
     expires_in: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d or 12h.")] = None,
     rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,

@@ -12,6 +12,7 @@ class Role(StrEnum):
     READER = "reader"
     WRITER = "writer"
     ADMIN = "admin"
+    MONITOR = "monitor"  # Prometheus: reads /metrics and nothing else
 
 
 class Permission(StrEnum):
@@ -19,13 +20,15 @@ class Permission(StrEnum):
     EMBED = "embed"  # POST /v1/embeddings
     WRITE = "write"  # create collections, upload documents
     DELETE = "delete"  # delete documents / collections
-    ADMIN = "admin"  # keys, audit log, config, metrics, API schema
+    ADMIN = "admin"  # keys, audit log, config, API schema
+    METRICS = "metrics"  # GET /metrics
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.READER: frozenset({Permission.SEARCH}),
     Role.WRITER: frozenset({Permission.SEARCH, Permission.EMBED, Permission.WRITE}),
     Role.ADMIN: frozenset(Permission),
+    Role.MONITOR: frozenset({Permission.METRICS}),
 }
 
 

@@ -17,6 +17,7 @@ from embedgate.identity import Permission, Principal
 from embedgate.security.gate import Security
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
+METRICS_STALE_KEY_S = 3600.0  # how old a cached key may be for a scrape during an outage
 CONSOLE_PREFIX = "/ui"  # the web console's static files: public, like a login page
 
 
@@ -41,7 +42,12 @@ async def admit(
     context = request_context(request.scope)
     peer = request.client.host if request.client else None
     context.client_ip = security.client_ip(peer, request.headers)
-    principal = await security.authenticate(request.headers, context.client_ip)
+    # a scrape during a database outage is checked against the key cache (verified within
+    # the hour), so the outage shows in the metrics instead of as a failed scrape
+    stale_ok_s = METRICS_STALE_KEY_S if permission is Permission.METRICS else 0.0
+    principal = await security.authenticate(
+        request.headers, context.client_ip, stale_ok_s=stale_ok_s
+    )
     context.principal = principal
     headers = await security.authorise(principal, permission, defer_limits=defer_limits)
     context.ratelimit_headers.update(headers)

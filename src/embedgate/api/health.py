@@ -31,6 +31,6 @@ async def ready(state: Services = Depends(service)) -> Response:
     return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
 
 
-@router.get("/metrics", dependencies=[requires(Permission.ADMIN)])
+@router.get("/metrics", dependencies=[requires(Permission.METRICS)])
 async def metrics(state: Services = Depends(service)) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

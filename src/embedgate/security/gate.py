@@ -72,7 +72,9 @@ class Security:
             return peer or ""
         return client_ip(peer, headers.get("x-forwarded-for"), self.trusted_proxies)
 
-    async def authenticate(self, headers: HeaderLookup, ip: str) -> Principal:
+    async def authenticate(
+        self, headers: HeaderLookup, ip: str, *, stale_ok_s: float = 0.0
+    ) -> Principal:
         """Who is calling. A credential that fails counts against the caller's address, and
         an address over `failed_auth_per_minute` gets 429 for failing credentials only: a
         valid key is never refused because other callers at the same address keep failing
@@ -85,7 +87,7 @@ class Security:
             if self.jwt is not None and looks_like_jwt(token):
                 principal = await self.jwt.verify(token)
             elif self.keys is not None:
-                principal = await self.keys.authenticate(token, ip)
+                principal = await self.keys.authenticate(token, ip, stale_ok_s=stale_ok_s)
             if principal is None:
                 raise _unauthenticated()
         except ServiceError as exc:

@@ -283,21 +283,31 @@ class KeyService:
         with self._lock:
             self._cache.pop(key_id, None)
 
-    async def _record(self, key_id: str) -> KeyRecord | None:
+    async def _record(self, key_id: str, stale_ok_s: float = 0.0) -> KeyRecord | None:
         cached = self._cache.get(key_id)
         now = time.monotonic()
         if cached is not None and now - cached[1] < self._ttl:
             return cached[0]
-        record = await asyncio.to_thread(self.store.get, key_id)
+        try:
+            record = await asyncio.to_thread(self.store.get, key_id)
+        except ServiceError as exc:
+            stale = cached is not None and now - cached[1] < stale_ok_s
+            if exc.kind is ErrorKind.STORAGE_UNAVAILABLE and cached is not None and stale:
+                return cached[0]
+            raise
         with self._lock:
             self._cache[key_id] = (record, now)
         return record
 
-    async def authenticate(self, candidate: str, client_ip: str | None) -> Principal | None:
+    async def authenticate(
+        self, candidate: str, client_ip: str | None, *, stale_ok_s: float = 0.0
+    ) -> Principal | None:
+        """`stale_ok_s`: while the database is unreachable, a record verified this recently
+        still counts (only `/metrics` asks for it: the outage must show in the metrics)."""
         parsed = keys.parse_key(candidate)
         if parsed is None:
             return None  # malformed or bad checksum: no lookup at all
-        record = await self._record(parsed.key_id)
+        record = await self._record(parsed.key_id, stale_ok_s)
         if record is None or not keys.verify(self._pepper, candidate, record.digest):
             return None
         now = datetime.now(UTC)

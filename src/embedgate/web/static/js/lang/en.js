@@ -19,6 +19,7 @@ export default {
   "role.reader": "reader",
   "role.writer": "writer",
   "role.admin": "admin",
+  "role.monitor": "monitor",
   "status.queued": "queued",
   "status.running": "running",
   "status.indexing": "indexing",

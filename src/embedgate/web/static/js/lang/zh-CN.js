@@ -19,6 +19,7 @@ export default {
   "role.reader": "只读",
   "role.writer": "读写",
   "role.admin": "管理员",
+  "role.monitor": "监控",
   "status.queued": "排队中",
   "status.running": "处理中",
   "status.indexing": "索引中",

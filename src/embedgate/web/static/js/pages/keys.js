@@ -9,7 +9,7 @@ export const needs = "admin";
 export function render(root) {
   const fields = {
     name: h("input", { id: "key-name", required: true, maxlength: 200 }),
-    role: h("select", { id: "key-role" }, ["reader", "writer", "admin"].map((r) => h("option", { value: r }, t(`role.${r}`)))),
+    role: h("select", { id: "key-role" }, ["reader", "writer", "admin", "monitor"].map((r) => h("option", { value: r }, t(`role.${r}`)))),
     collections: h("input", { id: "key-collections", placeholder: t("keys.all_collections") }),
     expires_in: h("input", { id: "key-expires", placeholder: "90d" }),
     rpm: h("input", { id: "key-rpm", type: "number", min: 1 }),
