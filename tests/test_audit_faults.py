@@ -41,6 +41,12 @@ def test_log_only_keeps_serving_while_the_log_cannot_be_written(tmp_path: Path) 
         sink.broken = True
         codes = [c.post("/v1/embeddings", json=EMBED).status_code for _ in range(3)]
         assert codes == [200, 200, 200]
+        metrics = c.get("/metrics").text  # what EmbedgateAuditLogFailing / RecordsLost read
+        assert "embedgate_audit_failing 1.0" in metrics
+        assert "embedgate_audit_write_failures_total 3.0" in metrics
+        sink.broken = False
+        c.post("/v1/embeddings", json=EMBED)
+        assert "embedgate_audit_failing 0.0" in c.get("/metrics").text
 
 
 def test_revocation_goes_ahead_when_the_log_is_down_and_is_recorded_later(

@@ -117,6 +117,11 @@ class Backend(ABC):
         return []
 
     @property
+    def model_pid(self) -> int | None:
+        """The model's own process (its memory is not the server's), or None."""
+        return None
+
+    @property
     def fingerprint(self) -> str | None:
         """What names the served model's vectors beyond its name (gateway mode: a hash of
         the probe text's vector), or None."""

@@ -53,6 +53,10 @@ class ProcessBackend(TokenizedBackend):
         return self.process.restarts
 
     @property
+    def model_pid(self) -> int | None:
+        return self.process.pid
+
+    @property
     def restart_failures(self) -> int:
         return self.process.restart_failures
 

@@ -72,6 +72,15 @@ class JobCancelled(Exception):
     """The job's document, collection or the job itself was deleted: drop its work."""
 
 
+@dataclass
+class JobOutcomes:
+    """How ingest jobs ended since start, for the metrics (a job ends in one of the three)."""
+
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
 @dataclass(frozen=True)
 class IngestSettings:
     uploads: Path
@@ -103,6 +112,11 @@ class IngestRunner:
         self.parser = parser or ParseWorker()
         self._stopping = threading.Event()
         self.coverage = CoverageWarnings()
+        self.outcomes = JobOutcomes()
+
+    def _ended(self, outcome: str) -> None:
+        with self._count_lock:
+            setattr(self.outcomes, outcome, getattr(self.outcomes, outcome) + 1)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -224,6 +238,7 @@ class IngestRunner:
                 return
             except JobCancelled:
                 log.info("ingest job called off", extra={"job_id": job.job_id})
+                self._ended("cancelled")
                 prepared = None
             except Exception as exc:
                 self._failed(job, exc)
@@ -255,6 +270,7 @@ class IngestRunner:
                 return
             except JobCancelled:
                 log.info("ingest job called off", extra={"job_id": prepared.job_id})
+                self._ended("cancelled")
             finally:
                 self._finished()
 
@@ -300,7 +316,7 @@ class IngestRunner:
             if done.value is not None:
                 self.store_prepared(done.value)
         except JobCancelled:
-            return
+            self._ended("cancelled")
         except Exception as exc:
             self._failed(active, exc)
 
@@ -326,6 +342,7 @@ class IngestRunner:
             if info is not None and info.store_name is not None:
                 self.store.delete_document(info.store_name, doc_id)
         finally:
+            self._ended("failed")
             self.catalog.update_document(doc_id, status="failed", error=message)
             self.catalog.update_job(job_id, status="failed", stage="failed", error=message)
 
@@ -411,6 +428,7 @@ class IngestRunner:
         job_id, doc_id, chunks = prepared.job_id, prepared.doc_id, prepared.chunks
         info = self.catalog.collection(prepared.collection)  # now: a reindex may have switched
         if info is None or info.store_name is None or prepared.cancel.cancelled:
+            self._ended("cancelled")
             return
         store = info.store_name
         self._stage(job_id, "storing", 0.9)
@@ -449,6 +467,7 @@ class IngestRunner:
         # leave a ready document behind
         if not self.catalog.advance_job(job_id, status="succeeded", stage="done", progress=1.0):
             self.store.delete_document(store, doc_id)
+            self._ended("cancelled")
             return
         self.catalog.update_document(
             doc_id,
@@ -462,7 +481,9 @@ class IngestRunner:
         )
         if self.catalog.document(doc_id) is None:  # deleted while it was being written
             self.store.delete_document(store, doc_id)
+            self._ended("cancelled")
             return
+        self._ended("succeeded")
         log.info("document indexed", extra={"document_id": doc_id, "chunks": len(chunks)})
         engine = self._engine()
         if engine is not None and not engine.spec.covers(prepared.language):

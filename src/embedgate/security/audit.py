@@ -171,6 +171,7 @@ class AuditLog:
         self.fail_closed = fail_closed
         self.backlog = backlog
         self.failing: str | None = None  # why the last write failed, until one succeeds
+        self.write_failures = 0  # records that could not be written, since start (metrics)
 
     def refuses_requests(self) -> bool:
         """True while requests must be turned away (fail_closed and the log is failing).
@@ -187,17 +188,21 @@ class AuditLog:
                     "after": self.failing,
                 },
                 durable=True,
+                probe=True,
             )
         except Exception:
             return self.fail_closed
         return False
 
-    def _append(self, record: dict[str, Any], *, durable: bool) -> None:
+    def _append(self, record: dict[str, Any], *, durable: bool, probe: bool = False) -> None:
+        """`probe`: the `audit.resumed` marker tried while failing; its failure loses no
+        record, so it is not counted."""
         assert self.sink is not None
         try:
             self.sink.append(record, durable=durable)
         except Exception as exc:
             self.failing = f"{type(exc).__name__}: {exc}"
+            self.write_failures += 0 if probe else 1
             raise
         if self.failing is not None:
             log.warning("the audit log can be written again")

@@ -71,6 +71,8 @@ class RateLimiter:
         self._primary: LimitStore = store if store is not None else MemoryLimitStore()
         self._local = MemoryLimitStore()
         self._degraded_since: float | None = None
+        # the shared store's last charge failed (metrics; it clears on the next that works)
+        self.store_failing = False
         self._refused: dict[tuple[str, int], float] = {}
 
     @classmethod
@@ -146,6 +148,7 @@ class RateLimiter:
         except Exception as exc:
             if not self.shared:
                 raise
+            self.store_failing = True
             if self.failure_mode == "fail_closed":
                 log.error(
                     "rate-limit store unreachable; refusing requests (fail_closed)",
@@ -164,6 +167,7 @@ class RateLimiter:
                 extra={"error": type(exc).__name__},
             )
             return await self._local.charge(charges)
+        self.store_failing = False
         if self._degraded_since is not None:
             log.warning("rate-limit store reachable again; shared limits restored")
             self._degraded_since = None

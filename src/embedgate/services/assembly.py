@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,12 +21,14 @@ from typing import Literal
 
 from sqlalchemy import Engine
 
+from embedgate import __version__
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EngineConfig, load_engine
 from embedgate.engine.scheduler import SchedulerObserver
 from embedgate.engine.selftest import run_self_test
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.base import KnowledgeBase
+from embedgate.knowledge.ingest import JobOutcomes
 from embedgate.knowledge.vector_store import VectorStore
 from embedgate.security.audit import AuditLog, AuditSink
 from embedgate.security.gate import Security
@@ -33,6 +36,7 @@ from embedgate.security.key_service import KeyService
 from embedgate.services.engine import EngineFactory, bring_up
 from embedgate.services.knowledge import build_knowledge, open_vector_store
 from embedgate.services.metrics import Metrics
+from embedgate.services.scrape import ServiceSnapshot
 from embedgate.services.security import build_security, ensure_first_admin_key
 from embedgate.services.storage import open_configured_database
 from embedgate.storage.database import ping
@@ -78,17 +82,34 @@ class Services:
 
     def __post_init__(self) -> None:
         self.metrics.ready.set_function(lambda: float(self.not_ready_reason() is None))
-        self.metrics.watch_model(
-            self._model_counts,
-            lambda: self.engine.backend.upstreams() if self.engine is not None else [],
-        )
+        self.metrics.queue_max_tokens.set(self.settings.max_queued_tokens)
+        self.metrics.watch(self.snapshot)
 
-    def _model_counts(self) -> tuple[int, int, bool]:
-        engine = self.engine
-        if engine is None:
-            return 0, 0, False
-        backend = engine.backend
-        return backend.restarts, backend.restart_failures, self._model_reason() is None
+    def snapshot(self) -> ServiceSnapshot:
+        """The state Prometheus reads at each scrape (services/scrape.py)."""
+        engine, audit = self.engine, self.audit
+        storage = {"database": self.database is not None and self.storage_error is None}
+        if self.knowledge is not None or self.knowledge_error != "starting":
+            storage["vector_store"] = self.knowledge is not None
+        if self.security is not None and self.security.limiter.shared:
+            storage["rate_limit_store"] = not self.security.limiter.store_failing
+        jobs = self.knowledge.runner.outcomes if self.knowledge is not None else JobOutcomes()
+        backend = engine.backend if engine is not None else None
+        return ServiceSnapshot(
+            version=__version__,
+            mode="gateway" if self.settings.upstreams else "local",
+            model=engine.name if engine is not None else (self.settings.model_name or ""),
+            fingerprint=(backend.fingerprint or "") if backend is not None else "",
+            model_ready=engine is not None and self._model_reason() is None,
+            model_restarts=backend.restarts if backend is not None else 0,
+            model_restart_failures=backend.restart_failures if backend is not None else 0,
+            model_pid=backend.model_pid if backend is not None else None,
+            audit_failing=audit is not None and audit.failing is not None,
+            audit_write_failures=audit.write_failures if audit is not None else 0,
+            storage_up=storage,
+            ingest_jobs=dataclasses.asdict(jobs),
+            upstreams=backend.upstreams() if backend is not None else [],
+        )
 
     # --- what the surfaces ask ---------------------------------------------------------------
     def not_ready_reason(self) -> str | None:

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
 )
-from prometheus_client.registry import Collector
 
-from embedgate.engine.upstream import LATENCY_BUCKETS as UPSTREAM_BUCKETS
-from embedgate.engine.upstream import UpstreamStats
+from embedgate import __version__
+from embedgate.services.scrape import ServiceCollector, ServiceSnapshot, Snapshot
 from embedgate.services.traffic import RecentTraffic
 
-# (restarts, failed restart attempts, model ready), read when Prometheus scrapes
-ModelCounts = Callable[[], tuple[int, int, bool]]
+# the routes the dashboards and alert rules read, exported at 0 before their first request
+KEY_ROUTES = ("/v1/embeddings", "/v1/collections/{name}/search")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -29,8 +30,12 @@ class Metrics:
     """Request, queue and batch metrics; also the engine scheduler's observer."""
 
     def __init__(self) -> None:
+        # `_created` series double every counter and no rule reads them
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)  # stateless readers of /proc and the interpreter
         self.requests = Counter(
             "embedgate_requests",
             "HTTP requests by route and status.",
@@ -89,19 +94,21 @@ class Metrics:
             "1 when the model passed its self-test and its process is up (as /ready).",
             registry=r,
         )
+        self.queue_max_tokens = Gauge(
+            "embedgate_queue_max_tokens",
+            "Tokens the queue admits before it answers 429 (max_queued_tokens).",
+            registry=r,
+        )
+        for route in KEY_ROUTES:
+            self.requests.labels(route, "200")
+            self.latency.labels(route)
         self.recent = RecentTraffic()  # the last hour in memory, for the console
-        self._model: ModelCounts = lambda: (0, 0, False)
-        r.register(_ModelCollector(lambda: self._model()))
-        self._upstreams: Callable[[], list[UpstreamStats]] = list
-        r.register(_UpstreamCollector(lambda: self._upstreams()))
+        self._snapshot: Snapshot = lambda: ServiceSnapshot(version=__version__, mode="local")
+        r.register(ServiceCollector(lambda: self._snapshot()))
 
-    def watch_model(
-        self, counts: ModelCounts, upstreams: Callable[[], list[UpstreamStats]] = list
-    ) -> None:
-        """Where the model's restart counts, readiness and (gateway mode) upstreams are read
-        at each scrape."""
-        self._model = counts
-        self._upstreams = upstreams
+    def watch(self, snapshot: Snapshot) -> None:
+        """Where the service's state is read at each scrape (`Services.snapshot`)."""
+        self._snapshot = snapshot
 
     def request_done(self, route: str, status: int, seconds: float, *, api: bool = True) -> None:
         """One answered request; `api` False for health probes and the console's files,
@@ -136,81 +143,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class _UpstreamCollector(Collector):
-    """Gateway mode: per upstream requests, errors, retries, ejections, in-flight calls,
-    health and call latency, read from the pool when scraped."""
-
-    def __init__(self, upstreams: Callable[[], list[UpstreamStats]]) -> None:
-        self._upstreams = upstreams
-
-    def collect(self) -> Iterator[Metric]:
-        stats = self._upstreams()
-        label = ["upstream"]
-        families = {
-            "requests": CounterMetricFamily(
-                "embedgate_upstream_requests", "Calls sent to the upstream.", labels=label
-            ),
-            "errors": CounterMetricFamily(
-                "embedgate_upstream_errors",
-                "Calls that failed or returned bad vectors.",
-                labels=label,
-            ),
-            "retries": CounterMetricFamily(
-                "embedgate_upstream_retries",
-                "Batches moved to another upstream after this one failed.",
-                labels=label,
-            ),
-            "ejections": CounterMetricFamily(
-                "embedgate_upstream_ejections", "Times the upstream was ejected.", labels=label
-            ),
-        }
-        in_flight = GaugeMetricFamily(
-            "embedgate_upstream_in_flight", "Calls in flight to the upstream.", labels=label
-        )
-        healthy = GaugeMetricFamily(
-            "embedgate_upstream_healthy", "1 while the upstream is admitted.", labels=label
-        )
-        latency = HistogramMetricFamily(
-            "embedgate_upstream_latency_seconds", "Upstream call latency.", labels=label
-        )
-        for s in stats:
-            for key, family in families.items():
-                family.add_metric([s.name], getattr(s, key))
-            in_flight.add_metric([s.name], s.in_flight)
-            healthy.add_metric([s.name], float(s.healthy))
-            buckets = [
-                (str(b), c) for b, c in zip(UPSTREAM_BUCKETS, s.latency_buckets, strict=True)
-            ]
-            latency.add_metric(
-                [s.name], [*buckets, ("+Inf", s.latency_count)], sum_value=s.latency_sum
-            )
-        yield from families.values()
-        yield from (in_flight, healthy, latency)
-
-
-class _ModelCollector(Collector):
-    """The model process's restart counters, read from the backend when scraped (they are
-    counted where restarts happen, in the engine, which knows nothing of Prometheus)."""
-
-    def __init__(self, counts: ModelCounts) -> None:
-        self._counts = counts
-
-    def collect(self) -> Iterator[Metric]:
-        restarts, failures, ready = self._counts()
-        yield CounterMetricFamily(
-            "embedgate_model_restarts",
-            "Times the model process died and a replacement started serving.",
-            value=restarts,
-        )
-        yield CounterMetricFamily(
-            "embedgate_model_restart_failures",
-            "Attempts to start a replacement model process that failed (each is retried).",
-            value=failures,
-        )
-        yield GaugeMetricFamily(
-            "embedgate_model_ready",
-            "1 while the model can take passes (its process is up and passed the self-test).",
-            value=float(ready),
-        )
