@@ -7,6 +7,7 @@ file. No option takes a secret (command lines show up in `ps`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -99,7 +100,10 @@ def serve(
         raise typer.Exit(2) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     scheme = "https" if tls else "http"
-    typer.echo(f"embedgate: serving on {scheme}://{settings.host}:{settings.port}", err=True)
+    # a log line, not a bare print: with log_format = json every line on stderr is JSON
+    logging.getLogger("embedgate.app").info(
+        "serving", extra={"url": f"{scheme}://{settings.host}:{settings.port}"}
+    )
     app = create_app(settings)
 
     class Server(uvicorn.Server):

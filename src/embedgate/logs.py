@@ -51,6 +51,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_KnownNoise())
+    # Python warnings (a library's DeprecationWarning) become log lines too, so that with
+    # the JSON format every line on stderr is JSON for the log shippers
+    logging.captureWarnings(True)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
