@@ -27,7 +27,7 @@ $(VENV)/.test: pyproject.toml $(VENV)/.runtime | system-deps
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
-# Redis and PostgreSQL for the tests (Debian packages; a no-op once installed)
+# Redis, PostgreSQL, Prometheus, Docker... for the tests (Debian packages; a no-op once installed)
 system-deps:
 	bash scripts/install-system-deps.sh
 
@@ -35,8 +35,8 @@ serve: install
 	$(BIN)/embedgate serve
 
 lint: install-test
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks deploy
+	$(BIN)/ruff format --check src tests benchmarks deploy
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -19,6 +19,9 @@ command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v iptables-save >/dev/null 2>&1 || need+=(iptables)
+# the monitoring kit's checks: promtool, amtool and a real Prometheus on loopback
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -41,3 +44,5 @@ $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 $SUDO service redis-server stop >/dev/null 2>&1 || true
 $SUDO service postgresql stop >/dev/null 2>&1 || true
 $SUDO service docker stop >/dev/null 2>&1 || true
+$SUDO service prometheus stop >/dev/null 2>&1 || true
+$SUDO service prometheus-alertmanager stop >/dev/null 2>&1 || true
