@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from embedgate.api.context import request_context
 from embedgate.api.middleware import AccessLogStep, AuditStep, RequestIdStep, SizeLimitStep
-from embedgate.errors import ErrorKind, ServiceError
+from embedgate.errors import ErrorKind, LimitStatus, ServiceError
 from embedgate.identity import Permission, Principal, Role
 from embedgate.security.audit import AuditLog, MemoryAuditSink
 from embedgate.security.gate import Security
@@ -32,7 +32,7 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
             break
     context = request_context(scope)
     context.principal = Principal(subject="k1", role=Role.WRITER)
-    context.ratelimit_headers["x-ratelimit-limit-requests"] = "10"
+    context.limits["requests"] = LimitStatus("requests", limit=10, remaining=9, reset_seconds=6.0)
     context.audit.n_inputs = 3
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": str(size).encode()})
@@ -111,8 +111,8 @@ def test_the_security_rules_run_without_a_web_framework() -> None:
         assert ip == "10.0.0.9"  # no trusted proxies: the header is not believed
         principal = await security.authenticate({"authorization": f"Bearer {issued.key}"}, ip)
         assert principal.role is Role.READER
-        headers = await security.authorise(principal, Permission.SEARCH)
-        assert headers["x-ratelimit-limit-requests"] == "5"
+        charged = await security.authorise(principal, Permission.SEARCH)
+        assert [(s.kind, s.limit, s.remaining) for s in charged] == [("requests", 5, 4)]
         with pytest.raises(ServiceError) as refused:
             await security.authorise(principal, Permission.EMBED)
         assert refused.value.kind is ErrorKind.FORBIDDEN

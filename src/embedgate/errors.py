@@ -1,13 +1,19 @@
 """One error type for the whole service.
 
-Every part (engine, API, later security and knowledge base) raises `ServiceError` with an
-`ErrorKind`; the HTTP layer maps kinds to status codes in exactly one place
-(`embedgate.api.errors`). The core therefore never knows about HTTP.
+Every part (engine, security, knowledge base, storage) raises `ServiceError` with an
+`ErrorKind` and, where it helps the caller, when to retry and the rate-limit windows it hit;
+the HTTP layer turns those into statuses and headers (`Retry-After`, `retry-after-ms`,
+`x-ratelimit-*`, `WWW-Authenticate`) in exactly one place (`embedgate.api.errors`). The core
+therefore never knows about HTTP.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
+
+LimitKind = Literal["requests", "tokens", "auth"]
 
 
 class ErrorKind(Enum):
@@ -42,21 +48,35 @@ class ErrorKind(Enum):
     INTERNAL = "internal"
 
 
+@dataclass(frozen=True)
+class LimitStatus:
+    """One rate-limit window after a charge: what the caller has left and when it resets."""
+
+    kind: LimitKind
+    limit: int
+    remaining: int
+    reset_seconds: float
+
+
 class ServiceError(Exception):
-    """An error with a message a person can act on, and the request field it is about."""
+    """An error with a message a person can act on, the request field it is about, and
+    (for refusals that pass) when to retry and the limit windows that refused it."""
 
     def __init__(
         self,
         kind: ErrorKind,
         message: str,
         param: str | None = None,
-        headers: dict[str, str] | None = None,
+        *,
+        retry_after_s: float | None = None,
+        limits: tuple[LimitStatus, ...] = (),
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.param = param
-        self.headers = headers or {}
+        self.retry_after_s = retry_after_s
+        self.limits = limits
 
     def __repr__(self) -> str:
         return f"ServiceError({self.kind.name}, {self.message!r}, param={self.param!r})"

@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.types import Scope
 
+from embedgate.errors import LimitStatus
 from embedgate.identity import Principal
 
 SCOPE_KEY = "embedgate.request"
@@ -35,7 +36,8 @@ class RequestContext:
     client_ip: str | None = None
     principal: Principal | None = None
     tokens_charged: int | None = None
-    ratelimit_headers: dict[str, str] = field(default_factory=dict)
+    # the rate-limit windows charged, by kind: the response's x-ratelimit-* headers
+    limits: dict[str, LimitStatus] = field(default_factory=dict)
     audit: AuditCounts = field(default_factory=AuditCounts)
     status: int = 500  # what was answered; 500 until a response starts
     response_started: bool = False

@@ -7,7 +7,8 @@ validation errors, unknown routes, wrong methods and unexpected exceptions alike
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from embedgate.errors import ErrorKind, ServiceError
+from embedgate.errors import ErrorKind, LimitStatus, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,37 @@ def envelope(message: str, type_: str, param: str | None, code: str | None) -> b
     return orjson.dumps(body)
 
 
+def limit_headers(limits: Iterable[LimitStatus]) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the windows a request was charged (the failed-auth
+    window is the address's, not the caller's: it is not shown)."""
+    headers = {}
+    for status in limits:
+        if status.kind == "auth":
+            continue
+        headers[f"x-ratelimit-limit-{status.kind}"] = str(status.limit)
+        headers[f"x-ratelimit-remaining-{status.kind}"] = str(max(status.remaining, 0))
+        headers[f"x-ratelimit-reset-{status.kind}"] = f"{max(status.reset_seconds, 0.0):.3f}s"
+    return headers
+
+
+def error_headers(error: ServiceError) -> dict[str, str]:
+    """What a client needs to act on the error: when to retry (whole seconds for
+    Retry-After, milliseconds for OpenAI's clients), the refusing windows, the auth scheme."""
+    headers = limit_headers(error.limits)
+    retry = error.retry_after_s
+    if retry is None and error.kind is ErrorKind.OVERLOADED:
+        retry = 1.0
+    if retry is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry)))
+        headers["retry-after-ms"] = str(max(1, math.ceil(retry * 1000)))
+    if error.kind is ErrorKind.UNAUTHENTICATED:
+        headers["WWW-Authenticate"] = 'Bearer realm="embedgate"'
+    return headers
+
+
 def error_response(error: ServiceError, headers: dict[str, str] | None = None) -> Response:
     status, type_, code = _MAPPING[error.kind]
-    all_headers = {**error.headers, **(headers or {})}
-    if error.kind is ErrorKind.OVERLOADED:
-        all_headers.setdefault("Retry-After", "1")
+    all_headers = {**error_headers(error), **(headers or {})}
     return Response(
         envelope(error.message, type_, error.param, code),
         status_code=status,

@@ -49,18 +49,19 @@ async def admit(
         request.headers, context.client_ip, stale_ok_s=stale_ok_s
     )
     context.principal = principal
-    headers = await security.authorise(principal, permission, defer_limits=defer_limits)
-    context.ratelimit_headers.update(headers)
+    charged = await security.authorise(principal, permission, defer_limits=defer_limits)
+    context.limits.update((status.kind, status) for status in charged)
     return principal
 
 
 async def charge_usage(
     request: Request, security: Security, principal: Principal, tokens: int | None
 ) -> None:
-    """Charge what `admit(defer_limits=True)` left, and keep the headers for the response."""
+    """Charge what `admit(defer_limits=True)` left, and keep the windows for the response."""
     context = request_context(request.scope)
     context.tokens_charged = tokens
-    context.ratelimit_headers.update(await security.charge_usage(principal, tokens))
+    charged = await security.charge_usage(principal, tokens)
+    context.limits.update((status.kind, status) for status in charged)
 
 
 class Requires:

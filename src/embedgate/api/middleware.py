@@ -18,7 +18,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embedgate.api.context import RequestContext, request_context, start_context
-from embedgate.api.errors import error_response
+from embedgate.api.errors import error_response, limit_headers
 from embedgate.api.guard import is_public
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.security.audit import AuditLog
@@ -66,9 +66,9 @@ class RequestIdStep:
         context.response_started = True
         headers = list(message.get("headers", []))
         headers.append((b"x-request-id", context.request_id.encode()))
-        if context.ratelimit_headers:
+        if context.limits:
             present = {name.lower() for name, _ in headers}
-            for name, value in context.ratelimit_headers.items():
+            for name, value in limit_headers(context.limits.values()).items():
                 if name.encode() not in present:
                     headers.append((name.encode(), value.encode()))
         return {**message, "headers": headers}
@@ -127,7 +127,7 @@ class AuditStep:
                     ErrorKind.AUDIT_UNAVAILABLE,
                     "the audit log cannot be written, so requests are refused until it can; "
                     "retry shortly",
-                    headers={"Retry-After": "5"},
+                    retry_after_s=5.0,
                 )
                 await error_response(error)(scope, receive, send)
             else:

@@ -189,7 +189,7 @@ class BatchScheduler:
                 f"this key already has {queued} tokens queued (about {queued / rate:.0f} s of "
                 f"model time); with this request it would be {seconds:.0f} s, over the "
                 f"{limit:g} s bound; retry in {wait} s",
-                headers={"Retry-After": str(wait), "retry-after-ms": str(wait * 1000)},
+                retry_after_s=wait,
             )
 
     def _report_queue(self) -> None:
@@ -334,7 +334,7 @@ def _pass_error(exc: Exception) -> ServiceError:
         return ServiceError(
             ErrorKind.MODEL_UNAVAILABLE,
             f"the model is not available right now ({exc}); retry shortly",
-            headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+            retry_after_s=exc.retry_after_s,
         )
     if isinstance(exc, InputRefused):  # refused again with nothing else in the pass
         return exc.error

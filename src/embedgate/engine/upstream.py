@@ -315,7 +315,7 @@ class UpstreamPool:
                 raise ServiceError(
                     ErrorKind.MODEL_UNAVAILABLE,
                     "the embedding upstreams did not answer within the request's deadline",
-                    headers={"Retry-After": "1"},
+                    retry_after_s=1.0,
                 )
             upstream = self._pick()
             if upstream is None and not recovery_tried:
@@ -326,7 +326,7 @@ class UpstreamPool:
                 raise ServiceError(
                     ErrorKind.MODEL_UNAVAILABLE,
                     "no embedding upstream is available",
-                    headers={"Retry-After": "1"},
+                    retry_after_s=1.0,
                 )
             try:
                 return await self._call(upstream, texts, deadline=deadline)

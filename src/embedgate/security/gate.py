@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from embedgate.errors import ErrorKind, ServiceError
+from embedgate.errors import ErrorKind, LimitStatus, ServiceError
 from embedgate.identity import Permission, Principal, Role
 from embedgate.security.client_ip import Network, client_ip
 from embedgate.security.jwt_auth import JwtVerifier, looks_like_jwt
@@ -19,7 +19,6 @@ from embedgate.security.ratelimit import Limit, RateLimiter
 
 log = logging.getLogger(__name__)
 ANONYMOUS_ADMIN = Principal(subject="anonymous", role=Role.ADMIN)
-RateHeaders = dict[str, str]
 
 
 class HeaderLookup(Protocol):
@@ -29,9 +28,7 @@ class HeaderLookup(Protocol):
 
 
 def _unauthenticated(message: str = "Invalid API key") -> ServiceError:
-    return ServiceError(
-        ErrorKind.UNAUTHENTICATED, message, headers={"WWW-Authenticate": 'Bearer realm="embedgate"'}
-    )
+    return ServiceError(ErrorKind.UNAUTHENTICATED, message)
 
 
 def credential_from(headers: HeaderLookup) -> str:
@@ -109,8 +106,8 @@ class Security:
 
     async def authorise(
         self, principal: Principal, permission: Permission, *, defer_limits: bool = False
-    ) -> RateHeaders:
-        """Check the role, then charge the request limit; returns the rate-limit headers.
+    ) -> list[LimitStatus]:
+        """Check the role, then charge the request limit; returns the windows it charged.
 
         With `defer_limits` the request limit is only checked against refusals this process
         already knows of, and the caller charges it later with `charge_usage`, together with
@@ -123,17 +120,17 @@ class Security:
             )
         rpm = principal.rpm or self.default_rpm
         if rpm is None or not self.enabled:
-            return {}
+            return []
         if defer_limits:
             self.limiter.raise_if_refused("requests", principal.subject, rpm)
-            return {}
+            return []
         return await self._charge(principal, [Limit("requests", rpm)])
 
-    async def charge_usage(self, principal: Principal, tokens: int | None) -> RateHeaders:
+    async def charge_usage(self, principal: Principal, tokens: int | None) -> list[LimitStatus]:
         """The limits `authorise(defer_limits=True)` left: the request, and its tokens when
         known (None: the request failed before they were counted), all or nothing."""
         if not self.enabled:
-            return {}
+            return []
         limits = []
         rpm = principal.rpm or self.default_rpm
         if rpm is not None:
@@ -141,10 +138,7 @@ class Security:
         tpm = principal.tpm or self.default_tpm
         if tpm is not None and tokens is not None:
             limits.append(Limit("tokens", tpm, tokens))
-        return await self._charge(principal, limits) if limits else {}
+        return await self._charge(principal, limits) if limits else []
 
-    async def _charge(self, principal: Principal, limits: list[Limit]) -> RateHeaders:
-        headers: RateHeaders = {}
-        for status in await self.limiter.charge(principal.subject, limits):
-            headers.update(status.headers())
-        return headers
+    async def _charge(self, principal: Principal, limits: list[Limit]) -> list[LimitStatus]:
+        return await self.limiter.charge(principal.subject, limits)

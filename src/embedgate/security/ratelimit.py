@@ -16,38 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from embedgate.errors import ErrorKind, ServiceError
+from embedgate.errors import ErrorKind, LimitKind, LimitStatus, ServiceError
 from embedgate.security.limit_store import Charge, LimitStore, MemoryLimitStore, WindowState
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["requests", "tokens", "auth"]
+Kind = LimitKind
 FailureMode = Literal["fail_closed", "local"]
 _MAX_REFUSALS = 100_000
-
-
-@dataclass(frozen=True)
-class LimitStatus:
-    kind: Kind
-    limit: int
-    remaining: int
-    reset_seconds: float
-
-    def headers(self) -> dict[str, str]:
-        if self.kind == "auth":
-            return {}
-        return {
-            f"x-ratelimit-limit-{self.kind}": str(self.limit),
-            f"x-ratelimit-remaining-{self.kind}": str(max(self.remaining, 0)),
-            f"x-ratelimit-reset-{self.kind}": f"{max(self.reset_seconds, 0.0):.3f}s",
-        }
-
-
-def _retry_headers(seconds: float) -> dict[str, str]:
-    return {
-        "Retry-After": str(max(1, math.ceil(seconds))),
-        "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
-    }
 
 
 @dataclass(frozen=True)
@@ -114,7 +90,7 @@ class RateLimiter:
         """429 at once when a one-unit charge is already known not to fit (`refused_for`)."""
         wait = self.refused_for(kind, ident, per_minute)
         if wait > 0:
-            raise self._refusal(kind, per_minute, 1, _retry_headers(wait))
+            raise self._refusal(kind, per_minute, 1, retry_after_s=wait)
 
     async def charge(self, ident: str, limits: Sequence[Limit]) -> list[LimitStatus]:
         """Charge every limit or none (one store call); raises 429 naming the first refusal."""
@@ -139,8 +115,9 @@ class RateLimiter:
         retry = max(retry, 0.001)
         if limit.cost == 1:
             self._remember_refusal((f"{limit.kind}:{ident}", limit.per_minute), retry)
-        headers = {**status.headers(), **_retry_headers(retry)}
-        return self._refusal(limit.kind, limit.per_minute, limit.cost, headers)
+        return self._refusal(
+            limit.kind, limit.per_minute, limit.cost, retry_after_s=retry, limits=(status,)
+        )
 
     async def _charge(self, charges: list[Charge]) -> list[WindowState]:
         try:
@@ -157,7 +134,7 @@ class RateLimiter:
                 raise ServiceError(
                     ErrorKind.LIMITS_UNAVAILABLE,
                     "rate limits cannot be checked right now (limit store unreachable); retry",
-                    headers={"Retry-After": "1"},
+                    retry_after_s=1.0,
                 ) from None
             if self._degraded_since is None:
                 self._degraded_since = time.monotonic()
@@ -177,22 +154,32 @@ class RateLimiter:
         await self._primary.aclose()
 
     @staticmethod
-    def _refusal(kind: Kind, limit: int, cost: int, headers: dict[str, str]) -> ServiceError:
+    def _refusal(
+        kind: Kind,
+        limit: int,
+        cost: int,
+        *,
+        retry_after_s: float,
+        limits: tuple[LimitStatus, ...] = (),
+    ) -> ServiceError:
         if kind == "tokens":
             detail = f"this request needs {cost} tokens; the key's limit is {limit} tokens/min"
             return ServiceError(
                 ErrorKind.RATE_LIMITED_TOKENS,
                 f"Rate limit reached for tokens: {detail}",
-                headers=headers,
+                retry_after_s=retry_after_s,
+                limits=limits,
             )
         if kind == "auth":
             return ServiceError(
                 ErrorKind.RATE_LIMITED_REQUESTS,
                 "too many failed authentication attempts from this address; wait and retry",
-                headers=headers,
+                retry_after_s=retry_after_s,
+                limits=limits,
             )
         return ServiceError(
             ErrorKind.RATE_LIMITED_REQUESTS,
             f"Rate limit reached for requests: {limit} requests/min for this key",
-            headers=headers,
+            retry_after_s=retry_after_s,
+            limits=limits,
         )

@@ -108,7 +108,7 @@ def _unreachable_is_unavailable(context: ExceptionContext) -> ServiceError | Non
         return ServiceError(
             ErrorKind.STORAGE_UNAVAILABLE,
             "the database is unreachable; retry shortly",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
+            retry_after_s=RETRY_AFTER_S,
         )
     return None
 
