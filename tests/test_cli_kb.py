@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
 from embedgate.app import create_app
 from embedgate.config import Settings
 from support.servers import fake_factory, running_server, wait_ready
+from support.services import free_port
 
 pytestmark = pytest.mark.slow  # starts real embedgate processes
 
@@ -56,6 +56,21 @@ def test_kb_in_process(tmp_path: Path) -> None:
     assert json.loads(dense.stdout.splitlines()[0])["filename"] == "leave.md"
     missing = kb("search", "nope", "x", "--data-dir", data)
     assert missing.returncode == 1 and "not found" in missing.stderr
+    # an admin action taken in-process is in the audit trail as over HTTP, chained
+    rebuilt = kb("reindex", "handbook", "--data-dir", data)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    audit = Path(data) / "audit.jsonl"
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    reindexed = [r for r in records if r.get("action") == "collection.reindex"]
+    assert len(reindexed) == 1 and reindexed[0]["target"] == "handbook"
+    assert reindexed[0]["key_id"] == "cli"
+    verified = subprocess.run(
+        [sys.executable, "-m", "embedgate", "audit", "verify", "--data-dir", data],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_kb_against_a_server(tmp_path: Path) -> None:

@@ -118,8 +118,6 @@ async def reindex_collection(
 ) -> JSONResponse:
     body: Reindex = await read_model(request, Reindex, state.settings.max_json_depth)
     kb, engine = state.require_knowledge(), state.require_engine()
-    if state.audit is not None:
-        state.audit.admin("collection.reindex", actor=principal.subject, target=name)
     job = await asyncio.to_thread(kb.start_reindex, principal, engine, name, body.model)
     return JSONResponse(job, status_code=202)
 
@@ -147,10 +145,7 @@ async def delete_collection(
     state: Services = Depends(service),
     principal: Principal = requires(Permission.DELETE),
 ) -> dict[str, Any]:
-    kb = state.require_knowledge()
-    before = await asyncio.to_thread(kb.describe, principal, name)
-    if state.audit is not None:  # recorded first: refused when it cannot be recorded
-        state.audit.admin("collection.delete", actor=principal.subject, target=name, before=before)
+    kb = state.require_knowledge()  # records the deletion first (refused if it cannot)
     await asyncio.to_thread(kb.delete_collection, principal, name)
     return {"deleted": name}
 
@@ -191,10 +186,7 @@ async def delete_document(
     state: Services = Depends(service),
     principal: Principal = requires(Permission.DELETE),
 ) -> dict[str, Any]:
-    kb = state.require_knowledge()
-    before = await asyncio.to_thread(kb.document, principal, name, doc_id)
-    if state.audit is not None:
-        state.audit.admin("document.delete", actor=principal.subject, target=doc_id, before=before)
+    kb = state.require_knowledge()  # records the deletion first (refused if it cannot)
     await asyncio.to_thread(kb.delete_document, principal, name, doc_id)
     return {"deleted": doc_id}
 
@@ -225,8 +217,6 @@ async def cancel_job(
     principal: Principal = requires(Permission.DELETE),
 ) -> JobRow:
     kb = state.require_knowledge()
-    if state.audit is not None:
-        state.audit.admin("job.cancel", actor=principal.subject, target=job_id)
     return await asyncio.to_thread(kb.cancel_job, principal, job_id)
 
 

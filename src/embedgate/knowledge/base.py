@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.errors import ErrorKind, ServiceError
@@ -74,7 +74,17 @@ def clean_filename(name: str | None) -> str:
     return text[:255] or "upload"
 
 
+class AdminAudit(Protocol):
+    """Where destructive and admin actions are recorded (the security layer's audit log).
+    Recording raises when it cannot be done, and then the action does not happen."""
+
+    def admin(self, action: str, *, actor: str, target: str | None, before: Any = None) -> None: ...
+
+
 class KnowledgeBase:
+    """The knowledge base's rules for every surface (HTTP, the in-process CLI, the console's
+    API calls): each admin action is recorded here, before it is carried out, whoever asks."""
+
     def __init__(
         self,
         catalog: Catalog,
@@ -82,12 +92,18 @@ class KnowledgeBase:
         runner: IngestRunner,
         defaults: Defaults,
         limits: ParseLimits,
+        audit: AdminAudit | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
         self.runner = runner
         self.defaults = defaults
         self.limits = limits
+        self.audit = audit
+
+    def _record(self, action: str, principal: Principal, target: str, before: Any = None) -> None:
+        if self.audit is not None:
+            self.audit.admin(action, actor=principal.subject, target=target, before=before)
 
     # --- collections -------------------------------------------------------------------------
     def create_collection(
@@ -184,6 +200,7 @@ class KnowledgeBase:
 
     def delete_collection(self, principal: Principal, name: str) -> None:
         info = self.get(principal, name)
+        self._record("collection.delete", principal, name, before=self.describe(principal, name))
         self.runner.cancel_collection(name)
         for doc in self.catalog.documents(name):
             self.runner.upload_path(doc["id"]).unlink(missing_ok=True)
@@ -236,7 +253,8 @@ class KnowledgeBase:
         return self.catalog.documents(name)
 
     def delete_document(self, principal: Principal, name: str, doc_id: str) -> None:
-        self.document(principal, name, doc_id)
+        before = self.document(principal, name, doc_id)
+        self._record("document.delete", principal, doc_id, before=before)
         self.runner.cancel_document(doc_id)
         info = self.get(principal, name)
         self.store.delete_document(info.store_name or legacy_store_name(name), doc_id)
@@ -275,6 +293,7 @@ class KnowledgeBase:
             raise ServiceError(
                 ErrorKind.CONFLICT, f"job {job_id!r} has already {job['status']}", "job_id"
             )
+        self._record("job.cancel", principal, job_id)
         message = f"cancelled by {principal.subject}"
         self.catalog.update_job(job_id, status="cancelled", stage="cancelled", error=message)
         if job["document_id"] != REINDEX_DOCUMENT:
@@ -307,6 +326,7 @@ class KnowledgeBase:
             for j in self.catalog.unfinished_jobs()
         ):
             raise ServiceError(ErrorKind.CONFLICT, f"collection {name!r} is being reindexed")
+        self._record("collection.reindex", principal, name)
         job_id = new_id("job")
         self.catalog.add_job(job_id, document_id=REINDEX_DOCUMENT, collection=name)
         self.catalog.update_job(job_id, status="running", stage="reindexing")

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,11 +157,10 @@ class Services:
             raise ServiceError(ErrorKind.NOT_READY, f"the model is not ready: {self.reason}")
         reason = self._model_reason()
         if reason is not None:
-            retry = max(1, math.ceil(self.engine.backend.expected_ready_in()))
             raise ServiceError(
                 ErrorKind.MODEL_UNAVAILABLE,
                 f"the model is not available right now: {reason}; retry shortly",
-                headers={"Retry-After": str(retry)},
+                retry_after_s=self.engine.backend.expected_ready_in(),
             )
         return self.engine
 
@@ -256,7 +254,11 @@ class Services:
         if store is None:  # a store handed in belongs to the caller, who closes it
             stack.callback(opened.close)
         self.knowledge = build_knowledge(
-            self.settings, database=_opened(self.database), store=opened, engine=self.ready_engine
+            self.settings,
+            database=_opened(self.database),
+            store=opened,
+            engine=self.ready_engine,
+            audit=self.audit,
         )
         runner = self.knowledge.runner
         runner.start()

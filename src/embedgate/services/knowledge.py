@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine
-from embedgate.knowledge.base import Defaults, KnowledgeBase
+from embedgate.knowledge.base import AdminAudit, Defaults, KnowledgeBase
 from embedgate.knowledge.ingest import IngestRunner, IngestSettings
 from embedgate.knowledge.parse_worker import ParseWorker
 from embedgate.knowledge.parsers import ParseLimits
@@ -41,6 +41,7 @@ def build_knowledge(
     database: Engine,
     store: VectorStore,
     engine: Callable[[], EmbeddingEngine | None],
+    audit: AdminAudit | None = None,
 ) -> KnowledgeBase:
     """Not started: the caller starts the runner, and stops it before closing the store."""
     limits = parse_limits(settings)
@@ -57,4 +58,4 @@ def build_knowledge(
         ParseWorker(memory_limit=settings.kb_parse_memory_mb * 1024 * 1024),
     )
     defaults = Defaults(settings.kb_chunk_tokens, settings.kb_chunk_overlap)
-    return KnowledgeBase(runner.catalog, runner.store, runner, defaults, limits)
+    return KnowledgeBase(runner.catalog, runner.store, runner, defaults, limits, audit)
