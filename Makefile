@@ -35,10 +35,11 @@ serve: install
 	$(BIN)/embedgate serve
 
 lint: install-test
-	$(BIN)/ruff check src tests benchmarks deploy
-	$(BIN)/ruff format --check src tests benchmarks deploy
+	$(BIN)/ruff check src tests benchmarks deploy scripts
+	$(BIN)/ruff format --check src tests benchmarks deploy scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python scripts/import_cycles.py
 
 # two workers: tests that start real servers take free ports and temp dirs of their own; the
 # container tests share one dockerd and its images, so they run in one worker (loadgroup)

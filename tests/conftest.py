@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from embedgate.engine import EmbeddingEngine, EngineConfig, load_engine
+from embedgate.engine import EmbeddingEngine
 from embedgate.engine.loading import bundled_model_dir
 from support import models
 from support.docker import REPO, Build, Docker, base_images, build_embedgate, docker_daemon
+from support.engines import start_engine
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -65,12 +65,6 @@ def private_data_dir(
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def tiny_qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-qwen3")
@@ -95,14 +89,6 @@ def qwen_vocab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     return bundled_model_dir()
-
-
-def start_engine(model: Path | None, **overrides: object) -> EmbeddingEngine:
-    """An engine on its own config (no server settings), started."""
-    config = EngineConfig(model=str(model) if model else None, **overrides)  # type: ignore[arg-type]
-    engine = load_engine(config)
-    engine.start()
-    return engine
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
 from support.servers import wait_ready
+from support.services import free_port
 
 pytestmark = pytest.mark.slow  # starts real embedgate processes
 

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import typer
 
-from conftest import free_port
 from embedgate import cli
 from support.servers import wait_ready
+from support.services import free_port
 
 pytestmark = pytest.mark.slow  # starts real embedgate processes
 

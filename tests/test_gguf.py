@@ -64,7 +64,7 @@ def gguf_files(gguf_source: Path) -> dict[str, Path]:
 
 
 def _engine(model: Path) -> EmbeddingEngine:
-    from conftest import start_engine
+    from support.engines import start_engine
 
     return start_engine(model, forward_threads=1, model_process=False)
 

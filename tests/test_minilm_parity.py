@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import start_engine
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.engine.backend import TextOptions
 from embedgate.engine.hf_tokenizer import HFTokenizer
+from support.engines import start_engine
 
 SENTENCES = [
     "A man is eating food.",

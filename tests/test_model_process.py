@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import start_engine
 from embedgate.config import Settings
 from embedgate.engine import EmbedRequest, EngineConfig, load_engine
 from embedgate.engine.backend import ModelUnavailable
@@ -28,6 +27,7 @@ from embedgate.engine.process_backend import ProcessBackend
 from embedgate.engine.scheduler import BatchScheduler
 from embedgate.engine.torch_backend import TorchBackend
 from embedgate.errors import ServiceError
+from support.engines import start_engine
 from support.process_models import (
     ENV,
     HANG,

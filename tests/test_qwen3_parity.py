@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from conftest import start_engine
 from embedgate.engine import EmbeddingEngine, EmbedRequest
+from support.engines import start_engine
 
 TASK = "Given a web search query, retrieve relevant passages that answer the query"
 DOCS = [

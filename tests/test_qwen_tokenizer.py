@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import start_engine
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.engine.backend import TextOptions
 from embedgate.engine.hf_tokenizer import HFTokenizer
 from embedgate.engine.process_backend import ProcessBackend
 from embedgate.engine.torch_backend import TorchBackend
+from support.engines import start_engine
 
 EOS = 151643
 

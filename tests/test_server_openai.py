@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from conftest import free_port
 from embedgate.app import create_app
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.engine.fake_backend import FakeBackend
 from support.servers import Server, fake_factory, running_server
+from support.services import free_port
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from embedgate.config import Settings, Upstream
 from embedgate.engine import EmbeddingEngine, EngineConfig
@@ -16,12 +16,22 @@ from embedgate.engine.selftest import run_self_test
 from embedgate.engine.upstream import UpstreamConfig
 from embedgate.security.secret_files import read_secret_file
 
-if TYPE_CHECKING:
-    from embedgate.services.assembly import Services
-
 log = logging.getLogger("embedgate.app")
 
 EngineFactory = Callable[[EngineConfig, SchedulerObserver], EmbeddingEngine]
+
+
+class ModelHolder(Protocol):
+    """What `bring_up` reads and fills in (`Services`), named here so that this module
+    does not import the composition root that imports it."""
+
+    settings: Settings
+    engine: EmbeddingEngine | None
+    ready: bool
+    reason: str
+
+    @property
+    def metrics(self) -> SchedulerObserver: ...
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -87,7 +97,7 @@ def _upstream_key(path: Path | None, variable: str | None) -> str | None:
     return None
 
 
-async def bring_up(services: Services, factory: EngineFactory) -> None:
+async def bring_up(services: ModelHolder, factory: EngineFactory) -> None:
     """Load the model on a worker thread (so /health answers while a large model loads),
     start it, run the self-test, and only then mark the services ready."""
     config = engine_config(services.settings)
