@@ -4,6 +4,7 @@ headers written only by the API layer, and test helpers imported from tests/supp
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,3 +41,16 @@ def test_tests_take_helpers_from_support_not_conftest() -> None:
         if re.search(r"^\s*from conftest import", path.read_text(), re.M)
     ]
     assert importers == []
+
+
+def test_importing_the_app_and_the_non_torch_backends_loads_no_torch() -> None:
+    """torch is imported where a torch model is loaded, not by importing the app, the
+    gateway or the GGUF backend (a step towards gateway and GGUF servers without torch;
+    transformers' AutoTokenizer still pulls it in at model load)."""
+    code = (
+        "import sys; import embedgate.app, embedgate.engine.gateway_backend, "
+        "embedgate.engine.gguf_backend; print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

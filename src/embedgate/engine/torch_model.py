@@ -15,7 +15,8 @@ import torch
 from embedgate.engine.backend import WeightOptions
 from embedgate.engine.hf_tokenizer import IdArray
 from embedgate.engine.model_spec import Pooling
-from embedgate.engine.pooling import FloatArray, pool
+from embedgate.engine.pooling import FloatArray
+from embedgate.engine.torch_pooling import pool
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
