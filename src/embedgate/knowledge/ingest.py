@@ -34,7 +34,7 @@ from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.analysis import script_language
 from embedgate.knowledge.chunker import Chunk, chunk_text
 from embedgate.knowledge.coverage import CoverageWarnings, check_same_model
-from embedgate.knowledge.job_queue import ActiveJob, Cancellation, FairJobs
+from embedgate.knowledge.job_queue import ActiveJob, Cancellation, FairJobs, JobOutcomes
 from embedgate.knowledge.near_duplicates import find_near_duplicates
 from embedgate.knowledge.parse_worker import ParseCancelled, ParseWorker
 from embedgate.knowledge.parsers import ParseLimits
@@ -72,15 +72,6 @@ class JobCancelled(Exception):
     """The job's document, collection or the job itself was deleted: drop its work."""
 
 
-@dataclass
-class JobOutcomes:
-    """How ingest jobs ended since start, for the metrics (a job ends in one of the three)."""
-
-    succeeded: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-
 @dataclass(frozen=True)
 class IngestSettings:
     uploads: Path
@@ -113,10 +104,6 @@ class IngestRunner:
         self._stopping = threading.Event()
         self.coverage = CoverageWarnings()
         self.outcomes = JobOutcomes()
-
-    def _ended(self, outcome: str) -> None:
-        with self._count_lock:
-            setattr(self.outcomes, outcome, getattr(self.outcomes, outcome) + 1)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -238,7 +225,7 @@ class IngestRunner:
                 return
             except JobCancelled:
                 log.info("ingest job called off", extra={"job_id": job.job_id})
-                self._ended("cancelled")
+                self.outcomes.count("cancelled")
                 prepared = None
             except Exception as exc:
                 self._failed(job, exc)
@@ -270,7 +257,7 @@ class IngestRunner:
                 return
             except JobCancelled:
                 log.info("ingest job called off", extra={"job_id": prepared.job_id})
-                self._ended("cancelled")
+                self.outcomes.count("cancelled")
             finally:
                 self._finished()
 
@@ -316,7 +303,7 @@ class IngestRunner:
             if done.value is not None:
                 self.store_prepared(done.value)
         except JobCancelled:
-            self._ended("cancelled")
+            self.outcomes.count("cancelled")
         except Exception as exc:
             self._failed(active, exc)
 
@@ -342,7 +329,7 @@ class IngestRunner:
             if info is not None and info.store_name is not None:
                 self.store.delete_document(info.store_name, doc_id)
         finally:
-            self._ended("failed")
+            self.outcomes.count("failed")
             self.catalog.update_document(doc_id, status="failed", error=message)
             self.catalog.update_job(job_id, status="failed", stage="failed", error=message)
 
@@ -428,7 +415,7 @@ class IngestRunner:
         job_id, doc_id, chunks = prepared.job_id, prepared.doc_id, prepared.chunks
         info = self.catalog.collection(prepared.collection)  # now: a reindex may have switched
         if info is None or info.store_name is None or prepared.cancel.cancelled:
-            self._ended("cancelled")
+            self.outcomes.count("cancelled")
             return
         store = info.store_name
         self._stage(job_id, "storing", 0.9)
@@ -467,7 +454,7 @@ class IngestRunner:
         # leave a ready document behind
         if not self.catalog.advance_job(job_id, status="succeeded", stage="done", progress=1.0):
             self.store.delete_document(store, doc_id)
-            self._ended("cancelled")
+            self.outcomes.count("cancelled")
             return
         self.catalog.update_document(
             doc_id,
@@ -481,9 +468,9 @@ class IngestRunner:
         )
         if self.catalog.document(doc_id) is None:  # deleted while it was being written
             self.store.delete_document(store, doc_id)
-            self._ended("cancelled")
+            self.outcomes.count("cancelled")
             return
-        self._ended("succeeded")
+        self.outcomes.count("succeeded")
         log.info("document indexed", extra={"document_id": doc_id, "chunks": len(chunks)})
         engine = self._engine()
         if engine is not None and not engine.spec.covers(prepared.language):

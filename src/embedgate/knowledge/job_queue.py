@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 class Cancellation:
@@ -113,3 +113,23 @@ class FairJobs:
     def wake(self) -> None:
         with self._lock:
             self._lock.notify_all()
+
+
+@dataclass
+class JobOutcomes:
+    """How ingest jobs ended since start, for the metrics (a job ends in one of the three);
+    counted from the runner's threads."""
+
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def count(self, outcome: Literal["succeeded", "failed", "cancelled"]) -> None:
+        with self._lock:
+            setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"succeeded": self.succeeded, "failed": self.failed, "cancelled": self.cancelled}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from embedgate.engine.scheduler import SchedulerObserver
 from embedgate.engine.selftest import run_self_test
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.base import KnowledgeBase
-from embedgate.knowledge.ingest import JobOutcomes
+from embedgate.knowledge.job_queue import JobOutcomes
 from embedgate.knowledge.vector_store import VectorStore
 from embedgate.security.audit import AuditLog, AuditSink
 from embedgate.security.gate import Security
@@ -106,7 +105,7 @@ class Services:
             audit_failing=audit is not None and audit.failing is not None,
             audit_write_failures=audit.write_failures if audit is not None else 0,
             storage_up=storage,
-            ingest_jobs=dataclasses.asdict(jobs),
+            ingest_jobs=jobs.as_dict(),
             upstreams=backend.upstreams() if backend is not None else [],
         )
 
