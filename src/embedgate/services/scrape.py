@@ -64,36 +64,26 @@ class ServiceCollector(Collector):
             {"version": s.version, "model": s.model, "fingerprint": s.fingerprint, "mode": s.mode},
         )
         yield build
-        yield GaugeMetricFamily(
-            "embedgate_model_ready",
-            "1 while the model can take passes (its process is up and passed the self-test).",
-            value=float(s.model_ready),
-        )
-        yield CounterMetricFamily(
-            "embedgate_model_restarts",
-            "Times the model process died and a replacement started serving.",
-            value=s.model_restarts,
-        )
-        yield CounterMetricFamily(
-            "embedgate_model_restart_failures",
-            "Attempts to start a replacement model process that failed (each is retried).",
-            value=s.model_restart_failures,
-        )
-        yield GaugeMetricFamily(
-            "embedgate_model_process_resident_bytes",
-            "Resident memory of the model's own process (0 where the model runs in-process).",
-            value=_resident_bytes(s.model_pid),
-        )
-        yield GaugeMetricFamily(
-            "embedgate_audit_failing",
-            "1 while the audit log cannot be written.",
-            value=float(s.audit_failing),
-        )
-        yield CounterMetricFamily(
-            "embedgate_audit_write_failures",
-            "Audit records that could not be written.",
-            value=s.audit_write_failures,
-        )
+        simple: list[tuple[type[GaugeMetricFamily | CounterMetricFamily], str, str, float]] = [
+            (GaugeMetricFamily, "embedgate_model_ready",
+             "1 while the model can take passes (its process is up and passed the self-test).",
+             float(s.model_ready)),
+            (CounterMetricFamily, "embedgate_model_restarts",
+             "Times the model process died and a replacement started serving.",
+             s.model_restarts),
+            (CounterMetricFamily, "embedgate_model_restart_failures",
+             "Attempts to start a replacement model process that failed (each is retried).",
+             s.model_restart_failures),
+            (GaugeMetricFamily, "embedgate_model_process_resident_bytes",
+             "Resident memory of the model's own process (0 where the model runs in-process).",
+             _resident_bytes(s.model_pid)),
+            (GaugeMetricFamily, "embedgate_audit_failing",
+             "1 while the audit log cannot be written.", float(s.audit_failing)),
+            (CounterMetricFamily, "embedgate_audit_write_failures",
+             "Audit records that could not be written.", s.audit_write_failures),
+        ]  # fmt: skip
+        for family, name, documentation, value in simple:
+            yield family(name, documentation, value=value)
         storage = GaugeMetricFamily(
             "embedgate_storage_up",
             "1 while a configured store answers: database, vector_store, rate_limit_store.",
