@@ -45,12 +45,57 @@ def test_tests_take_helpers_from_support_not_conftest() -> None:
 
 def test_importing_the_app_and_the_non_torch_backends_loads_no_torch() -> None:
     """torch is imported where a torch model is loaded, not by importing the app, the
-    gateway or the GGUF backend (a step towards gateway and GGUF servers without torch;
-    transformers' AutoTokenizer still pulls it in at model load)."""
+    gateway or the GGUF backend, nor by loading a tokenizer (tests/test_gateway.py checks a
+    running gateway's memory map)."""
     code = (
-        "import sys; import embedgate.app, embedgate.engine.gateway_backend, "
-        "embedgate.engine.gguf_backend; print('torch' in sys.modules)"
+        "import sys; import embedgate.app, embedgate.engine.backends.gateway.backend, "
+        "embedgate.engine.backends.gguf.backend; "
+        "from embedgate.engine.backend import TextOptions; "
+        "from embedgate.engine.backends.hf_tokenizer import HFTokenizer; "
+        "from embedgate.engine.loading import bundled_model_dir; "
+        "HFTokenizer.load(bundled_model_dir(), TextOptions()); "
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    assert done.stdout.strip() == "False False"
+
+
+def _core_contract() -> list[str]:
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    [core] = [c for c in contracts["contracts"] if c["name"].startswith("The engine core")]
+    assert core["forbidden_modules"] == ["embedgate.engine.backends"]
+    return list(core["source_modules"])
+
+
+def test_the_backend_contract_names_every_core_module() -> None:
+    """A module added to engine/ is core (it may not import a backend) unless it is one of
+    the places that choose a backend; the import-linter contract must list it."""
+    choosers = {"__init__", "factory", "inspection"}
+    modules = {path.stem for path in (SRC / "engine").glob("*.py")} - choosers
+    assert {f"embedgate.engine.{name}" for name in modules} == set(_core_contract())
+
+
+def test_nothing_outside_the_engine_reaches_into_its_backend() -> None:
+    """Callers use the engine's own methods (describe, health, count_tokens, template);
+    what a backend is stays inside engine/."""
+    reach = re.compile(r"\bengine\.backend\b|\.backend\.")
+    offenders = [
+        f"{path.relative_to(SRC)}:{number}"
+        for path in SRC.rglob("*.py")
+        if path.relative_to(SRC).parts[0] != "engine"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if reach.search(line) and not line.lstrip().startswith(("from ", "import "))
+    ]
+    assert offenders == []
+
+
+def test_one_free_port_helper() -> None:
+    defined = [
+        path.name
+        for path in list((ROOT / "tests").rglob("*.py")) + list((ROOT / "benchmarks").glob("*.py"))
+        if re.search(r"^def free_port\(", path.read_text(), re.M)
+    ]
+    assert defined == ["services.py"]

@@ -12,7 +12,7 @@ import pytest
 
 from embedgate.api.embeddings import _embed_unless_gone
 from embedgate.engine import EmbeddingEngine, EmbedRequest
-from embedgate.engine.fake_backend import FakeBackend
+from embedgate.engine.backends.fake import FakeBackend
 
 
 @pytest.fixture
@@ -43,17 +43,13 @@ class Client:
         return {"type": "http.disconnect"}
 
 
-def test_a_connected_client_gets_its_vectors(engine: EmbeddingEngine) -> None:
-    async def run() -> None:
-        client = Client()
-        result = await _embed_unless_gone(
-            engine, EmbedRequest(["hello"]), _no_limit, client.receive
-        )
-        assert result is not None and result.vectors.shape == (1, 64)
-        client.gone.set()  # hanging up after the answer changes nothing
-        await asyncio.sleep(0.01)
-
-    asyncio.run(run())
+@pytest.mark.anyio
+async def test_a_connected_client_gets_its_vectors(engine: EmbeddingEngine) -> None:
+    client = Client()
+    result = await _embed_unless_gone(engine, EmbedRequest(["hello"]), _no_limit, client.receive)
+    assert result is not None and result.vectors.shape == (1, 64)
+    client.gone.set()  # hanging up after the answer changes nothing
+    await asyncio.sleep(0.01)
 
 
 async def _queued_behind_a_busy_pass(
@@ -70,35 +66,31 @@ async def _queued_behind_a_busy_pass(
     return busy, waiting
 
 
-def test_a_client_that_leaves_while_queued_is_dropped(
+@pytest.mark.anyio
+async def test_a_client_that_leaves_while_queued_is_dropped(
     engine: EmbeddingEngine, fake: FakeBackend
 ) -> None:
     fake.gate = threading.Event()
 
-    async def run() -> None:
-        client = Client()
-        busy, waiting = await _queued_behind_a_busy_pass(engine, fake, "abandoned", client)
-        client.gone.set()
-        assert await asyncio.wait_for(waiting, 5) is None  # the caller answers 499
-        fake.gate.set()  # type: ignore[union-attr]
-        await busy
-
-    asyncio.run(run())
+    client = Client()
+    busy, waiting = await _queued_behind_a_busy_pass(engine, fake, "abandoned", client)
+    client.gone.set()
+    assert await asyncio.wait_for(waiting, 5) is None  # the caller answers 499
+    fake.gate.set()  # type: ignore[union-attr]
+    await busy
     assert not any(fake.word_id("abandoned") in seq for seq in fake.seen)
 
 
-def test_other_cancellations_propagate_and_drop_the_work(
+@pytest.mark.anyio
+async def test_other_cancellations_propagate_and_drop_the_work(
     engine: EmbeddingEngine, fake: FakeBackend
 ) -> None:
     fake.gate = threading.Event()
 
-    async def run() -> None:
-        busy, waiting = await _queued_behind_a_busy_pass(engine, fake, "shutdown", Client())
-        waiting.cancel()  # e.g. the server shutting down, not the client leaving
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        fake.gate.set()  # type: ignore[union-attr]
-        await busy
-
-    asyncio.run(run())
+    busy, waiting = await _queued_behind_a_busy_pass(engine, fake, "shutdown", Client())
+    waiting.cancel()  # e.g. the server shutting down, not the client leaving
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    fake.gate.set()  # type: ignore[union-attr]
+    await busy
     assert not any(fake.word_id("shutdown") in seq for seq in fake.seen)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from embedgate.engine import EmbeddingEngine, EmbedRequest, EngineLimits
-from embedgate.engine.fake_backend import FakeBackend, fake_spec
+from embedgate.engine.backends.fake import FakeBackend, fake_spec
 from embedgate.errors import ErrorKind, ServiceError
 
 
@@ -45,15 +45,13 @@ def test_results_are_in_input_order(engine: EmbeddingEngine, fake: FakeBackend) 
     assert len(fake.batches) > 1  # the 256-token budget forced several micro-batches
 
 
-def test_concurrent_requests_get_their_own_results(engine: EmbeddingEngine) -> None:
+@pytest.mark.anyio
+async def test_concurrent_requests_get_their_own_results(engine: EmbeddingEngine) -> None:
     texts = [f"client {i} says hello" for i in range(64)]
     expected = engine.embed_sync(EmbedRequest(texts)).vectors
 
-    async def run() -> list[np.ndarray]:
-        results = await asyncio.gather(*(engine.embed(EmbedRequest([t])) for t in texts))
-        return [r.vectors[0] for r in results]
-
-    got = asyncio.run(run())
+    results = await asyncio.gather(*(engine.embed(EmbedRequest([t])) for t in texts))
+    got = [r.vectors[0] for r in results]
     assert all(np.array_equal(got[i], expected[i]) for i in range(64))
 
 
@@ -121,74 +119,70 @@ def test_non_finite_model_output_is_a_clean_error() -> None:
         e.stop()
 
 
-def test_tokenisation_overlaps_the_forward_pass(engine: EmbeddingEngine, fake: FakeBackend) -> None:
+@pytest.mark.anyio
+async def test_tokenisation_overlaps_the_forward_pass(
+    engine: EmbeddingEngine, fake: FakeBackend
+) -> None:
     """While the model is busy with one batch, the next request is already tokenised."""
     fake.gate = threading.Event()
 
-    async def run() -> None:
-        first = asyncio.ensure_future(engine.embed(EmbedRequest(["first request"])))
-        await asyncio.to_thread(fake.entered.wait, 5)
-        started = time.perf_counter()
-        second = asyncio.ensure_future(engine.embed(EmbedRequest(["second request here"])))
-        while engine.queued_tokens == 0:  # tokenised and queued while forward #1 still runs
-            assert time.perf_counter() - started < 5
-            await asyncio.sleep(0.005)
-        assert not first.done()
-        fake.gate.set()  # type: ignore[union-attr]
-        await asyncio.gather(first, second)
-
-    asyncio.run(run())
+    first = asyncio.ensure_future(engine.embed(EmbedRequest(["first request"])))
+    await asyncio.to_thread(fake.entered.wait, 5)
+    started = time.perf_counter()
+    second = asyncio.ensure_future(engine.embed(EmbedRequest(["second request here"])))
+    while engine.queued_tokens == 0:  # tokenised and queued while forward #1 still runs
+        assert time.perf_counter() - started < 5
+        await asyncio.sleep(0.005)
+    assert not first.done()
+    fake.gate.set()  # type: ignore[union-attr]
+    await asyncio.gather(first, second)
     assert fake.batches == [1, 1]
 
 
-def test_admission_control_refuses_when_queue_is_full(fake: FakeBackend) -> None:
+@pytest.mark.anyio
+async def test_admission_control_refuses_when_queue_is_full(fake: FakeBackend) -> None:
     e = EmbeddingEngine(fake, "fake", limits=EngineLimits(max_queued_tokens=10))
     e.start()
     fake.gate = threading.Event()
     try:
-
-        async def run() -> None:
-            busy = asyncio.ensure_future(e.embed(EmbedRequest(["one"])))
-            await asyncio.to_thread(fake.entered.wait, 5)
-            queued = asyncio.ensure_future(e.embed(EmbedRequest(["two three four five six"])))
-            while e.queued_tokens == 0:
-                await asyncio.sleep(0.005)
-            with pytest.raises(ServiceError) as info:
-                await e.embed(EmbedRequest(["seven eight nine ten"]))
-            assert info.value.kind is ErrorKind.OVERLOADED
-            fake.gate.set()  # type: ignore[union-attr]
-            await asyncio.gather(busy, queued)
-
-        asyncio.run(run())
+        busy = asyncio.ensure_future(e.embed(EmbedRequest(["one"])))
+        await asyncio.to_thread(fake.entered.wait, 5)
+        queued = asyncio.ensure_future(e.embed(EmbedRequest(["two three four five six"])))
+        while e.queued_tokens == 0:
+            await asyncio.sleep(0.005)
+        with pytest.raises(ServiceError) as info:
+            await e.embed(EmbedRequest(["seven eight nine ten"]))
+        assert info.value.kind is ErrorKind.OVERLOADED
+        fake.gate.set()
+        await asyncio.gather(busy, queued)
     finally:
         fake.gate.set()
         e.stop()
 
 
-def test_cancelled_requests_never_reach_the_model(
+@pytest.mark.anyio
+async def test_cancelled_requests_never_reach_the_model(
     engine: EmbeddingEngine, fake: FakeBackend
 ) -> None:
     fake.gate = threading.Event()
     marker = fake.word_id("abandoned")
 
-    async def run() -> None:
-        busy = asyncio.ensure_future(engine.embed(EmbedRequest(["busy"])))
-        await asyncio.to_thread(fake.entered.wait, 5)
-        gone = threading.Event()
-        abandoned = asyncio.ensure_future(engine.embed(EmbedRequest(["abandoned"]), gone))
-        while engine.queued_tokens == 0:
-            await asyncio.sleep(0.005)
-        gone.set()  # the client disconnected while queued
-        fake.gate.set()  # type: ignore[union-attr]
-        await busy
-        await asyncio.sleep(0.05)
-        abandoned.cancel()
-
-    asyncio.run(run())
+    busy = asyncio.ensure_future(engine.embed(EmbedRequest(["busy"])))
+    await asyncio.to_thread(fake.entered.wait, 5)
+    gone = threading.Event()
+    abandoned = asyncio.ensure_future(engine.embed(EmbedRequest(["abandoned"]), gone))
+    while engine.queued_tokens == 0:
+        await asyncio.sleep(0.005)
+    gone.set()  # the client disconnected while queued
+    fake.gate.set()  # type: ignore[union-attr]
+    await busy
+    await asyncio.sleep(0.05)
+    abandoned.cancel()
     assert not any(marker in seq for seq in fake.seen)
 
 
-def test_requests_arriving_together_share_a_batch(fake: FakeBackend) -> None:
+@pytest.mark.anyio
+async def test_requests_arriving_together_share_a_batch(fake: FakeBackend) -> None:
     """After a slow forward pass, a burst of clients is coalesced instead of running one by one."""
     e = EmbeddingEngine(fake, "fake", limits=EngineLimits(batch_wait_ms=200))
     e.start()
@@ -197,14 +191,11 @@ def test_requests_arriving_together_share_a_batch(fake: FakeBackend) -> None:
         e.embed_sync(EmbedRequest(["warm up"]))  # the last forward took ~1 s: wait <= 100 ms
         fake.delay = 0.0
 
-        async def burst() -> None:
-            async def one(i: int) -> None:
-                await asyncio.sleep(i * 0.002)
-                await e.embed(EmbedRequest([f"client {i}"]))
+        async def one(i: int) -> None:
+            await asyncio.sleep(i * 0.002)
+            await e.embed(EmbedRequest([f"client {i}"]))
 
-            await asyncio.gather(*(one(i) for i in range(5)))
-
-        asyncio.run(burst())
+        await asyncio.gather(*(one(i) for i in range(5)))
         assert fake.batches[1:] == [5]
     finally:
         e.stop()

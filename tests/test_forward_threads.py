@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from embedgate.engine import EmbeddingEngine, EmbedRequest, EngineConfig, EngineLimits, thread_plan
-from embedgate.engine.fake_backend import FakeBackend
+from embedgate.engine.backends.fake import FakeBackend
 from embedgate.engine.pooling import FloatArray
 
 

@@ -69,6 +69,22 @@ def test_the_gateway_returns_the_engines_vectors(cluster: tuple[Served, Served, 
     assert usage.prompt_tokens > len(DOCUMENTS)  # counted with the model's own tokenizer
 
 
+def _maps_libtorch(served: Served) -> bool:
+    maps = Path(f"/proc/{served.process.pid}/maps").read_text()
+    return "libtorch" in maps
+
+
+def test_the_gateway_process_never_loads_torch(cluster: tuple[Served, Served, Served]) -> None:
+    """A gateway tokenises with the model's tokenizer.json and runs no model: PyTorch's
+    libraries are never mapped into it (hundreds of MB and seconds of start-up saved), while
+    an engine that runs the model in its own process does map them."""
+    a, _, gateway = cluster
+    assert httpx.get(gateway.base + "/ready").status_code == 200  # serving, model known
+    assert vectors(client(a), QUERIES).shape[0] == 3
+    assert _maps_libtorch(a)  # the check can see torch where it is loaded
+    assert not _maps_libtorch(gateway)
+
+
 def test_the_gateway_still_enforces_keys(cluster: tuple[Served, Served, Served]) -> None:
     _, _, gateway = cluster
     denied = httpx.post(

@@ -50,9 +50,9 @@ def test_a_slow_upstream_is_given_up_at_the_request_deadline(
     import time
 
     from embedgate.engine.backend import TextOptions
+    from embedgate.engine.backends.gateway.backend import GatewayBackend
+    from embedgate.engine.config import UpstreamConfig
     from embedgate.engine.engine import EmbeddingEngine, EngineLimits
-    from embedgate.engine.gateway_backend import GatewayBackend
-    from embedgate.engine.upstream import UpstreamConfig
 
     behaviour = Behaviour(dimensions=64)
     with fake_upstream(behaviour) as url:
@@ -81,8 +81,8 @@ def test_a_model_directory_without_a_tokenizer_is_refused_clearly(tmp_path: Path
     import pytest
 
     from embedgate.engine.backend import TextOptions
-    from embedgate.engine.gateway_backend import GatewayBackend
-    from embedgate.engine.upstream import UpstreamConfig
+    from embedgate.engine.backends.gateway.backend import GatewayBackend
+    from embedgate.engine.config import UpstreamConfig
 
     with pytest.raises(ValueError, match="gateway mode needs the served model's tokenizer"):
         GatewayBackend.load(tmp_path, TextOptions(), [UpstreamConfig("http://127.0.0.1:9", "m")])

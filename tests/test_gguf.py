@@ -120,7 +120,7 @@ def test_gguf_vectors_match_the_torch_backend(
                     np.testing.assert_array_equal(alone, batched[i])
                 else:  # F32 / F16: llama.cpp's float attention differs by rounding only
                     np.testing.assert_allclose(alone, batched[i], rtol=0, atol=2e-4)
-        assert engine.backend.quantization == kind
+        assert engine.describe().quantization == kind
     finally:
         engine.stop()
 
@@ -152,7 +152,7 @@ def test_q4_k_m_from_llama_cpps_quantizer(k_quant_source: Path) -> None:
         print(f"Q4_K_M: min cosine by dimensions {by_size}")
         assert by_size[256] >= 0.98  # the target, at the native size
         assert min(by_size.values()) >= 0.975  # Matryoshka slices keep a little less
-        assert engine.backend.quantization == "Q4_K_M"
+        assert engine.describe().quantization == "Q4_K_M"
         batched = got[0]
         for i, text in enumerate(DOCUMENTS):
             alone = engine.embed_sync(EmbedRequest([text], input_type="document")).vectors[0]
@@ -167,7 +167,7 @@ def test_llama_cpp_tokens_equal_the_hugging_face_ids(
 ) -> None:
     from transformers import AutoTokenizer
 
-    from embedgate.engine.gguf_backend import GGUFBackend
+    from embedgate.engine.backends.gguf.backend import GGUFBackend
 
     hf = AutoTokenizer.from_pretrained(str(gguf_source))
     backend = GGUFBackend.load(gguf_files["Q8_0"], TextOptions(), cores=2)
@@ -197,7 +197,7 @@ def test_eos_and_pooling_follow_the_family_not_the_file(gguf_files: dict[str, Pa
 
 
 def test_bad_files_fail_with_one_line(gguf_files: dict[str, Path], tmp_path: Path) -> None:
-    from embedgate.engine.gguf_file import read_gguf
+    from embedgate.engine.backends.gguf.file import read_gguf
 
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(gguf_files["Q8_0"].read_bytes()[:4096])
@@ -232,8 +232,8 @@ def test_a_text_generation_gguf_is_refused(gguf_source: Path, tmp_path: Path) ->
 def test_a_missing_extra_names_the_install_command(
     gguf_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from embedgate.engine.gguf_backend import GGUFBackend
-    from embedgate.engine.gguf_file import read_gguf, spec_for
+    from embedgate.engine.backends.gguf.backend import GGUFBackend
+    from embedgate.engine.backends.gguf.file import read_gguf, spec_for
 
     facts = read_gguf(gguf_files["Q8_0"])
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if the extra were not installed

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from embedgate.app import create_app
 from embedgate.config import Settings
-from embedgate.engine.fake_backend import FakeBackend, fake_spec
+from embedgate.engine.backends.fake import FakeBackend, fake_spec
 from embedgate.knowledge.naming import generation_of, legacy_store_name
 from support.documents import docx_with_false_sizes, docx_zip_bomb
 from support.processes import serving

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from embedgate.app import create_app
 from embedgate.config import Settings
-from embedgate.engine.fake_backend import FakeBackend
+from embedgate.engine.backends.fake import FakeBackend
 from support.documents import (
     docx_with,
     docx_with_entities,

@@ -15,7 +15,6 @@ from embedgate.security.limit_store import (
     Charge,
     Counter,
     MemoryLimitStore,
-    WindowState,
     slide,
 )
 from embedgate.security.redis_limit_store import RedisLimitStore
@@ -99,7 +98,8 @@ def redis_now(client: redis_sync.Redis) -> float:
     return float(seconds) + float(micros) / 1e6
 
 
-def test_redis_script_matches_the_reference(redis: RedisServer) -> None:
+@pytest.mark.anyio
+async def test_redis_script_matches_the_reference(redis: RedisServer) -> None:
     """A counter seeded with a busy previous window: the script and `slide` agree on what
     still counts (within one unit for the milliseconds between the two clocks)."""
     client = redis_sync.Redis.from_url(redis.url)
@@ -108,13 +108,10 @@ def test_redis_script_matches_the_reference(redis: RedisServer) -> None:
     client.hset("embedgate:limit:seeded", mapping={"w": index - 1, "c": 50, "p": 0})
     store = RedisLimitStore(redis.url)
 
-    async def once() -> WindowState:
-        try:
-            return (await store.charge([Charge("seeded", 100, cost=1)]))[0]
-        finally:
-            await store.aclose()
-
-    state = asyncio.run(once())
+    try:
+        state = (await store.charge([Charge("seeded", 100, cost=1)]))[0]
+    finally:
+        await store.aclose()
     expected = slide(Counter(index - 1, 50, 0), now, Charge("seeded", 100, cost=1))[1]
     assert state.allowed == expected.allowed
     assert abs(state.remaining - expected.remaining) <= 1
@@ -124,61 +121,56 @@ def test_redis_script_matches_the_reference(redis: RedisServer) -> None:
     assert 0 < client.pttl("embedgate:limit:seeded") <= 2 * WINDOW_SECONDS * 1000
 
 
-def test_redis_charges_all_or_nothing(redis: RedisServer) -> None:
+@pytest.mark.anyio
+async def test_redis_charges_all_or_nothing(redis: RedisServer) -> None:
     requests, tokens = Charge("requests:aon", 5), Charge("tokens:aon", 10, cost=8)
 
-    async def scenario() -> list[list[WindowState]]:
-        store = RedisLimitStore(redis.url)
-        try:
-            return [
-                await store.charge([requests, tokens]),
-                await store.charge([requests, tokens]),  # refused on tokens
-                await store.charge([requests, Charge("tokens:aon", 10, cost=2)]),
-            ]
-        finally:
-            await store.aclose()
-
-    first, refused, third = asyncio.run(scenario())
+    store = RedisLimitStore(redis.url)
+    try:
+        first, refused, third = [
+            await store.charge([requests, tokens]),
+            await store.charge([requests, tokens]),  # refused on tokens
+            await store.charge([requests, Charge("tokens:aon", 10, cost=2)]),
+        ]
+    finally:
+        await store.aclose()
     assert [(s.allowed, s.remaining) for s in first] == [(True, 4), (True, 2)]
     assert refused[0].allowed and not refused[1].allowed and refused[1].retry_seconds > 0
     # the refused request did not use up a request slot
     assert [(s.allowed, s.remaining) for s in third] == [(True, 3), (True, 0)]
 
 
-def test_redis_store_recovers_from_a_flushed_script_cache(redis: RedisServer) -> None:
+@pytest.mark.anyio
+async def test_redis_store_recovers_from_a_flushed_script_cache(redis: RedisServer) -> None:
     store = RedisLimitStore(redis.url)
 
-    async def scenario() -> tuple[bool, bool]:
-        first = (await store.charge([Charge("flush", 5)]))[0].allowed
-        await store._redis.script_flush()
-        second = (await store.charge([Charge("flush", 5)]))[0].allowed
-        await store.aclose()
-        return first, second
-
-    assert asyncio.run(scenario()) == (True, True)
+    first = (await store.charge([Charge("flush", 5)]))[0].allowed
+    await store._redis.script_flush()
+    second = (await store.charge([Charge("flush", 5)]))[0].allowed
+    await store.aclose()
+    result = first, second
+    assert result == (True, True)
 
 
-def test_redis_coalesces_concurrent_charges_and_keeps_them_exact(redis: RedisServer) -> None:
+@pytest.mark.anyio
+async def test_redis_coalesces_concurrent_charges_and_keeps_them_exact(redis: RedisServer) -> None:
     """50 requests at once against a limit of 30: exactly 30 fit, each request all-or-nothing
     on its own, in fewer script calls than requests."""
     client = redis_sync.Redis.from_url(redis.url)
     before = int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
-    async def scenario() -> list[list[WindowState]]:
-        store = RedisLimitStore(redis.url)
-        try:
-            return list(
-                await asyncio.gather(
-                    *(
-                        store.charge([Charge("burst:r", 30), Charge(f"burst:t{n % 2}", 1000, 10)])
-                        for n in range(50)
-                    )
+    store = RedisLimitStore(redis.url)
+    try:
+        results = list(
+            await asyncio.gather(
+                *(
+                    store.charge([Charge("burst:r", 30), Charge(f"burst:t{n % 2}", 1000, 10)])
+                    for n in range(50)
                 )
             )
-        finally:
-            await store.aclose()
-
-    results = asyncio.run(scenario())
+        )
+    finally:
+        await store.aclose()
     calls = int(client.info("commandstats")["cmdstat_evalsha"]["calls"]) - before
     assert sum(states[0].allowed for states in results) == 30
     assert all(states[1].allowed for states in results)  # the token limit alone never refuses
@@ -187,7 +179,8 @@ def test_redis_coalesces_concurrent_charges_and_keeps_them_exact(redis: RedisSer
     assert 1 <= calls < 50
 
 
-def test_a_hung_redis_fails_queued_charges_with_the_call_ahead_of_them() -> None:
+@pytest.mark.anyio
+async def test_a_hung_redis_fails_queued_charges_with_the_call_ahead_of_them() -> None:
     """A Redis that accepts connections but never answers: requests that queued behind the
     in-flight call get its error when it times out, not after a timeout of their own."""
     import socket
@@ -198,7 +191,7 @@ def test_a_hung_redis_fails_queued_charges_with_the_call_ahead_of_them() -> None
     listener.listen(64)  # the kernel completes handshakes; nothing ever replies
     port = listener.getsockname()[1]
 
-    async def scenario() -> tuple[float, list[BaseException | list[WindowState]]]:
+    try:
         store = RedisLimitStore(f"redis://127.0.0.1:{port}/0", timeout=0.3)
         started = time.monotonic()
         first = asyncio.ensure_future(store.charge([Charge("hung", 5)]))
@@ -207,10 +200,6 @@ def test_a_hung_redis_fails_queued_charges_with_the_call_ahead_of_them() -> None
         results = await asyncio.gather(first, *later, return_exceptions=True)
         elapsed = time.monotonic() - started
         await store.aclose()
-        return elapsed, results
-
-    try:
-        elapsed, results = asyncio.run(scenario())
     finally:
         listener.close()
     assert all(isinstance(r, Exception) for r in results)

@@ -18,7 +18,7 @@ import pytest
 
 from embedgate.engine import EmbeddingEngine, EmbedRequest, EngineLimits
 from embedgate.engine.backend import PassLost
-from embedgate.engine.fake_backend import FakeBackend
+from embedgate.engine.backends.fake import FakeBackend
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.scheduler import PassGate
 from embedgate.errors import ErrorKind, ServiceError
@@ -76,7 +76,8 @@ async def embed_all(engine: EmbeddingEngine, texts: list[str]) -> list[object]:
     return list(await asyncio.gather(*(one(t) for t in texts)))
 
 
-def test_only_the_input_that_kills_the_model_fails() -> None:
+@pytest.mark.anyio
+async def test_only_the_input_that_kills_the_model_fails() -> None:
     texts = [f"innocent text number {i}" for i in range(40)]
     texts.insert(17, KILLER)
     healthy = engine_on(FakeBackend())
@@ -87,7 +88,7 @@ def test_only_the_input_that_kills_the_model_fails() -> None:
     metrics = Metrics()
     engine = engine_on(backend, metrics=metrics)
     try:
-        results = asyncio.run(embed_all(engine, texts))
+        results = await embed_all(engine, texts)
     finally:
         engine.stop()
     for text, want, got in zip(texts, expected, results, strict=True):

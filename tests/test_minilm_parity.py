@@ -8,7 +8,7 @@ import numpy as np
 
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.engine.backend import TextOptions
-from embedgate.engine.hf_tokenizer import HFTokenizer
+from embedgate.engine.backends.hf_tokenizer import HFTokenizer
 from support.engines import start_engine
 
 SENTENCES = [

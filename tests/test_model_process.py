@@ -21,11 +21,15 @@ import pytest
 from embedgate.config import Settings
 from embedgate.engine import EmbedRequest, EngineConfig, load_engine
 from embedgate.engine.backend import ModelUnavailable
+from embedgate.engine.backends.torch.backend import TorchBackend
+from embedgate.engine.backends.torch.model_process import (
+    ModelProcess,
+    ModelProcessError,
+    RestartPolicy,
+)
+from embedgate.engine.backends.torch.process_backend import ProcessBackend
 from embedgate.engine.batching import PendingRequest, WorkItem
-from embedgate.engine.model_process import ModelProcess, ModelProcessError, RestartPolicy
-from embedgate.engine.process_backend import ProcessBackend
 from embedgate.engine.scheduler import BatchScheduler
-from embedgate.engine.torch_backend import TorchBackend
 from embedgate.errors import ServiceError
 from support.engines import start_engine
 from support.process_models import (
@@ -209,7 +213,7 @@ def test_no_orphan_when_the_server_is_killed() -> None:
         f"""
         import sys, time
         sys.path.insert(0, {str(TESTS)!r})
-        from embedgate.engine.model_process import ModelProcess
+        from embedgate.engine.backends.torch.model_process import ModelProcess
         from support.process_models import load_fake
         proc = ModelProcess(load_fake, threads=None)
         print(proc.pid, flush=True)
@@ -293,7 +297,8 @@ def test_the_server_reports_a_restart_and_keeps_serving(tiny_qwen3_dir: Path) ->
         assert client.get("/health").status_code == 200  # liveness: the server is fine
         # ready again only after the replacement passed the self-test
         assert wait_until(lambda: client.get("/ready").status_code == 200)
-        assert backend.restarts == 1 and app.state.embedgate.self_tested_restarts == 1
+        assert backend.health().restarts == 1
+        assert app.state.embedgate.model.self_tested_restarts == 1
         reply = client.post("/v1/embeddings", json={"input": "after the crash"})
         assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) > 0
         metrics = client.get("/metrics").text

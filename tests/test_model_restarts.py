@@ -31,7 +31,7 @@ def model_processes(server_pid: int) -> set[int]:
             for pid in handle.read().split():
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                        if b"embedgate.engine.model_process" in cmd.read():
+                        if b"embedgate.engine.backends.torch.model_process" in cmd.read():
                             found.add(int(pid))
                 except FileNotFoundError:
                     pass

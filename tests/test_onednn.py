@@ -11,9 +11,9 @@ from torch import nn
 
 from embedgate.engine import onednn
 from embedgate.engine.backend import WeightOptions
+from embedgate.engine.backends.torch.model import TorchModel
+from embedgate.engine.backends.torch.onednn import PackedLinear, pack_linear_layers
 from embedgate.engine.model_spec import read_model_spec
-from embedgate.engine.onednn import PackedLinear, pack_linear_layers
-from embedgate.engine.torch_model import TorchModel
 
 pytestmark = pytest.mark.skipif(not onednn.available(), reason="torch built without oneDNN")
 

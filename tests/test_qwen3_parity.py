@@ -131,7 +131,7 @@ def test_bfloat16_stays_close_to_float32(
 ) -> None:
     engine = start_engine(tiny_qwen3_dir, dtype="bfloat16")
     try:
-        assert engine.backend.dtype_name == "bfloat16"
+        assert engine.describe().dtype == "bfloat16"
         low = embed(engine, DOCS)
         high = embed(qwen3_engine, DOCS)
         cosines = (low * high).sum(axis=1)

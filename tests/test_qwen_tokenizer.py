@@ -10,9 +10,9 @@ import pytest
 
 from embedgate.engine import EmbeddingEngine, EmbedRequest
 from embedgate.engine.backend import TextOptions
-from embedgate.engine.hf_tokenizer import HFTokenizer
-from embedgate.engine.process_backend import ProcessBackend
-from embedgate.engine.torch_backend import TorchBackend
+from embedgate.engine.backends.hf_tokenizer import HFTokenizer
+from embedgate.engine.backends.torch.backend import TorchBackend
+from embedgate.engine.backends.torch.process_backend import ProcessBackend
 from support.engines import start_engine
 
 EOS = 151643

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from embedgate.app import create_app
 from embedgate.config import Settings
-from embedgate.engine.fake_backend import FakeBackend
+from embedgate.engine.backends.fake import FakeBackend
 from embedgate.engine.pooling import FloatArray
 from embedgate.logs import JsonFormatter
 from support.servers import client_for, fake_factory

@@ -3,7 +3,6 @@ web framework: the seams the console and a second surface will reuse."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -99,25 +98,23 @@ def test_audit_step_records_who_and_how_much_but_not_public_paths() -> None:
     assert "secret text" not in record
 
 
-def test_the_security_rules_run_without_a_web_framework() -> None:
+@pytest.mark.anyio
+async def test_the_security_rules_run_without_a_web_framework() -> None:
     """Plain dicts in, a principal and rate-limit headers out: what a gRPC or console surface
     would call."""
     keys = KeyService(MemoryKeyStore(), b"p" * 32, AuditLog(MemoryAuditSink()), cache_ttl=0)
     issued = keys.create("svc", "reader", actor="test", rpm=5)
     security = Security(keys=keys, limiter=RateLimiter())
 
-    async def scenario() -> None:
-        ip = security.client_ip("10.0.0.9", {"x-forwarded-for": "6.6.6.6"})
-        assert ip == "10.0.0.9"  # no trusted proxies: the header is not believed
-        principal = await security.authenticate({"authorization": f"Bearer {issued.key}"}, ip)
-        assert principal.role is Role.READER
-        charged = await security.authorise(principal, Permission.SEARCH)
-        assert [(s.kind, s.limit, s.remaining) for s in charged] == [("requests", 5, 4)]
-        with pytest.raises(ServiceError) as refused:
-            await security.authorise(principal, Permission.EMBED)
-        assert refused.value.kind is ErrorKind.FORBIDDEN
-        with pytest.raises(ServiceError) as bad:
-            await security.authenticate({"x-api-key": "egk_nope"}, ip)
-        assert bad.value.kind is ErrorKind.UNAUTHENTICATED
-
-    asyncio.run(scenario())
+    ip = security.client_ip("10.0.0.9", {"x-forwarded-for": "6.6.6.6"})
+    assert ip == "10.0.0.9"  # no trusted proxies: the header is not believed
+    principal = await security.authenticate({"authorization": f"Bearer {issued.key}"}, ip)
+    assert principal.role is Role.READER
+    charged = await security.authorise(principal, Permission.SEARCH)
+    assert [(s.kind, s.limit, s.remaining) for s in charged] == [("requests", 5, 4)]
+    with pytest.raises(ServiceError) as refused:
+        await security.authorise(principal, Permission.EMBED)
+    assert refused.value.kind is ErrorKind.FORBIDDEN
+    with pytest.raises(ServiceError) as bad:
+        await security.authenticate({"x-api-key": "egk_nope"}, ip)
+    assert bad.value.kind is ErrorKind.UNAUTHENTICATED

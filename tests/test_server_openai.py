@@ -15,7 +15,7 @@ from openai import AsyncOpenAI, OpenAI
 from embedgate.app import create_app
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EmbedRequest
-from embedgate.engine.fake_backend import FakeBackend
+from embedgate.engine.backends.fake import FakeBackend
 from support.servers import Server, fake_factory, running_server
 from support.services import free_port
 
@@ -58,7 +58,8 @@ def test_token_id_inputs_through_the_sdk(
     assert np.allclose(got.data[0].embedding, expected, atol=1e-6)
 
 
-def test_many_concurrent_clients_get_their_own_results(
+@pytest.mark.anyio
+async def test_many_concurrent_clients_get_their_own_results(
     minilm_server: Server, minilm_engine: EmbeddingEngine
 ) -> None:
     texts = [
@@ -66,21 +67,18 @@ def test_many_concurrent_clients_get_their_own_results(
     ]
     expected = minilm_engine.embed_sync(EmbedRequest(texts)).vectors
 
-    async def run() -> list[list[list[float]]]:
-        client = AsyncOpenAI(
-            base_url=minilm_server.base + "/v1", api_key=minilm_server.key, max_retries=0
-        )
+    client = AsyncOpenAI(
+        base_url=minilm_server.base + "/v1", api_key=minilm_server.key, max_retries=0
+    )
 
-        async def one(i: int) -> list[list[float]]:
-            pair = [texts[i], texts[(i + 1) % 64]]
-            response = await client.embeddings.create(model="all-MiniLM-L6-v2", input=pair)
-            return [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
+    async def one(i: int) -> list[list[float]]:
+        pair = [texts[i], texts[(i + 1) % 64]]
+        response = await client.embeddings.create(model="all-MiniLM-L6-v2", input=pair)
+        return [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
 
-        results = await asyncio.gather(*(one(i) for i in range(64)))
-        await client.close()
-        return results
-
-    for i, pair in enumerate(asyncio.run(run())):
+    results = await asyncio.gather(*(one(i) for i in range(64)))
+    await client.close()
+    for i, pair in enumerate(results):
         assert np.allclose(pair[0], expected[i], atol=1e-5)
         assert np.allclose(pair[1], expected[(i + 1) % 64], atol=1e-5)
     metrics = minilm_server.get("/metrics").text

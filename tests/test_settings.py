@@ -88,3 +88,35 @@ def test_upstreams_from_the_environment_and_toml_tables(
     )
     assert (second.weight, second.max_batch, second.api_key) == (1.0, 32, "sk-other")
     assert "sk-" not in repr(first)  # the key never shows in logs or errors
+
+
+def test_engine_config_carries_every_engine_setting() -> None:
+    """Each `EngineConfig` field is the `Settings` field of the same name, so a setting added
+    to one and forgotten in the other cannot silently run at the engine's default."""
+    import dataclasses
+
+    from embedgate.services.engine import engine_config
+
+    settings = Settings(
+        model_aliases=["a", "b"],
+        dtype="bfloat16",
+        forward_threads=3,
+        batch_wait_ms=7.5,
+        max_queued_tokens=12345,
+        upstream_deadline_s=9.0,
+        gguf_group_tokens=256,
+    )
+    config = engine_config(settings)
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if item.name == "upstreams":
+            assert value == ()
+        elif item.name == "model_aliases":
+            assert value == ("a", "b")
+        else:
+            assert value == getattr(settings, item.name), item.name
+    assert (config.dtype, config.forward_threads, config.max_queued_tokens) == (
+        "bfloat16",
+        3,
+        12345,
+    )

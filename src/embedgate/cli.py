@@ -80,11 +80,13 @@ def serve(
     os.environ.setdefault(
         "TORCHINDUCTOR_CACHE_DIR", str(settings.data_dir.absolute() / "cache" / "torchinductor")
     )
-    _check_model(settings)  # fail fast on a wrong --model before binding a port
+    runs_torch = _check_model(settings)  # fail fast on a wrong --model before binding a port
     # The forward thread re-takes the GIL after every torch op; with the default 5 ms switch
     # interval a busy event loop stalls it (a GIL convoy). 1 ms measured faster under load.
     sys.setswitchinterval(0.001)
-    _freeze_library_objects()
+    _freeze_library_objects(
+        torch=runs_torch, transformers=runs_torch and _model_in_this_process(settings)
+    )
     if not settings.auth and settings.host not in LOOPBACK:
         typer.echo("embedgate: refusing auth=false on a non-loopback address", err=True)
         raise typer.Exit(2)
@@ -128,7 +130,7 @@ def serve(
     services = app.state.embedgate
     # a fault the server cannot recover from by itself (model restarts given up): shut down
     # gracefully and exit non-zero, so that systemd or Kubernetes restarts the process
-    services.on_fatal = lambda _reason: setattr(server, "should_exit", True)
+    services.model.on_fatal = lambda _reason: setattr(server, "should_exit", True)
     local = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     server_file.record(settings.data_dir, f"{scheme}://{local}:{settings.port}")
     try:
@@ -137,16 +139,17 @@ def serve(
         server_file.forget(settings.data_dir)
     if not server.started:  # as uvicorn.run: the port could not be bound, say
         raise typer.Exit(3)
-    if services.fatal is not None:
-        typer.echo(f"embedgate: exiting: {services.fatal}", err=True)
+    if services.model.fatal is not None:
+        typer.echo(f"embedgate: exiting: {services.model.fatal}", err=True)
         raise typer.Exit(3)
 
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
-def _check_model(settings: Settings) -> None:
-    """A model that cannot be found is a usage error: one line and a hint, exit 2."""
+def _check_model(settings: Settings) -> bool:
+    """A model that cannot be found is a usage error: one line and a hint, exit 2. True when
+    PyTorch serves the model (not a GGUF file, not gateway mode)."""
     from embedgate.engine.loading import resolve_model
 
     try:
@@ -158,15 +161,27 @@ def _check_model(settings: Settings) -> None:
             err=True,
         )
         raise typer.Exit(2) from None
-    if source.path.suffix.lower() == ".gguf" and not settings.upstreams:
+    if settings.upstreams:
+        return False
+    if source.path.suffix.lower() == ".gguf":
         _check_gguf(source.path)
+        return False
+    return True
+
+
+def _model_in_this_process(settings: Settings) -> bool:
+    """Whether the weights load here rather than in a model process (`factory.py` decides
+    the same way; a GPU may only be known once torch is imported, so `auto` counts as no)."""
+    return settings.model_process is False or (
+        settings.model_process is None and settings.device == "cuda"
+    )
 
 
 def _check_gguf(path: Path) -> None:
     """A GGUF embedgate cannot serve, or a missing llama.cpp extra, is one line at start."""
     import importlib.util
 
-    from embedgate.engine.gguf_file import GGUF_EXTRA, read_gguf
+    from embedgate.engine.backends.gguf.file import GGUF_EXTRA, read_gguf
 
     try:
         read_gguf(path)
@@ -178,16 +193,20 @@ def _check_gguf(path: Path) -> None:
         raise typer.Exit(2)
 
 
-def _freeze_library_objects() -> None:
-    """Import torch and transformers now and exempt their objects from garbage collection.
+def _freeze_library_objects(*, torch: bool, transformers: bool) -> None:
+    """Import the model libraries this process will use now and exempt their objects (and
+    everything imported so far) from garbage collection.
 
-    They live as long as the process (~440k objects); left in the collector's generations,
-    every full collection scans them all again, ~4% of CPU under load (measured with perf).
+    They live as long as the process (torch and transformers: ~440k objects); left in the
+    collector's generations, every full collection scans them all again, ~4% of CPU under
+    load (measured with perf). Gateway and GGUF servers never import torch at all.
     """
     import gc
 
-    import torch  # noqa: F401
-    from transformers import AutoModel, AutoTokenizer  # noqa: F401
+    if torch:
+        import torch as _torch  # noqa: F401
+    if transformers:
+        from transformers import AutoModel  # noqa: F401
 
     gc.collect()
     gc.freeze()

@@ -22,9 +22,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from embedgate.engine import EmbeddingEngine, EngineConfig
+from embedgate.engine.config import UpstreamConfig
 from embedgate.engine.engine import EngineLimits
 from embedgate.engine.scheduler import SchedulerObserver
-from embedgate.engine.upstream import UpstreamConfig
 from support.services import free_port
 
 
@@ -140,7 +140,7 @@ def gateway_factory(model_dir: Path, upstream: str) -> Callable[..., EmbeddingEn
 
     def factory(config: EngineConfig, observer: SchedulerObserver) -> EmbeddingEngine:
         from embedgate.engine.backend import TextOptions
-        from embedgate.engine.gateway_backend import GatewayBackend
+        from embedgate.engine.backends.gateway.backend import GatewayBackend
 
         backend = GatewayBackend.load(
             model_dir, TextOptions(pad_to_multiple_of=1), [UpstreamConfig(upstream, "m")]

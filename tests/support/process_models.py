@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from embedgate.engine.hf_tokenizer import IdArray
+from embedgate.engine.backends.hf_tokenizer import IdArray
 from embedgate.engine.pooling import FloatArray
 
 RAISE, HANG, ENV, KILL = 1, 2, 3, 4

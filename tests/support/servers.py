@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EngineLimits
-from embedgate.engine.fake_backend import FakeBackend
+from embedgate.engine.backends.fake import FakeBackend
 from embedgate.engine.scheduler import SchedulerObserver
 
 

@@ -192,6 +192,6 @@ async def stats(state: Services = Depends(service)) -> dict[str, Any]:
     return {
         "object": "stats",
         "uptime_s": round(recent.uptime_s(), 1),
-        "ready": state.ready,
+        "ready": state.model.ready,
         "minutes": recent.series(),
     }

@@ -30,8 +30,9 @@ async def list_models(state: Services = Depends(service)) -> dict[str, Any]:
         "pooling": spec.pooling,
         "family": spec.family,
     }
-    if engine.backend.quantization is not None:  # a GGUF file
-        entry["quantization"] = engine.backend.quantization
-    if engine.backend.fingerprint is not None:  # gateway mode: what the upstreams serve
-        entry["fingerprint"] = engine.backend.fingerprint
+    described = engine.describe()
+    if described.quantization is not None:  # a GGUF file
+        entry["quantization"] = described.quantization
+    if described.fingerprint is not None:  # gateway mode: what the upstreams serve
+        entry["fingerprint"] = described.fingerprint
     return {"object": "list", "data": [entry]}

@@ -1,7 +1,10 @@
 """The model boundary: tokenise, forward, post-process.
 
-The engine core only talks to this interface. `TorchBackend` is the real implementation;
-`FakeBackend` is a deterministic stand-in for tests of everything around the model.
+The engine core only talks to this interface; each runtime implements it in its own package
+under `backends/` (PyTorch, llama.cpp, upstream servers), and `backends/fake.py` is a
+deterministic stand-in for tests of everything around the model. Like text-embeddings-
+inference's backend trait it is small: tokenise, forward a pass, close, and one record each
+for the runtime's health and its description.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from embedgate.engine.batching import padded_length
 from embedgate.engine.model_spec import ModelSpec
 from embedgate.engine.pooling import FloatArray, finalize
 from embedgate.engine.sequences import SequenceTemplate
-from embedgate.engine.upstream import UpstreamStats
 from embedgate.errors import ServiceError
 
 
@@ -24,7 +26,7 @@ class WeightOptions:
 
     dtype: str = "float32"
     device: str = "auto"
-    onednn: bool = True  # on a CPU, pack Linear weights for oneDNN (`onednn.py`)
+    onednn: bool = True  # on a CPU, pack Linear weights for oneDNN (`backends/torch/onednn.py`)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,25 @@ class TextOptions:
 
     max_input_tokens: int | None = None  # lower than the model's own limit, or None
     pad_to_multiple_of: int = 16  # a pass's length, rounded up (see `batching.py`)
+
+
+UPSTREAM_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class UpstreamStats:
+    """One upstream's counters, for /metrics (read when scraped)."""
+
+    name: str
+    healthy: bool
+    in_flight: int
+    requests: int
+    errors: int
+    retries: int
+    ejections: int
+    latency_buckets: tuple[int, ...]  # cumulative counts per UPSTREAM_LATENCY_BUCKETS
+    latency_count: int
+    latency_sum: float
 
 
 class ModelUnavailable(RuntimeError):
@@ -61,13 +82,40 @@ class InputRefused(PassLost):
         self.error = error
 
 
+@dataclass(frozen=True)
+class BackendHealth:
+    """A backend's runtime state at one instant: what readiness, the model supervisor and
+    /metrics read. The defaults describe a backend that is always able to run a pass."""
+
+    unavailable: str | None = None  # why no pass can run now (restarting, no upstream)
+    gave_up: str | None = None  # why restarts stopped for good; the server should exit
+    restarts: int = 0  # times the model's process died and was replaced
+    restart_failures: int = 0  # replacements that failed to start (each retried)
+    ready_in_s: float = 0.0  # until a pass can run again, as best known
+    model_pid: int | None = None  # the model's own process (its memory is not ours)
+    upstreams: tuple[UpstreamStats, ...] = ()  # gateway mode's upstreams
+
+
+@dataclass(frozen=True)
+class BackendDescription:
+    """What a backend runs, for /v1/models, `embedgate inspect`, logs and the self-test."""
+
+    runtime: str  # "torch", "torch-process", "gguf", "gateway", "fake"
+    dtype: str  # the weights' dtype, a GGUF quantisation type, or "upstream"
+    device: str
+    quantization: str | None = None  # a quantised file's type (GGUF: Q4_K_M, Q8_0...)
+    fingerprint: str | None = None  # names the vectors beyond the model's name (gateway)
+
+
 class Backend(ABC):
-    """A loaded model: its facts, its tokenizer and its forward pass."""
+    """A loaded model: its facts, its tokenizer and its forward pass.
+
+    The seam every runtime implements and all the engine core knows; whatever only one
+    runtime has (a model process, upstreams, a GGUF file) stays in its package and reaches
+    the rest of the server through `health()` and `describe()`."""
 
     spec: ModelSpec
     template: SequenceTemplate
-    dtype_name: str = "float32"
-    device_name: str = "cpu"
     pad_to_multiple_of: int = 1  # a pass's length is rounded up to this (`pass_length`)
 
     @abstractmethod
@@ -78,6 +126,14 @@ class Backend(ABC):
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         """Pooled, not yet normalised vectors (n, native_dimensions) for full sequences."""
 
+    @abstractmethod
+    def describe(self) -> BackendDescription:
+        """What runs the model (fixed once loaded)."""
+
+    def health(self) -> BackendHealth:
+        """The runtime's state now; cheap, called on every request and scrape."""
+        return BackendHealth()
+
     def pass_length(self, longest: int) -> int:
         """The length `forward` pads a pass whose longest sequence is `longest` to; the
         scheduler plans and meters passes with it."""
@@ -87,50 +143,5 @@ class Backend(ABC):
         """Matryoshka slice and normalisation, as the model's rules say."""
         return finalize(pooled, dimensions, self.spec.normalize)
 
-    @property
-    def unavailable(self) -> str | None:
-        """Why no forward pass can run right now (its process is restarting or cannot be
-        restarted), or None; readiness reports it so a load balancer can route around."""
-        return None
-
-    @property
-    def restarts(self) -> int:
-        """Times the model's process died and was replaced (0 where it has none)."""
-        return 0
-
-    @property
-    def restart_failures(self) -> int:
-        """Attempts to start a replacement that failed (each is retried after a backoff)."""
-        return 0
-
-    @property
-    def gave_up(self) -> str | None:
-        """Why restarts stopped for good (`model_restart_failures_before_exit`), or None."""
-        return None
-
-    def expected_ready_in(self) -> float:
-        """Seconds until a pass can run again, as best known (0 when it can now)."""
-        return 0.0
-
-    def upstreams(self) -> list[UpstreamStats]:
-        """Gateway mode's upstreams and their counters; none for a local model."""
-        return []
-
-    @property
-    def model_pid(self) -> int | None:
-        """The model's own process (its memory is not the server's), or None."""
-        return None
-
-    @property
-    def fingerprint(self) -> str | None:
-        """What names the served model's vectors beyond its name (gateway mode: a hash of
-        the probe text's vector), or None."""
-        return None
-
-    @property
-    def quantization(self) -> str | None:
-        """A quantised file's type (GGUF: Q4_K_M, Q8_0, F16...), or None."""
-        return None
-
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Release resources (weights, threads); the default has none."""
+        """Release resources (weights, threads, processes); the default has none."""

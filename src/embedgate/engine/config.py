@@ -8,9 +8,35 @@ settings, files or environment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from embedgate.engine.upstream import UpstreamConfig
+
+def base_url(url: str) -> str:
+    """The upstream's root, however it was written: `http://h:8001`, `http://h:8001/` and
+    the OpenAI-style `http://h:8001/v1` all name the same server."""
+    root = url.strip().rstrip("/")
+    if root.endswith("/v1"):
+        root = root[: -len("/v1")].rstrip("/")
+    if not root.startswith(("http://", "https://")):
+        raise ValueError(f"an upstream URL starts with http:// or https://, got {url!r}")
+    return root
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """One upstream embedding server of gateway mode."""
+
+    url: str  # the server's root or its /v1 base; requests go to {root}/v1/embeddings
+    model: str | None  # the model name the upstream expects; None: the served model's name
+    api_key: str | None = field(default=None, repr=False)
+    max_batch: int = 64
+    max_concurrency: int = 8
+    weight: float = 1.0
+    timeout_s: float = 30.0
+
+    @property
+    def name(self) -> str:
+        return base_url(self.url)
 
 
 @dataclass(frozen=True, kw_only=True)

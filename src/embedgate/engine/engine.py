@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from embedgate.engine.backend import Backend
+from embedgate.engine.backend import Backend, BackendDescription, BackendHealth
 from embedgate.engine.batching import PendingRequest, WorkItem
 from embedgate.engine.delivery import (
     CancelFlag,
@@ -26,6 +26,7 @@ from embedgate.engine.delivery import (
 from embedgate.engine.fair_queue import DEFAULT_CALLER
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.scheduler import BatchScheduler, SchedulerObserver
+from embedgate.engine.sequences import SequenceTemplate
 from embedgate.errors import ErrorKind, ServiceError
 
 InputType = Literal["query", "document"]
@@ -122,8 +123,32 @@ class EmbeddingEngine:
         self.backend.close()
 
     @property
+    def template(self) -> SequenceTemplate:
+        """How a text's content ids become the sequence the model sees (special tokens,
+        the longest sequence, the Qwen3 EOS)."""
+        return self.backend.template
+
+    @property
     def max_input_tokens(self) -> int:
         return self.backend.template.max_tokens
+
+    @property
+    def max_content_tokens(self) -> int:
+        """The most content tokens a text may have before its sequence would be cut."""
+        return self.backend.template.max_tokens - self.backend.template.overhead
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Content tokens per text, as the model's tokenizer counts them (no prompt, no
+        special tokens): what the chunker sizes chunks by."""
+        return [len(ids) for ids in self.backend.tokenize(texts)]
+
+    def describe(self) -> BackendDescription:
+        """What runs the model: runtime, dtype, device, quantisation, fingerprint."""
+        return self.backend.describe()
+
+    def health(self) -> BackendHealth:
+        """The backend's runtime state now (restarts, a process being replaced, upstreams)."""
+        return self.backend.health()
 
     @property
     def queued_tokens(self) -> int:
@@ -227,7 +252,7 @@ class EmbeddingEngine:
                 ErrorKind.INVALID_REQUEST, "preview takes text inputs, not token ids", "input"
             )
         texts, contents, sequences = self._text_sequences(request)
-        room = self.backend.template.max_tokens - self.backend.template.overhead
+        room = self.max_content_tokens
         return [
             InputPreview(text, len(sequence), len(content) > room)
             for text, content, sequence in zip(texts, contents, sequences, strict=True)

@@ -63,8 +63,8 @@ def load_engine(
     text = TextOptions(config.max_input_tokens, config.pad_to_multiple_of)
     backend: Backend
     if use_process:
-        from embedgate.engine.model_process import RestartPolicy
-        from embedgate.engine.process_backend import ProcessBackend
+        from embedgate.engine.backends.torch.model_process import RestartPolicy
+        from embedgate.engine.backends.torch.process_backend import ProcessBackend
 
         policy = RestartPolicy(max_failures=config.model_restart_failures_before_exit)
         backend = ProcessBackend.load(
@@ -73,7 +73,7 @@ def load_engine(
     else:
         import torch
 
-        from embedgate.engine.torch_backend import TorchBackend
+        from embedgate.engine.backends.torch.backend import TorchBackend
 
         if torch_threads is not None:
             torch.set_num_threads(torch_threads)
@@ -109,7 +109,7 @@ def _gateway(
 ) -> EmbeddingEngine:
     """Gateway mode: the model's tokenizer and rules here, its forward passes upstream. As
     many passes in flight as the upstreams take at once, each about one upstream batch."""
-    from embedgate.engine.gateway_backend import GatewayBackend
+    from embedgate.engine.backends.gateway.backend import GatewayBackend
 
     text = TextOptions(config.max_input_tokens, pad_to_multiple_of=1)
     upstreams = [dataclasses.replace(u, model=u.model or name) for u in config.upstreams]
@@ -134,7 +134,7 @@ def _gguf(
 ) -> EmbeddingEngine:
     """llama.cpp runs one decode at a time on all the cores it is given: one forward thread,
     passes cut into decodes inside the backend."""
-    from embedgate.engine.gguf_backend import GGUFBackend
+    from embedgate.engine.backends.gguf.backend import GGUFBackend
 
     text = TextOptions(config.max_input_tokens, pad_to_multiple_of=1)
     backend = GGUFBackend.load(

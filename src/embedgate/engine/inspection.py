@@ -2,7 +2,7 @@
 
 For a directory: the rules read from its Hugging Face / sentence-transformers files. For a
 GGUF file: its metadata, and the family's rules embedgate applies instead of the file's own
-pooling and EOS settings (`gguf_file.py`).
+pooling and EOS settings (`backends/gguf/file.py`).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _eos_rule(spec: ModelSpec, file_adds: bool | None) -> str:
 def describe_model(path: Path) -> ModelDescription:
     """Raises ValueError (one line) for what embedgate cannot serve."""
     if path.is_file() and path.suffix.lower() == ".gguf":
-        from embedgate.engine.gguf_file import read_gguf, spec_for
+        from embedgate.engine.backends.gguf.file import read_gguf, spec_for
 
         facts = read_gguf(path)
         spec = spec_for(facts)

@@ -1,5 +1,5 @@
 """The final vector arithmetic, shared by every backend (numpy only: the gateway and GGUF
-modes never load torch; token pooling on tensors is in `torch_pooling.py`).
+modes never load torch; token pooling on tensors is in `backends/torch/pooling.py`).
 
 Order matters for Matryoshka: slice to the requested size first, then L2-normalise (normalising
 first and slicing after gives vectors that are not unit length).

@@ -11,7 +11,8 @@ On a CPU, two forward threads with half the cores each beat one thread with all 
 concurrent load: while one waits for its clients to send again, the other computes, and a
 single-threaded forward pass never stalls at a parallel-region barrier because the event loop
 took one of its cores (docs/benchmarks.md has the numbers). With the model in its own process
-(`process_backend.py`) the same threads feed it, one pass each, so the child runs two at once.
+(`backends/torch/process_backend.py`) the same threads feed it, one pass each, so the child
+runs two at once.
 """
 
 from __future__ import annotations

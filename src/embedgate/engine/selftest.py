@@ -44,7 +44,7 @@ def run_self_test(engine: EmbeddingEngine) -> SelfTestResult:
         if not np.allclose(norms, 1.0, atol=1e-3):
             return SelfTestResult(False, f"vectors are not unit length (norms {norms.tolist()})")
     cosine = float(np.dot(alone, vectors[1]) / (np.linalg.norm(alone) * np.linalg.norm(vectors[1])))
-    needed = MIN_COSINE.get(engine.backend.dtype_name, 0.999)
+    needed = MIN_COSINE.get(engine.describe().dtype, 0.999)
     if cosine < needed:
         return SelfTestResult(
             False,

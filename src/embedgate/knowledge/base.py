@@ -150,7 +150,7 @@ class KnowledgeBase:
             chunk_overlap=overlap,
             owner=principal.subject,
             store_name=store_name_for(name, 1),
-            fingerprint=engine.backend.fingerprint,
+            fingerprint=engine.describe().fingerprint,
         )
         assert info.store_name is not None
         self.store.ensure_collection(info.store_name, info.dimensions)

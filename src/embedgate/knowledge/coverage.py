@@ -22,7 +22,7 @@ def check_same_model(
 ) -> None:
     """Refuse to mix vectors: the collection's model name (or the one the request names) and,
     in gateway mode, the upstream model's fingerprint must be this server's."""
-    fingerprint = engine.backend.fingerprint
+    fingerprint = engine.describe().fingerprint
     if (asked is not None and asked != collection.model) or engine.name != collection.model:
         served = asked or engine.name
     elif fingerprint and collection.fingerprint and fingerprint != collection.fingerprint:

@@ -366,10 +366,10 @@ class IngestRunner:
         engine = self._wait_for_engine()
         self._check_model(engine, collection)
         self._stage(job.job_id, "chunking", 0.05)
-        room = engine.max_input_tokens - engine.backend.template.overhead
+        room = engine.max_content_tokens
         chunks = chunk_text(
             parsed.pages,
-            lambda texts: [len(ids) for ids in engine.backend.tokenize(texts)],
+            engine.count_tokens,
             max_tokens=max(2, min(collection.chunk_tokens, room)),
             overlap_tokens=collection.chunk_overlap,
         )

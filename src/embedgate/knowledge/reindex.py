@@ -81,7 +81,7 @@ class Reindexer:
                 new=plan.new,
                 model=engine.name,
                 dimensions=plan.dimensions,
-                fingerprint=engine.backend.fingerprint,
+                fingerprint=engine.describe().fingerprint,
             ):
                 raise ServiceError(
                     ErrorKind.CONFLICT,

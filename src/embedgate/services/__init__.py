@@ -1,7 +1,8 @@
 """The composition root: settings in, opened services out (`Services`, `open_services`).
 
 Each layer below takes only its own configuration; the translation from the server's
-`Settings` to those records lives here (`engine.py`, `security.py`, `knowledge.py`).
+`Settings` to those records lives here (`engine.py`, `security.py`, `knowledge.py`), and
+`model.py` supervises the served model's life.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from embedgate.services.assembly import (
     open_services,
     open_services_sync,
 )
-from embedgate.services.engine import EngineFactory, engine_config
+from embedgate.services.engine import engine_config
+from embedgate.services.model import EngineFactory, ModelSupervisor
 
 __all__ = [
     "EngineFactory",
     "ModelStart",
+    "ModelSupervisor",
     "Overrides",
     "Services",
     "engine_config",

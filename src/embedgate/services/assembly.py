@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,8 +22,8 @@ from sqlalchemy import Engine
 from embedgate import __version__
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EngineConfig, load_engine
+from embedgate.engine.backend import BackendHealth
 from embedgate.engine.scheduler import SchedulerObserver
-from embedgate.engine.selftest import run_self_test
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.base import KnowledgeBase
 from embedgate.knowledge.job_queue import JobOutcomes
@@ -31,9 +31,10 @@ from embedgate.knowledge.vector_store import VectorStore
 from embedgate.security.audit import AuditLog, AuditSink
 from embedgate.security.gate import Security
 from embedgate.security.key_service import KeyService
-from embedgate.services.engine import EngineFactory, bring_up
+from embedgate.services.engine import engine_config
 from embedgate.services.knowledge import build_knowledge, open_vector_store
 from embedgate.services.metrics import Metrics
+from embedgate.services.model import EngineFactory, ModelSupervisor
 from embedgate.services.scrape import ServiceSnapshot
 from embedgate.services.security import build_security, ensure_first_admin_key
 from embedgate.services.storage import open_configured_database
@@ -68,100 +69,71 @@ class Services:
     bootstrap_key_file: Path | None = None
     knowledge: KnowledgeBase | None = None
     knowledge_error: str = "starting"
-    engine: EmbeddingEngine | None = None
-    ready: bool = False
-    reason: str = "loading the model"
+    model: ModelSupervisor = field(init=False)
     storage_error: str | None = None  # the database probe's last failure, or None
-    self_tested_restarts: int = 0  # the model process restarts whose successor passed
-    # called with a one-line reason when the server must exit for its supervisor to restart
-    # it (model restarts given up); the server sets it, tests may too
-    on_fatal: Callable[[str], None] | None = None
-    fatal: str | None = None
 
     def __post_init__(self) -> None:
+        self.model = ModelSupervisor(
+            engine_config(self.settings), observer=self.metrics, self_test=self.settings.self_test
+        )
         self.metrics.ready.set_function(lambda: float(self.not_ready_reason() is None))
         self.metrics.queue_max_tokens.set(self.settings.max_queued_tokens)
         self.metrics.watch(self.snapshot)
 
     def snapshot(self) -> ServiceSnapshot:
         """The state Prometheus reads at each scrape (services/scrape.py)."""
-        engine, audit = self.engine, self.audit
+        engine, audit = self.model.engine, self.audit
         storage = {"database": self.database is not None and self.storage_error is None}
         if self.knowledge is not None or self.knowledge_error != "starting":
             storage["vector_store"] = self.knowledge is not None
         if self.security is not None and self.security.limiter.shared:
             storage["rate_limit_store"] = not self.security.limiter.store_failing
         jobs = self.knowledge.runner.outcomes if self.knowledge is not None else JobOutcomes()
-        backend = engine.backend if engine is not None else None
+        health = engine.health() if engine is not None else BackendHealth()
+        fingerprint = engine.describe().fingerprint if engine is not None else None
         return ServiceSnapshot(
             version=__version__,
             mode="gateway" if self.settings.upstreams else "local",
             model=engine.name if engine is not None else (self.settings.model_name or ""),
-            fingerprint=(backend.fingerprint or "") if backend is not None else "",
-            model_ready=engine is not None and self._model_reason() is None,
-            model_restarts=backend.restarts if backend is not None else 0,
-            model_restart_failures=backend.restart_failures if backend is not None else 0,
-            model_pid=backend.model_pid if backend is not None else None,
+            fingerprint=fingerprint or "",
+            model_ready=engine is not None and self.model.not_ready_reason() is None,
+            model_restarts=health.restarts,
+            model_restart_failures=health.restart_failures,
+            model_pid=health.model_pid,
             audit_failing=audit is not None and audit.failing is not None,
             audit_write_failures=audit.write_failures if audit is not None else 0,
             storage_up=storage,
             ingest_jobs=jobs.as_dict(),
-            upstreams=backend.upstreams() if backend is not None else [],
+            upstreams=list(health.upstreams),
         )
+
+    @property
+    def engine(self) -> EmbeddingEngine | None:
+        """The loaded model, ready or not (`require_engine` for one that can serve now)."""
+        return self.model.engine
 
     # --- what the surfaces ask ---------------------------------------------------------------
     def not_ready_reason(self) -> str | None:
         """None when requests can be served now: the model passed its self-test and its
         process (if it has one) is up, not being replaced after a crash, and a replacement
         has passed the self-test again."""
-        if not self.ready:
-            return self.reason
+        if not self.model.ready:
+            return self.model.reason
         if self.storage_error is not None:
             return self.storage_error
         if self.audit is not None and self.audit.refuses_requests():
             return f"the audit log cannot be written ({self.audit.failing})"
-        return self._model_reason()
-
-    def _model_reason(self) -> str | None:
-        if self.engine is None:
-            return self.reason
-        backend = self.engine.backend
-        unavailable = backend.gave_up or backend.unavailable
-        if unavailable is not None:
-            return unavailable
-        if backend.restarts != self.self_tested_restarts:
-            return "the model process was restarted; running the self-test"
-        return None
+        return self.model.not_ready_reason()
 
     def ready_engine(self) -> EmbeddingEngine | None:
         """The engine while it can take work now (the ingest runner pauses otherwise)."""
-        return self.engine if self.not_ready_reason() is None else None
+        return self.model.engine if self.not_ready_reason() is None else None
 
     def require_engine_for(self, model: str | None) -> EmbeddingEngine:
-        """`require_engine`, and a 404 naming the served model when a request names another."""
-        engine = self.require_engine()
-        if not engine.serves(model):
-            raise ServiceError(
-                ErrorKind.MODEL_NOT_FOUND,
-                f"The model {model!r} does not exist here; this server serves "
-                f"{engine.name!r} (see GET /v1/models)",
-                "model",
-            )
-        return engine
+        return self.model.require_for(model)
 
     def require_engine(self) -> EmbeddingEngine:
-        """The engine, or 503: `not_ready` while it first loads, `model_unavailable` with
-        a Retry-After while its process is being replaced."""
-        if self.engine is None or not self.ready:
-            raise ServiceError(ErrorKind.NOT_READY, f"the model is not ready: {self.reason}")
-        reason = self._model_reason()
-        if reason is not None:
-            raise ServiceError(
-                ErrorKind.MODEL_UNAVAILABLE,
-                f"the model is not available right now: {reason}; retry shortly",
-                retry_after_s=self.engine.backend.expected_ready_in(),
-            )
-        return self.engine
+        return self.model.require()
 
     def require_knowledge(self) -> KnowledgeBase:
         if self.knowledge is None:
@@ -219,22 +191,22 @@ class Services:
                 )
             if model != "none":
                 factory = overrides.engine_factory or _default_factory(one_shot=one_shot)
-                loader = asyncio.create_task(bring_up(self, factory))
+                loader = asyncio.create_task(self.model.bring_up(factory))
                 stack.push_async_callback(self._stop_model, loader)
                 if watch:
-                    watchdog = asyncio.create_task(self._watch_model())
+                    watchdog = asyncio.create_task(self.model.watch())
                     stack.push_async_callback(_cancel, watchdog)
                 if model == "wait":
                     await asyncio.shield(loader)
-                    if not self.ready:
-                        raise ServiceError(ErrorKind.NOT_READY, self.reason)
+                    if not self.model.ready:
+                        raise ServiceError(ErrorKind.NOT_READY, self.model.reason)
             if knowledge:
                 await self._open_knowledge(stack, overrides.vector_store)
             if watch:
                 for task in (self._flush_last_used(), self._probe_storage()):
                     stack.push_async_callback(_cancel, asyncio.create_task(task))
             yield self
-            self.ready = False
+            self.model.ready = False
 
     async def _open_knowledge(
         self, stack: contextlib.AsyncExitStack, store: VectorStore | None
@@ -270,36 +242,9 @@ class Services:
             self.knowledge = None
 
     async def _stop_model(self, loader: asyncio.Task[None]) -> None:
-        self.ready = False
+        self.model.ready = False
         await _cancel(loader)
-        if self.engine is not None:
-            await asyncio.to_thread(self.engine.stop)
-            self.engine = None
-
-    async def _watch_model(self, every: float = 0.2) -> None:
-        """After the model process was replaced, run the self-test again before the model
-        counts as ready; when restarts were given up, ask the server to exit."""
-        while True:
-            await asyncio.sleep(every)
-            engine = self.engine
-            if engine is None or not self.ready:
-                continue
-            backend = engine.backend
-            if backend.gave_up is not None and self.fatal is None:
-                self.fatal = backend.gave_up
-                log.critical("the model cannot be restarted; exiting", extra={"reason": self.fatal})
-                if self.on_fatal is not None:
-                    self.on_fatal(self.fatal)
-                continue
-            restarts = backend.restarts
-            if restarts == self.self_tested_restarts or backend.unavailable is not None:
-                continue
-            result = await asyncio.to_thread(run_self_test, engine)
-            if result.ok:
-                self.self_tested_restarts = restarts
-                log.info("self-test passed after a model restart", extra={"restarts": restarts})
-            else:
-                log.error("self-test failed after a model restart", extra={"reason": result.reason})
+        await self.model.stop()
 
     async def _probe_storage(self, every: float = 2.0) -> None:
         """/ready reflects the database: one cheap query every `every` seconds, cached, so a

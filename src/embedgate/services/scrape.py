@@ -22,8 +22,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from embedgate.engine.upstream import LATENCY_BUCKETS as UPSTREAM_BUCKETS
-from embedgate.engine.upstream import UpstreamStats
+from embedgate.engine.backend import UPSTREAM_LATENCY_BUCKETS as UPSTREAM_BUCKETS
+from embedgate.engine.backend import UpstreamStats
 
 PAGE_SIZE = 4096
 

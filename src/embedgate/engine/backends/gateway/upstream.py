@@ -37,6 +37,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from embedgate.engine.backend import UPSTREAM_LATENCY_BUCKETS as LATENCY_BUCKETS
+from embedgate.engine.backend import UpstreamStats
+from embedgate.engine.config import UpstreamConfig
 from embedgate.errors import ErrorKind, ServiceError
 
 log = logging.getLogger(__name__)
@@ -48,32 +51,6 @@ EJECT_MAX_S = 30.0
 RECOVERY_WAIT_S = 0.5  # a request with no upstream admitted waits this long for a probe
 
 
-def base_url(url: str) -> str:
-    """The upstream's root, however it was written: `http://h:8001`, `http://h:8001/` and
-    the OpenAI-style `http://h:8001/v1` all name the same server."""
-    root = url.strip().rstrip("/")
-    if root.endswith("/v1"):
-        root = root[: -len("/v1")].rstrip("/")
-    if not root.startswith(("http://", "https://")):
-        raise ValueError(f"an upstream URL starts with http:// or https://, got {url!r}")
-    return root
-
-
-@dataclass(frozen=True)
-class UpstreamConfig:
-    url: str  # the server's root or its /v1 base; requests go to {root}/v1/embeddings
-    model: str | None  # the model name the upstream expects; None: the served model's name
-    api_key: str | None = field(default=None, repr=False)
-    max_batch: int = 64
-    max_concurrency: int = 8
-    weight: float = 1.0
-    timeout_s: float = 30.0
-
-    @property
-    def name(self) -> str:
-        return base_url(self.url)
-
-
 class UpstreamFault(Exception):
     """One call failed. `retryable`: another upstream may well succeed; `eject_s`: how long
     to keep this upstream out (a 429's Retry-After), None for the breaker's own backoff."""
@@ -82,25 +59,6 @@ class UpstreamFault(Exception):
         super().__init__(message)
         self.retryable = retryable
         self.eject_s = eject_s
-
-
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-@dataclass(frozen=True)
-class UpstreamStats:
-    """One upstream's counters, for /metrics (read when scraped)."""
-
-    name: str
-    healthy: bool
-    in_flight: int
-    requests: int
-    errors: int
-    retries: int
-    ejections: int
-    latency_buckets: tuple[int, ...]  # cumulative counts per LATENCY_BUCKETS
-    latency_count: int
-    latency_sum: float
 
 
 @dataclass(eq=False)

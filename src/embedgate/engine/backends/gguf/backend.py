@@ -9,10 +9,9 @@ runs as llama.cpp decodes of whole sequences, each sequence its own `seq_id`, po
 llama.cpp on the last token (the family's rule), never by the pooling the file asks for.
 Normalisation stays in `postprocess`, as for every backend.
 
-A pass is cut into decodes of about `group_tokens` (512) tokens of several sequences: measured
-on a 2-core CPU (benchmarks/gguf.py), 2,048-token decodes were 17% slower on passages and took
-1.8 GB more memory (llama.cpp's compute buffer grows with the decode), 128-token ones 10%
-slower.
+A pass is cut into decodes of about `group_tokens` (512) tokens of several sequences: larger
+decodes were slower and grow llama.cpp's compute buffer, smaller ones slower too
+(docs/benchmarks.md, "GGUF through llama.cpp").
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from embedgate.engine.backend import Backend, TextOptions
-from embedgate.engine.gguf_file import GGUFFacts, _missing_extra, read_gguf, spec_for
+from embedgate.engine.backend import Backend, BackendDescription, TextOptions
+from embedgate.engine.backends.gguf.file import GGUFFacts, _missing_extra, read_gguf, spec_for
 from embedgate.engine.model_spec import ModelSpec
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.sequences import SequenceTemplate
@@ -74,8 +73,6 @@ class GGUFBackend(Backend):
         self.facts = facts
         self.options = options
         self.spec = spec
-        self.dtype_name = facts.quantization
-        self.device_name = "cpu"
         self._llama_cpp = llama_cpp
         internals: Any = llama_cpp._internals  # the model / context / batch wrappers (untyped)
         llama_cpp._logger.set_verbose(False)  # llama.cpp logs errors only
@@ -179,9 +176,11 @@ class GGUFBackend(Backend):
     def pass_length(self, longest: int) -> int:
         return longest  # sequences are decoded at their own lengths: no padding
 
-    @property
-    def quantization(self) -> str | None:
-        return self.facts.quantization
+    def describe(self) -> BackendDescription:
+        quantization = self.facts.quantization
+        return BackendDescription(
+            runtime="gguf", dtype=quantization, device="cpu", quantization=quantization
+        )
 
     def close(self) -> None:
         self._batch.close()

@@ -10,17 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from embedgate.engine.backend import TextOptions, WeightOptions
-from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
+from embedgate.engine.backend import BackendDescription, TextOptions, WeightOptions
+from embedgate.engine.backends.hf_tokenizer import HFTokenizer, TokenizedBackend
+from embedgate.engine.backends.torch.model import TorchModel
 from embedgate.engine.pooling import FloatArray
-from embedgate.engine.torch_model import TorchModel
 
 
 class TorchBackend(TokenizedBackend):
     """Tokenises with the model's fast tokenizer and runs the model on the caller's thread."""
 
     def __init__(self, tokenizer: HFTokenizer, model: TorchModel) -> None:
-        super().__init__(tokenizer, model.device_name, model.dtype_name)
+        super().__init__(
+            tokenizer,
+            BackendDescription(runtime="torch", dtype=model.dtype_name, device=model.device_name),
+        )
         self.model = model
 
     @classmethod

@@ -12,9 +12,14 @@ import functools
 from collections.abc import Sequence
 from pathlib import Path
 
-from embedgate.engine.backend import TextOptions, WeightOptions
-from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
-from embedgate.engine.model_process import ModelProcess, RestartPolicy
+from embedgate.engine.backend import (
+    BackendDescription,
+    BackendHealth,
+    TextOptions,
+    WeightOptions,
+)
+from embedgate.engine.backends.hf_tokenizer import HFTokenizer, TokenizedBackend
+from embedgate.engine.backends.torch.model_process import ModelProcess, RestartPolicy
 from embedgate.engine.pooling import FloatArray
 
 
@@ -22,7 +27,13 @@ class ProcessBackend(TokenizedBackend):
     """An `HFTokenizer` in this process and a `TorchModel` in a child process."""
 
     def __init__(self, tokenizer: HFTokenizer, process: ModelProcess) -> None:
-        super().__init__(tokenizer, process.info.device_name, process.info.dtype_name)
+        info = process.info
+        super().__init__(
+            tokenizer,
+            BackendDescription(
+                runtime="torch-process", dtype=info.dtype_name, device=info.device_name
+            ),
+        )
         self.process = process
 
     @classmethod
@@ -35,7 +46,7 @@ class ProcessBackend(TokenizedBackend):
         workers: int = 1,
         policy: RestartPolicy = RestartPolicy(),
     ) -> ProcessBackend:
-        from embedgate.engine.torch_model import TorchModel
+        from embedgate.engine.backends.torch.model import TorchModel
 
         tokenizer = HFTokenizer.load(model_dir, text)
         loader = functools.partial(TorchModel.load, model_dir, tokenizer.spec.pooling, options)
@@ -44,28 +55,16 @@ class ProcessBackend(TokenizedBackend):
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         return self.process.run(*self.tokenizer.collate(sequences))
 
-    @property
-    def unavailable(self) -> str | None:
-        return self.process.unavailable
-
-    @property
-    def restarts(self) -> int:
-        return self.process.restarts
-
-    @property
-    def model_pid(self) -> int | None:
-        return self.process.pid
-
-    @property
-    def restart_failures(self) -> int:
-        return self.process.restart_failures
-
-    @property
-    def gave_up(self) -> str | None:
-        return self.process.gave_up
-
-    def expected_ready_in(self) -> float:
-        return self.process.expected_ready_in()
+    def health(self) -> BackendHealth:
+        process = self.process
+        return BackendHealth(
+            unavailable=process.unavailable,
+            gave_up=process.gave_up,
+            restarts=process.restarts,
+            restart_failures=process.restart_failures,
+            ready_in_s=process.expected_ready_in(),
+            model_pid=process.pid,
+        )
 
     def close(self) -> None:
         self.process.close()

@@ -2,10 +2,9 @@
 
 A PyTorch forward pass is hundreds of small Python-dispatched kernels, and it needs the GIL
 between each. In the server process that GIL is also the event loop's, so under load every
-kernel boundary can wait up to a switch interval for HTTP work: measured on 2 cores, one
-forward thread fell from ~33k to ~12k tokens/s behind a busy loop. Here the model owns a
-process: the parent sends collated ids down a socket and a reader thread hands each result
-to the caller waiting for it.
+kernel boundary can wait up to a switch interval for HTTP work (docs/benchmarks.md,
+"Throughput", has the measurements). Here the model owns a process: the parent sends
+collated ids down a socket and a reader thread hands each result to the caller waiting for it.
 
 If the child dies (killed, out of memory, a crash in native code), the passes in flight fail
 with `ModelProcessDied` and a fresh child is started; later callers wait for it instead of
@@ -35,7 +34,7 @@ from multiprocessing.connection import Connection
 from typing import Protocol
 
 from embedgate.engine.backend import ModelUnavailable, PassLost
-from embedgate.engine.hf_tokenizer import IdArray
+from embedgate.engine.backends.hf_tokenizer import IdArray
 from embedgate.engine.pooling import FloatArray
 
 log = logging.getLogger(__name__)
@@ -261,7 +260,12 @@ class ModelProcess:
         not multiprocessing's spawn, which re-imports the caller's main script)."""
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-            [sys.executable, "-m", "embedgate.engine.model_process", str(theirs.fileno())],
+            [
+                sys.executable,
+                "-m",
+                "embedgate.engine.backends.torch.model_process",
+                str(theirs.fileno()),
+            ],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
             env=_child_environment(),

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from embedgate.engine.backend import Backend
+from embedgate.engine.backend import Backend, BackendDescription
 from embedgate.engine.model_spec import QWEN3_DEFAULT_TASK, ModelSpec
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.sequences import SequenceTemplate
@@ -51,6 +51,9 @@ class FakeBackend(Backend):
         self.seen: list[list[int]] = []
         self.batches: list[int] = []
         self._lock = threading.Lock()
+
+    def describe(self) -> BackendDescription:
+        return BackendDescription(runtime="fake", dtype="float32", device="cpu")
 
     def word_id(self, word: str) -> int:
         return 2 + zlib.crc32(word.encode("utf-8")) % (FAKE_VOCAB - 2)

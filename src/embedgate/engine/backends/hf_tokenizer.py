@@ -1,7 +1,10 @@
 """The tokenizer side of a Hugging Face model directory: ids, template and padding.
 
 Kept apart from the weights so the server process can tokenise and collate while the model
-itself runs in another process (`process_backend.py`) or on threads here (`torch_backend.py`).
+itself runs in another process or upstream (gateway mode). It reads `tokenizer.json` with the
+`tokenizers` library and the few facts transformers' `AutoTokenizer` adds from
+`tokenizer_config.json` (`tokenizer_files.py`), so a server that only tokenises never imports
+transformers or torch.
 """
 
 from __future__ import annotations
@@ -9,12 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from embedgate.engine.backend import Backend, TextOptions
+from embedgate.engine.backend import Backend, BackendDescription, TextOptions
+from embedgate.engine.backends.tokenizer_files import TokenizerFiles, read_tokenizer_files
 from embedgate.engine.batching import padded_length
 from embedgate.engine.model_spec import QWEN3_EOS_TOKEN, ModelSpec, read_model_spec
 from embedgate.engine.sequences import SequenceTemplate, find_template
@@ -29,15 +32,11 @@ IdArray = NDArray[np.int64]
 class HFTokenizer:
     """A fast tokenizer plus what the model's rules say about sequences and padding."""
 
-    def __init__(self, tokenizer: Any, model_dir: Path, options: TextOptions) -> None:
+    def __init__(self, files: TokenizerFiles, model_dir: Path, options: TextOptions) -> None:
         self.pad_to_multiple_of = options.pad_to_multiple_of
-        self._tokenizer = tokenizer.backend_tokenizer
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
-        model_max = getattr(tokenizer, "model_max_length", None)
-        tokenizer_max = model_max if isinstance(model_max, int) and model_max < 10**7 else None
-        self.spec: ModelSpec = read_model_spec(model_dir, tokenizer_max)
-        vocab_size = len(tokenizer)
+        self._tokenizer = files.tokenizer
+        self.spec: ModelSpec = read_model_spec(model_dir, files.model_max_length)
+        vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         if self.spec.vocab_size is not None:
             vocab_size = min(vocab_size, self.spec.vocab_size)
         max_tokens = self.spec.max_tokens
@@ -55,17 +54,12 @@ class HFTokenizer:
             if not suffix or suffix[-1] != eos:
                 log.warning("tokenizer does not append %s; embedgate appends it", QWEN3_EOS_TOKEN)
         self.template = SequenceTemplate.for_model(prefix, suffix, vocab_size, max_tokens, eos)
-        pad = tokenizer.pad_token_id
+        pad = files.pad_token_id
         self.pad_id = int(pad if pad is not None else (eos if eos is not None else 0))
 
     @classmethod
     def load(cls, model_dir: Path, options: TextOptions) -> HFTokenizer:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
-        if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(f"{model_dir} has no fast tokenizer (tokenizer.json)")
-        return cls(tokenizer, model_dir, options)
+        return cls(read_tokenizer_files(model_dir), model_dir, options)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         # no offsets: we only need ids, and skipping them saves ~17% per text
@@ -97,14 +91,17 @@ class HFTokenizer:
 
 
 class TokenizedBackend(Backend):
-    """The text side both PyTorch backends share; they differ in where the model runs."""
+    """The text side the PyTorch backends and the gateway share; they differ in where the
+    model runs, which `description` says."""
 
-    def __init__(self, tokenizer: HFTokenizer, device_name: str, dtype_name: str) -> None:
+    def __init__(self, tokenizer: HFTokenizer, description: BackendDescription) -> None:
         self.tokenizer = tokenizer
         self.spec = tokenizer.spec
         self.template = tokenizer.template
-        self.device_name = device_name
-        self.dtype_name = dtype_name
+        self.description = description
+
+    def describe(self) -> BackendDescription:
+        return self.description
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer.tokenize(texts)

@@ -1,7 +1,7 @@
 """The weights side: a Hugging Face model run with PyTorch (CPU or GPU, fp32 or bf16).
 
 Takes collated ids and returns pooled rows; it knows nothing of text, so the same object runs
-on the server's threads (`torch_backend.py`) or alone in a model process (`process_backend.py`).
+on the server's threads (`backend.py`) or alone in a model process (`process_backend.py`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from embedgate.engine.backend import WeightOptions
-from embedgate.engine.hf_tokenizer import IdArray
+from embedgate.engine.backends.hf_tokenizer import IdArray
+from embedgate.engine.backends.torch.pooling import pool
 from embedgate.engine.model_spec import Pooling
 from embedgate.engine.pooling import FloatArray
-from embedgate.engine.torch_pooling import pool
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -55,7 +55,7 @@ class TorchModel:
         model = model.to(device=device, dtype=DTYPES[options.dtype]).eval()
         packed = 0
         if options.onednn and device.type == "cpu":
-            from embedgate.engine.onednn import pack_linear_layers
+            from embedgate.engine.backends.torch.onednn import pack_linear_layers
 
             packed = pack_linear_layers(model)
         return cls(model, pooling, packed)

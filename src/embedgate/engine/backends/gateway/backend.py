@@ -15,6 +15,7 @@ SGLang's `/v1/embeddings` do) still yields the right vectors.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections.abc import Coroutine, Sequence
@@ -23,10 +24,17 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from embedgate.engine.backend import InputRefused, ModelUnavailable, TextOptions
-from embedgate.engine.hf_tokenizer import HFTokenizer, TokenizedBackend
+from embedgate.engine.backend import (
+    BackendDescription,
+    BackendHealth,
+    InputRefused,
+    ModelUnavailable,
+    TextOptions,
+)
+from embedgate.engine.backends.gateway.upstream import UpstreamPool
+from embedgate.engine.backends.hf_tokenizer import HFTokenizer, TokenizedBackend
+from embedgate.engine.config import UpstreamConfig
 from embedgate.engine.pooling import FloatArray, finalize
-from embedgate.engine.upstream import UpstreamConfig, UpstreamPool, UpstreamStats
 from embedgate.errors import ErrorKind, ServiceError
 
 T = TypeVar("T")
@@ -42,7 +50,9 @@ class GatewayBackend(TokenizedBackend):
         deadline_s: float = 60.0,
         health_interval_s: float = 5.0,
     ) -> None:
-        super().__init__(tokenizer, device_name="upstream", dtype_name="upstream")
+        super().__init__(
+            tokenizer, BackendDescription(runtime="gateway", dtype="upstream", device="upstream")
+        )
         self.deadline_s = deadline_s  # one pass, retries included; then 503
         self.health_interval_s = health_interval_s  # every upstream is probed this often
         self._loop = asyncio.new_event_loop()
@@ -118,21 +128,17 @@ class GatewayBackend(TokenizedBackend):
             return pooled
         return finalize(pooled, dimensions, True)
 
-    @property
-    def unavailable(self) -> str | None:
-        if not self.pool.healthy():
-            return self.pool.why_none()
-        return None
+    def health(self) -> BackendHealth:
+        return BackendHealth(
+            unavailable=None if self.pool.healthy() else self.pool.why_none(),
+            ready_in_s=self.health_interval_s,
+            upstreams=tuple(self.pool.stats()),
+        )
 
-    def expected_ready_in(self) -> float:
-        return self.health_interval_s
-
-    def upstreams(self) -> list[UpstreamStats]:
-        return self.pool.stats()
-
-    @property
-    def fingerprint(self) -> str | None:
-        return self.pool.fingerprint
+    def describe(self) -> BackendDescription:
+        """The fingerprint is what the upstreams answered to the probe text (read when
+        asked: it is known once one upstream has passed its first probe)."""
+        return dataclasses.replace(self.description, fingerprint=self.pool.fingerprint)
 
     def close(self) -> None:
         self._prober.cancel()

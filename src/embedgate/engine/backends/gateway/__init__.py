@@ -1,0 +1,1 @@
+"""Gateway mode: tokenise here, run forward passes on upstream embedding servers."""

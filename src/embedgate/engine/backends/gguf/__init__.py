@@ -1,0 +1,1 @@
+"""llama.cpp over a GGUF file (the optional `gguf` extra)."""
