@@ -59,7 +59,7 @@ TEXTS = st.one_of(
 
 
 def check(text: str, max_tokens: int, overlap: int) -> None:
-    chunks = chunk_text([(1, text)], count, max_tokens, overlap)
+    chunks = chunk_text([(1, text)], count, max_tokens=max_tokens, overlap_tokens=overlap)
     # within the limit, as the model's tokenizer counts
     for chunk in chunks:
         assert 0 < count([chunk.text])[0] <= max_tokens
@@ -90,9 +90,11 @@ def test_structure_is_kept() -> None:
     chunks = chunk_text([(1, text)], count, max_tokens=12, overlap_tokens=0)
     assert next(c.headings for c in chunks) == ("Guide",)
     assert any(c.headings == ("Guide", "使用") for c in chunks)
-    sentences = chunk_text([(1, "第一步。第二步！第三步？第四步；")], count, 5, 0)
+    sentences = chunk_text(
+        [(1, "第一步。第二步！第三步？第四步；")], count, max_tokens=5, overlap_tokens=0
+    )
     assert [c.text for c in sentences] == ["第一步。", "第二步！", "第三步？", "第四步；"]
-    clauses = chunk_text([(1, "苹果，香蕉、橘子，葡萄")], count, 3, 0)
+    clauses = chunk_text([(1, "苹果，香蕉、橘子，葡萄")], count, max_tokens=3, overlap_tokens=0)
     assert [c.text for c in clauses] == ["苹果，", "香蕉、", "橘子，", "葡萄"]
 
 

@@ -79,8 +79,8 @@ def test_duplicate_ids_are_refused(store: SqlKeyStore) -> None:
 
 def test_migrations_are_versioned_and_idempotent(store: SqlKeyStore) -> None:
     latest = max(v for v, _ in MIGRATIONS)
-    assert migrate(store.engine) == latest
-    assert migrate(store.engine) == latest
-    with store.engine.connect() as conn:
+    assert migrate(store.database) == latest
+    assert migrate(store.database) == latest
+    with store.database.connect() as conn:
         versions = [r[0] for r in conn.execute(select(schema_migrations.c.version))]
     assert versions == [v for v, _ in MIGRATIONS]

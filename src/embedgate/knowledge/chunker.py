@@ -14,6 +14,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
@@ -29,7 +30,7 @@ _LEVELS = [
 _HEADING = re.compile(r"^(#{1,6}) +(.+?)\s*$", re.MULTILINE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Chunk:
     index: int
     text: str
@@ -39,6 +40,14 @@ class Chunk:
     headings: tuple[str, ...]
     tokens: int
     page_end: int = 0  # the last page the chunk touches (0: the same as `page`)
+
+
+class _Piece(NamedTuple):
+    """An atomic span of the text and its token count; chunks are packed from these."""
+
+    start: int
+    end: int
+    tokens: int
 
 
 def _split(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[tuple[int, int]]:
@@ -62,24 +71,24 @@ class _Pieces:
         self.count = count
         self.limit = limit
 
-    def build(self) -> list[tuple[int, int, int]]:
-        out: list[tuple[int, int, int]] = []
+    def build(self) -> list[_Piece]:
+        out: list[_Piece] = []
         self._refine([(0, len(self.text))], 0, out)
         return out
 
     def _refine(
-        self, spans: list[tuple[int, int]], level: int, out: list[tuple[int, int, int]]
+        self, spans: list[tuple[int, int]], level: int, out: list[_Piece]
     ) -> None:
         counts = self.count([self.text[s:e] for s, e in spans])
         for (start, end), tokens in zip(spans, counts, strict=True):
             if tokens <= self.limit:
-                out.append((start, end, tokens))
+                out.append(_Piece(start, end, tokens))
             elif level < len(_LEVELS):
                 self._refine(_split(self.text, start, end, _LEVELS[level]), level + 1, out)
             else:
                 self._by_characters(start, end, out)
 
-    def _by_characters(self, start: int, end: int, out: list[tuple[int, int, int]]) -> None:
+    def _by_characters(self, start: int, end: int, out: list[_Piece]) -> None:
         """No boundary left (e.g. a long run of CJK without punctuation): cut by length."""
         while start < end:
             low, high = start + 1, end
@@ -90,7 +99,7 @@ class _Pieces:
                 else:
                     high = mid - 1
             tokens = self.count([self.text[start:low]])[0]
-            out.append((start, low, tokens))
+            out.append(_Piece(start, low, tokens))
             start = low
 
 
@@ -129,6 +138,7 @@ def _last_visible(text: str, start: int, end: int) -> int:
 def chunk_text(
     pages: Sequence[tuple[int, str]],
     count: TokenCounter,
+    *,
     max_tokens: int = 512,
     overlap_tokens: int = 64,
 ) -> list[Chunk]:
@@ -147,7 +157,7 @@ def chunk_text(
     text = "\n\n".join(parts)
     if not text.strip():
         return []
-    pieces = [p for p in _Pieces(text, count, max_tokens).build() if p[1] > p[0]]
+    pieces = [p for p in _Pieces(text, count, max_tokens).build() if p.end > p.start]
     heading_starts, heading_paths = _heading_paths(text)
 
     chunks: list[Chunk] = []
@@ -155,14 +165,14 @@ def chunk_text(
     while i < len(pieces):
         # pack pieces[i:j] within the budget (estimated, then verified with the tokenizer)
         j, total = i, 0
-        while j < len(pieces) and (j == i or total + pieces[j][2] <= max_tokens):
-            total += pieces[j][2]
+        while j < len(pieces) and (j == i or total + pieces[j].tokens <= max_tokens):
+            total += pieces[j].tokens
             j += 1
-        start, end = pieces[i][0], pieces[j - 1][1]
+        start, end = pieces[i].start, pieces[j - 1].end
         tokens = count([text[start:end]])[0]
         while tokens > max_tokens and j - 1 > i:
             j -= 1
-            end = pieces[j - 1][1]
+            end = pieces[j - 1].end
             tokens = count([text[start:end]])[0]
         if text[start:end].strip() and tokens > 0:
             h = bisect_right(heading_starts, _first_body_line(text, start, end)) - 1
@@ -171,22 +181,22 @@ def chunk_text(
             last = max(bisect_right(page_starts, _last_visible(text, start, end)) - 1, first)
             chunks.append(
                 Chunk(
-                    len(chunks),
-                    text[start:end],
-                    start,
-                    end,
-                    page_numbers[first],
-                    heading_paths[h] if h >= 0 else (),
-                    tokens,
-                    page_numbers[last],
+                    index=len(chunks),
+                    text=text[start:end],
+                    start=start,
+                    end=end,
+                    page=page_numbers[first],
+                    headings=heading_paths[h] if h >= 0 else (),
+                    tokens=tokens,
+                    page_end=page_numbers[last],
                 )
             )
         if j >= len(pieces):
             break
         # the next chunk begins with the last pieces of this one, up to the overlap budget
         k, carried = j, 0
-        while k - 1 > i and carried + pieces[k - 1][2] <= overlap_tokens:
+        while k - 1 > i and carried + pieces[k - 1].tokens <= overlap_tokens:
             k -= 1
-            carried += pieces[k][2]
+            carried += pieces[k].tokens
         i = k
     return chunks

@@ -11,20 +11,20 @@ from embedgate.storage.schema import audit_backlog
 
 
 class SqlAuditBacklog:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, database: Engine) -> None:
+        self.database = database
 
     def hold(self, record: dict[str, Any]) -> None:
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(audit_backlog.insert().values(record=record))
 
     def pending(self) -> list[tuple[int, dict[str, Any]]]:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute(select(audit_backlog).order_by(audit_backlog.c.id)).all()
         return [(int(row.id), dict(row.record)) for row in rows]
 
     def release(self, record_id: int) -> None:
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(delete(audit_backlog).where(audit_backlog.c.id == record_id))
 
 

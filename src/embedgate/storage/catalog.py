@@ -54,17 +54,17 @@ class CollectionInfo:
 
 
 class Catalog:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, database: Engine) -> None:
+        self.database = database
 
     # --- collections -------------------------------------------------------------------------
     def add_collection(self, info: CollectionInfo) -> None:
         values = {k: v for k, v in info.__dict__.items() if k not in ("extra", "created_at")}
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(collections.insert().values(**values, created_at=_now()))
 
     def collection(self, name: str) -> CollectionInfo | None:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             row = conn.execute(select(collections).where(collections.c.name == name)).first()
         if row is None:
             return None
@@ -73,7 +73,7 @@ class Catalog:
         return CollectionInfo(**m)
 
     def collections(self) -> list[CollectionInfo]:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute(select(collections.c.name).order_by(collections.c.name)).all()
         return [c for c in (self.collection(r[0]) for r in rows) if c is not None]
 
@@ -89,7 +89,7 @@ class Catalog:
     ) -> bool:
         """Point the collection at another store collection, if it still points at `old`
         (one statement: searches see the old store or the new one, never a mix)."""
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             result = conn.execute(
                 collections.update()
                 .where(
@@ -103,13 +103,13 @@ class Catalog:
         return bool(result.rowcount)
 
     def set_fusion(self, name: str, fusion: dict[str, float] | None) -> None:
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(
                 collections.update().where(collections.c.name == name).values(fusion=fusion)
             )
 
     def delete_collection(self, name: str) -> None:
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(jobs.delete().where(jobs.c.collection == name))
             conn.execute(documents.delete().where(documents.c.collection == name))
             conn.execute(collections.delete().where(collections.c.name == name))
@@ -127,7 +127,7 @@ class Catalog:
         duplicate_of: str | None = None,
     ) -> None:
         now = _now()
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(
                 documents.insert().values(
                     id=doc_id,
@@ -146,7 +146,7 @@ class Catalog:
             )
 
     def update_document(self, doc_id: str, **changes: Unpack[DocumentChanges]) -> None:
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(
                 documents.update()
                 .where(documents.c.id == doc_id)
@@ -154,12 +154,12 @@ class Catalog:
             )
 
     def document(self, doc_id: str) -> DocumentRow | None:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             row = conn.execute(select(documents).where(documents.c.id == doc_id)).first()
         return _document(row._mapping) if row is not None else None
 
     def documents(self, collection: str) -> list[DocumentRow]:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute(
                 select(documents)
                 .where(documents.c.collection == collection)
@@ -168,7 +168,7 @@ class Catalog:
         return [_document(r._mapping) for r in rows]
 
     def ready_with_hash(self, collection: str, digest: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             row = conn.execute(
                 select(documents.c.id).where(
                     documents.c.collection == collection,
@@ -179,7 +179,7 @@ class Catalog:
         return str(row[0]) if row is not None else None
 
     def ready_ids(self, collection: str) -> set[str]:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute(
                 select(documents.c.id).where(
                     documents.c.collection == collection, documents.c.status == "ready"
@@ -191,7 +191,7 @@ class Catalog:
         """File names of those of `ids` that are ready documents of the collection."""
         if not ids:
             return {}
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute(
                 select(documents.c.id, documents.c.filename).where(
                     documents.c.collection == collection,
@@ -203,7 +203,7 @@ class Catalog:
 
     def chunks_by_language(self, collection: str) -> dict[str, int]:
         """Chunks of the collection's ready documents per language (zh, en, other)."""
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute(
                 select(documents.c.language, func.sum(documents.c.chunks))
                 .where(documents.c.collection == collection, documents.c.status == "ready")
@@ -216,7 +216,7 @@ class Catalog:
         return counts
 
     def delete_document(self, doc_id: str) -> None:
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(jobs.delete().where(jobs.c.document_id == doc_id))
             conn.execute(documents.delete().where(documents.c.id == doc_id))
 
@@ -225,7 +225,7 @@ class Catalog:
         self, job_id: str, *, document_id: str, collection: str, status: str = "queued"
     ) -> None:
         now = _now()
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(
                 jobs.insert().values(
                     id=job_id,
@@ -240,7 +240,7 @@ class Catalog:
             )
 
     def update_job(self, job_id: str, **changes: Unpack[JobChanges]) -> None:
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(
                 jobs.update().where(jobs.c.id == job_id).values(**changes, updated_at=_now())
             )
@@ -248,7 +248,7 @@ class Catalog:
     def advance_job(self, job_id: str, **changes: Unpack[JobChanges]) -> bool:
         """Update a job that is still queued or running (never one already cancelled or
         failed by someone else); returns whether it was."""
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             result = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status.in_(UNFINISHED))
@@ -257,12 +257,12 @@ class Catalog:
         return bool(result.rowcount)
 
     def job(self, job_id: str) -> JobRow | None:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
         return _job(row._mapping) if row is not None else None
 
     def unfinished_jobs(self) -> list[JobRow]:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute(
                 select(jobs).where(jobs.c.status.in_(UNFINISHED)).order_by(jobs.c.created_at)
             ).all()

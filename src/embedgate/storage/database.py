@@ -123,32 +123,32 @@ def _connection_failed(error: BaseException) -> bool:
 
 
 def open_database(url: str) -> Engine:
-    """Create the engine and bring the schema up to date."""
+    """Create the SQLAlchemy engine and bring the schema up to date."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     postgres = url.startswith("postgresql")
     # a database that does not answer must fail fast, not hold a request for minutes
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if postgres else {}
-    engine = create_engine(url, pool_pre_ping=True, future=True, connect_args=connect_args)
-    event.listen(engine, "handle_error", _unreachable_is_unavailable)
-    if engine.dialect.name == "sqlite":
+    database = create_engine(url, pool_pre_ping=True, future=True, connect_args=connect_args)
+    event.listen(database, "handle_error", _unreachable_is_unavailable)
+    if database.dialect.name == "sqlite":
 
-        @event.listens_for(engine, "connect")
+        @event.listens_for(database, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
 
-    migrate(engine)
-    return engine
+    migrate(database)
+    return database
 
 
-def migrate(engine: Engine) -> int:
+def migrate(database: Engine) -> int:
     """Apply pending migrations; returns the schema version."""
     from datetime import UTC, datetime
 
-    with engine.begin() as conn:
+    with database.begin() as conn:
         if not inspect(conn).has_table("schema_migrations"):
             schema_migrations.create(conn)
         done = {row[0] for row in conn.execute(select(schema_migrations.c.version))}
@@ -163,6 +163,6 @@ def migrate(engine: Engine) -> int:
         return max([v for v, _ in MIGRATIONS] + [0])
 
 
-def ping(engine: Engine) -> None:
-    with engine.connect() as conn:
+def ping(database: Engine) -> None:
+    with database.connect() as conn:
         conn.execute(text("SELECT 1"))

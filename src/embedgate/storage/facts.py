@@ -8,16 +8,16 @@ from sqlalchemy.exc import IntegrityError
 from embedgate.storage.schema import server_facts
 
 
-def agree_on(engine: Engine, name: str, value: str) -> str:
+def agree_on(database: Engine, name: str, value: str) -> str:
     """The value stored under `name`; the first caller's `value` is stored when none is
     (two replicas starting at once: one insert wins, the other reads it)."""
-    with engine.connect() as conn:
+    with database.connect() as conn:
         row = conn.execute(select(server_facts.c.value).where(server_facts.c.name == name)).first()
     if row is not None:
         return str(row[0])
     try:
-        with engine.begin() as conn:
+        with database.begin() as conn:
             conn.execute(server_facts.insert().values(name=name, value=value))
     except IntegrityError:  # another replica stored it first
-        return agree_on(engine, name, value)
+        return agree_on(database, name, value)
     return value

@@ -62,8 +62,8 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 class SqlKeyStore:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, database: Engine) -> None:
+        self.database = database
 
     @staticmethod
     def _row(row: Any) -> KeyRecord:
@@ -86,11 +86,11 @@ class SqlKeyStore:
         )
 
     def add(self, record: KeyRecord) -> None:
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(api_keys.insert().values(**self._values(record)))
 
     def replace_key(self, new: KeyRecord, *, old_id: str, old_expires_at: datetime) -> None:
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(api_keys.insert().values(**self._values(new)))
             conn.execute(
                 api_keys.update().where(api_keys.c.id == old_id).values(expires_at=old_expires_at)
@@ -104,28 +104,28 @@ class SqlKeyStore:
         return values
 
     def get(self, key_id: str) -> KeyRecord | None:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
         return self._row(row) if row is not None else None
 
     def all(self) -> list[KeyRecord]:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
         return [self._row(r) for r in rows]
 
     def update(self, key_id: str, **changes: Any) -> KeyRecord | None:
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(**changes))
         return self.get(key_id)
 
     def count(self) -> int:
-        with self.engine.connect() as conn:
+        with self.database.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(api_keys)).scalar_one())
 
     def touch(self, used: dict[str, datetime]) -> None:
         if not used:
             return
-        with self.engine.begin() as conn:
+        with self.database.begin() as conn:
             for key_id, when in used.items():
                 conn.execute(
                     api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=when)
