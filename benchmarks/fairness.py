@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from host import host_line
+from common import free_port, host_line
 
 WORDS = [
     "policy",
@@ -43,14 +43,6 @@ WORDS = [
 
 def long_text(i: int) -> str:
     return f"Document {i}: " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(140))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def small_client(

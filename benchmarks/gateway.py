@@ -18,7 +18,6 @@ import asyncio
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +25,8 @@ from pathlib import Path
 import httpx
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support.processes import start_serve, wait_served
-from vocabulary import WORDS_EN
+from common import WORDS_EN, start_serve, wait_served
 
 
 def start(data_dir: Path, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:

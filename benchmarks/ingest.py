@@ -27,13 +27,13 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from common import WORDS_EN, WORDS_ZH, percentile
 from embedgate.config import Settings
 from embedgate.engine import EmbedRequest
 from embedgate.identity import Principal, Role
 from embedgate.knowledge.parsers import ParseLimits
 from embedgate.knowledge.vector_store import ChunkRow
 from embedgate.services import Services, open_services_sync
-from vocabulary import WORDS_EN, WORDS_ZH
 
 WORDS = WORDS_EN[:21] + WORDS_ZH[:15]
 
@@ -57,11 +57,6 @@ def document(rng: random.Random, index: int) -> tuple[str, bytes]:
         body = f"<html><body><h1>Document {index}</h1>" + "".join(f"<p>{p}</p>" for p in paragraphs)
         return f"doc{index}.html", (body + "</body></html>").encode()
     return f"doc{index}.txt", "\n\n".join(paragraphs).encode()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:

@@ -24,7 +24,6 @@ import argparse
 import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,8 +33,8 @@ import httpx
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from common import WORDS_EN, WORDS_ZH, percentile, rss_mib, start_serve, wait_served
 from embedgate.config import Settings
 from embedgate.engine import EmbedRequest
 from embedgate.identity import Principal, Role
@@ -43,23 +42,9 @@ from embedgate.knowledge.vector_store import ChunkRow, MilvusVectorStore
 from embedgate.services import open_services_sync
 from embedgate.storage.catalog import Catalog
 from embedgate.storage.database import database_url, open_database
-from support.processes import start_serve, wait_served
 from support.services import milvus_server
-from vocabulary import WORDS_EN, WORDS_ZH
 
 DIMS = 384
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Synthetic:
@@ -211,14 +196,14 @@ def ingest_rates(
             data=data,
         )
         filled = max(filled, level)
-        before = rss_mb(server.pid)
+        before = rss_mib(server.pid) or 0.0
         files = [(f"d{level}-{i}.txt", document(rng)) for i in range(args.ingest_docs)]
         started = time.perf_counter()
         upload_and_wait(http, files)
         wall = time.perf_counter() - started
         docs = http.get("/v1/collections/ingest/documents").json()["data"]
         chunks = sum(d["chunks"] for d in docs if d["filename"].startswith(f"d{level}-"))
-        after = rss_mb(server.pid)
+        after = rss_mib(server.pid) or 0.0
         print(
             f"| {level:,} | {chunks} | {chunks / wall:.1f} | {before:.0f} -> {after:.0f} "
             f"| {(after - before) / (chunks / 1000):.1f} |",
@@ -321,8 +306,8 @@ def search_at_sizes(
         milvus_pid = milvus.process.pid  # type: ignore[attr-defined]
         print(
             f"| {size:,} | recall@10 dense vs exact: {sum(recall) / n:.3f}; loaded in "
-            f"{load_s:.0f} s; RSS server {rss_mb(server.pid):.0f} MB, Milvus "
-            f"{rss_mb(milvus_pid):.0f} MB | | | | |",
+            f"{load_s:.0f} s; RSS server {rss_mib(server.pid) or 0:.0f} MB, Milvus "
+            f"{rss_mib(milvus_pid) or 0:.0f} MB | | | | |",
             flush=True,
         )
 

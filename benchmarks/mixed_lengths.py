@@ -28,11 +28,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
+from common import PROSE_WORDS, model_process_rss_mib, rss_mib, start_http_server
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EmbedRequest, load_engine
-from embedgate.engine.process_backend import ProcessBackend
 from embedgate.services import engine_config
-from throughput import WORDS, best_load, start_server
+from throughput import best_load
 
 
 def rounds_of_texts(
@@ -41,7 +41,7 @@ def rounds_of_texts(
     rng = random.Random(seed)
     return [
         [
-            " ".join(rng.choice(WORDS) for _ in range(rng.randint(shortest, longest)))
+            " ".join(rng.choice(PROSE_WORDS) for _ in range(rng.randint(shortest, longest)))
             for _ in range(requests)
         ]
         for _ in range(rounds)
@@ -63,29 +63,6 @@ async def one_round(engine: EmbeddingEngine, texts: list[str], clients: int) -> 
     return time.perf_counter() - start
 
 
-def rss_mib(pid: int) -> float | None:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
-def model_rss_mib(engine: EmbeddingEngine) -> float | None:
-    backend = engine.backend
-    if not isinstance(backend, ProcessBackend) or backend.process.pid is None:
-        return None
-    return rss_mib(backend.process.pid)
-
-
-def server_model_rss_mib(server_pid: int) -> float | None:
-    """The model process is the server's only child (started by one of its threads)."""
-    for task in Path(f"/proc/{server_pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        if children:
-            return rss_mib(int(children[0]))
-    return None
-
-
 def run(
     multiple: int, stream: list[list[str]], clients: int, model: str | None, dtype: str
 ) -> tuple[list[float], float | None]:
@@ -98,7 +75,8 @@ def run(
             tokens = sum(len(s) for s in engine.tokenize(EmbedRequest(texts)))
             rates.append(tokens / asyncio.run(one_round(engine, texts, clients)))
             print(f"  pad_to_multiple_of={multiple:<3} {rates[-1]:9.0f} tokens/s", flush=True)
-        return rates, model_rss_mib(engine)
+        pid = engine.health().model_pid
+        return rates, rss_mib(pid) if pid is not None else None
     finally:
         engine.stop()
 
@@ -111,14 +89,14 @@ def run_http(
         "EMBEDGATE_AUDIT": "false",
         "EMBEDGATE_PAD_TO_MULTIPLE_OF": str(multiple),
     }
-    server = start_server(model, dtype, env)
+    server = start_http_server(model, dtype, env)
     try:
         rates = []
         for texts in stream:
             tokens, seconds = best_load(server, texts, clients)
             rates.append(tokens / seconds)
             print(f"  HTTP pad_to_multiple_of={multiple:<3} {rates[-1]:9.0f} tokens/s", flush=True)
-        return rates, server_model_rss_mib(server.process.pid)
+        return rates, model_process_rss_mib(server.process.pid)
     finally:
         server.stop()
 

@@ -18,8 +18,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,104 +29,11 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from common import PROSE_WORDS, HttpServer, host_line, redis_server, start_http_server
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EmbedRequest, load_engine
 from embedgate.engine.loading import resolve_model
 from embedgate.services import engine_config
-
-WORDS = [
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-    "was",
-    "for",
-    "on",
-    "that",
-    "with",
-    "as",
-    "by",
-    "at",
-    "from",
-    "his",
-    "an",
-    "were",
-    "are",
-    "which",
-    "this",
-    "be",
-    "has",
-    "had",
-    "one",
-    "their",
-    "its",
-    "new",
-    "after",
-    "who",
-    "first",
-    "also",
-    "two",
-    "been",
-    "they",
-    "have",
-    "her",
-    "more",
-    "she",
-    "other",
-    "time",
-    "would",
-    "some",
-    "these",
-    "many",
-    "most",
-    "only",
-    "over",
-    "such",
-    "into",
-    "than",
-    "when",
-    "people",
-    "city",
-    "world",
-    "state",
-    "system",
-    "company",
-    "government",
-    "embedding",
-    "retrieval",
-    "passage",
-    "document",
-    "vector",
-    "search",
-    "query",
-    "language",
-    "model",
-    "service",
-    "security",
-    "enterprise",
-    "knowledge",
-    "database",
-    "network",
-    "private",
-    "cluster",
-    "财务",
-    "法律",
-    "医疗",
-    "机器",
-    "学习",
-    "检索",
-    "文档",
-    "向量",
-    "搜索",
-    "知识",
-    "数据",
-    "模型",
-    "安全",
-    "企业",
-    "服务",
-]
 
 
 def make_corpus(engine: EmbeddingEngine, count: int, tokens: int, seed: int) -> list[str]:
@@ -136,12 +41,12 @@ def make_corpus(engine: EmbeddingEngine, count: int, tokens: int, seed: int) -> 
     rng = random.Random(seed)
     texts: list[str] = []
     while len(texts) < count:
-        words = [rng.choice(WORDS) for _ in range(tokens)]
+        words = [rng.choice(PROSE_WORDS) for _ in range(tokens)]
         text = " ".join(words)
-        ids = engine.backend.tokenize([text])[0]
-        room = tokens - engine.backend.template.overhead
-        if len(ids) > room:  # cut at a word boundary near the target
-            keep = max(1, int(len(words) * room / len(ids)))
+        [count] = engine.count_tokens([text])
+        room = tokens - engine.template.overhead
+        if count > room:  # cut at a word boundary near the target
+            keep = max(1, int(len(words) * room / count))
             text = " ".join(words[:keep])
         texts.append(text.capitalize() + ".")
     return texts
@@ -253,12 +158,6 @@ def concurrent_rows(
     return rows
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _client(
     port: int, bodies: list[bytes], next_index: list[int], tokens: list[int], auth: bytes
 ) -> None:
@@ -298,44 +197,7 @@ async def _load(port: int, texts: list[str], clients: int, key: str = "") -> tup
     return tokens[0], time.perf_counter() - start
 
 
-@dataclass
-class ServerProcess:
-    port: int
-    process: subprocess.Popen[bytes]
-    key: str = ""
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
-
-
-def start_server(model: str | None, dtype: str, env_extra: dict[str, str]) -> ServerProcess:
-    import httpx
-
-    port = free_port()
-    env = {**os.environ, "EMBEDGATE_LOG_LEVEL": "warning", "EMBEDGATE_DTYPE": dtype, **env_extra}
-    if model:
-        env["EMBEDGATE_MODEL"] = model
-    server = subprocess.Popen(
-        [sys.executable, "-m", "embedgate", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return ServerProcess(port, server)
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            server.kill()
-            raise TimeoutError("server did not become ready")
-        time.sleep(0.2)
-
-
-def best_load(server: ServerProcess, texts: list[str], clients: int) -> tuple[int, float]:
+def best_load(server: HttpServer, texts: list[str], clients: int) -> tuple[int, float]:
     return asyncio.run(_load(server.port, texts, clients, server.key))
 
 
@@ -351,7 +213,7 @@ def http_rows(
     if not model_process:
         env["EMBEDGATE_MODEL_PROCESS"] = "false"
     label = f"HTTP {clients} clients {dtype}" + ("" if model_process else ", threads only")
-    server = start_server(model, dtype, env)
+    server = start_http_server(model, dtype, env)
     try:
         rows = []
         for name, texts in corpora.items():
@@ -372,38 +234,14 @@ def security_rows(
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="embedgate-bench-"))
-    redis_port = free_port()
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     data = workdir / "data"
+    create = ["keys", "create", "--name", "bench", "--role", "writer", "--rpm", "1000000"]
     created = subprocess.run(
         [
             sys.executable,
             "-m",
             "embedgate",
-            "keys",
-            "create",
-            "--name",
-            "bench",
-            "--role",
-            "writer",
-            "--rpm",
-            "1000000",
+            *create,
             "--tpm",
             "1000000000",
             "--data-dir",
@@ -414,37 +252,32 @@ def security_rows(
         check=True,
     )
     key = created.stdout.strip().splitlines()[-1]
-    secured_env = {
-        "EMBEDGATE_DATA_DIR": str(data),
-        "EMBEDGATE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-    }
-    off = start_server(
-        model, dtype, {"EMBEDGATE_AUTH": "false", "EMBEDGATE_DATA_DIR": str(workdir / "off")}
-    )
-    on = start_server(model, dtype, secured_env)
-    on.key = key
-    try:
-        for server in (off, on):
-            best_load(server, texts[:128], clients)
-        results: dict[str, list[tuple[int, float]]] = {"off": [], "on": []}
-        for _ in range(repeats):
-            results["off"].append(best_load(off, texts, clients))
-            results["on"].append(best_load(on, texts, clients))
-        audit_lines = len((data / "audit.jsonl").read_text().splitlines())
-        assert audit_lines >= len(texts), "the secured run must have written audit records"
-        rows = []
-        for label, name in (("off", "security off"), ("on", "auth + Redis limits + audit")):
-            tokens, seconds = min(results[label], key=lambda r: r[1])
-            rows.append(
-                Row(f"HTTP {clients} clients {dtype}, {name}", "sentences~50", tokens, seconds)
-            )
-        return rows
-    finally:
-        off.stop()
-        on.stop()
-        redis.terminate()
-        redis.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with redis_server() as redis:
+        off = start_http_server(
+            model, dtype, {"EMBEDGATE_AUTH": "false", "EMBEDGATE_DATA_DIR": str(workdir / "off")}
+        )
+        on = start_http_server(
+            model, dtype, {"EMBEDGATE_DATA_DIR": str(data), "EMBEDGATE_REDIS_URL": redis.url}
+        )
+        on.key = key
+        try:
+            for server in (off, on):
+                best_load(server, texts[:128], clients)
+            results: dict[str, list[tuple[int, float]]] = {"off": [], "on": []}
+            for _ in range(repeats):
+                results["off"].append(best_load(off, texts, clients))
+                results["on"].append(best_load(on, texts, clients))
+            audit_lines = len((data / "audit.jsonl").read_text().splitlines())
+            assert audit_lines >= len(texts), "the secured run must have written audit records"
+        finally:
+            off.stop()
+            on.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    rows = []
+    for label, name in (("off", "security off"), ("on", "auth + Redis limits + audit")):
+        tokens, seconds = min(results[label], key=lambda r: r[1])
+        rows.append(Row(f"HTTP {clients} clients {dtype}, {name}", "sentences~50", tokens, seconds))
+    return rows
 
 
 def main() -> None:
@@ -464,6 +297,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
+    print(host_line())
     sys.setswitchinterval(0.001)  # as `embedgate serve` does, for the in-process async callers
     scale = 4 if args.quick else 1
 

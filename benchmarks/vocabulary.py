@@ -75,3 +75,20 @@ WORDS_ZH = [
         "网络",
     ],
 ]
+
+# Frequent English words, retrieval terms and Chinese words: texts that tokenise like prose
+# (throughput corpora of a given token length are cut from these).
+# fmt: off
+PROSE_WORDS = [
+    "the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by",
+    "at", "from", "his", "an", "were", "are", "which", "this", "be", "has", "had", "one",
+    "their", "its", "new", "after", "who", "first", "also", "two", "been", "they", "have",
+    "her", "more", "she", "other", "time", "would", "some", "these", "many", "most", "only",
+    "over", "such", "into", "than", "when", "people", "city", "world", "state", "system",
+    "company", "government", "embedding", "retrieval", "passage", "document", "vector",
+    "search", "query", "language", "model", "service", "security", "enterprise",
+    "knowledge", "database", "network", "private", "cluster",
+    "财务", "法律", "医疗", "机器", "学习", "检索", "文档", "向量",
+    "搜索", "知识", "数据", "模型", "安全", "企业", "服务",
+]
+# fmt: on
