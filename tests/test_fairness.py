@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from support.engines import fast_dtype
 from support.processes import serving
 
 pytestmark = pytest.mark.slow  # starts real embedgate processes
@@ -24,7 +25,8 @@ def long_text(i: int) -> str:
 
 
 def test_small_requests_flow_while_another_key_sends_2048_long_inputs(tmp_path: Path) -> None:
-    with serving(tmp_path / "data", EMBEDGATE_DTYPE="bfloat16") as served:
+    # bf16 where the CPU has it natively (the fast path); fp32 where torch would emulate it
+    with serving(tmp_path / "data", EMBEDGATE_DTYPE=fast_dtype()) as served:
         base, admin = served.base, served.admin
 
         def key(name: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from embedgate.engine.backends.gateway.upstream import base_url
+from embedgate.engine.config import base_url
 from support.processes import serving, start_serve, stop, wait_served
 from support.servers import wait_until
 from support.services import free_port

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from embedgate.app import create_app
 from embedgate.config import Settings
+from embedgate.engine.backend import BackendDescription
 from embedgate.engine.backends.fake import FakeBackend, fake_spec
 from embedgate.knowledge.naming import generation_of, legacy_store_name
 from support.documents import docx_with_false_sizes, docx_zip_bomb
@@ -336,9 +337,8 @@ class _Fingerprinted(FakeBackend):
         super().__init__()
         self.served = "aaaa1111bbbb2222"
 
-    @property
-    def fingerprint(self) -> str | None:
-        return self.served
+    def describe(self) -> BackendDescription:
+        return dataclasses.replace(super().describe(), fingerprint=self.served)
 
 
 def test_a_collection_refuses_another_model_behind_the_same_name(

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from embedgate.engine import onednn
 from embedgate.engine.backend import WeightOptions
+from embedgate.engine.backends.torch import onednn
 from embedgate.engine.backends.torch.model import TorchModel
 from embedgate.engine.backends.torch.onednn import PackedLinear, pack_linear_layers
 from embedgate.engine.model_spec import read_model_spec

@@ -13,3 +13,18 @@ def start_engine(model: Path | None, **overrides: object) -> EmbeddingEngine:
     engine = load_engine(config)
     engine.start()
     return engine
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX-512 BF16). Without it torch
+    emulates bf16 far slower than fp32 (1 GFLOP/s against 88 measured on an AVX2 EPYC), so a
+    test that wants the fast dtype for a big load takes fp32 there."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def fast_dtype() -> str:
+    return "bfloat16" if native_bf16() else "float32"

@@ -291,9 +291,10 @@ class KeyService:
         try:
             record = await asyncio.to_thread(self.store.get, key_id)
         except ServiceError as exc:
-            stale = cached is not None and now - cached[1] < stale_ok_s
-            if exc.kind is ErrorKind.STORAGE_UNAVAILABLE and cached is not None and stale:
-                return cached[0]
+            # a database outage may be bridged by a record verified recently enough
+            if exc.kind is ErrorKind.STORAGE_UNAVAILABLE and cached is not None:
+                if now - cached[1] < stale_ok_s:
+                    return cached[0]
             raise
         with self._lock:
             self._cache[key_id] = (record, now)
