@@ -292,9 +292,9 @@ class KeyService:
             record = await asyncio.to_thread(self.store.get, key_id)
         except ServiceError as exc:
             # a database outage may be bridged by a record verified recently enough
-            if exc.kind is ErrorKind.STORAGE_UNAVAILABLE and cached is not None:
-                if now - cached[1] < stale_ok_s:
-                    return cached[0]
+            outage = exc.kind is ErrorKind.STORAGE_UNAVAILABLE
+            if outage and cached is not None and now - cached[1] < stale_ok_s:
+                return cached[0]
             raise
         with self._lock:
             self._cache[key_id] = (record, now)
