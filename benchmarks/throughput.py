@@ -34,6 +34,7 @@ from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EmbedRequest, load_engine
 from embedgate.engine.loading import resolve_model
 from embedgate.services import engine_config
+from support.engines import fast_dtype
 
 
 def make_corpus(engine: EmbeddingEngine, count: int, tokens: int, seed: int) -> list[str]:
@@ -294,9 +295,14 @@ def main() -> None:
         action="store_true",
         help="just the security on/off comparison (needs redis-server)",
     )
+    parser.add_argument("--dtype", default=None, help="fast rows' dtype (default: see below)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
+    # the fast rows: bf16 where the CPU computes it natively; torch emulates it slower than
+    # fp32 elsewhere (an AVX2 EPYC: 1 GFLOP/s against 88), so fp32 is the fast dtype there
+    fast = args.dtype or fast_dtype()
+    short = {"bfloat16": "bf16", "float32": "fp32"}.get(fast, fast)
     print(host_line())
     sys.setswitchinterval(0.001)  # as `embedgate serve` does, for the in-process async callers
     scale = 4 if args.quick else 1
@@ -312,9 +318,7 @@ def main() -> None:
     }
     if args.only_security:
         fp32.stop()
-        off, on = security_rows(
-            args.model, "bfloat16", corpora["sentences~50"], args.clients, repeats
-        )
+        off, on = security_rows(args.model, fast, corpora["sentences~50"], args.clients, repeats)
         for r in (off, on):
             print(f"{r.name:60} {r.rate:10.0f} tokens/s")
         print(f"security on / off: {on.rate / off.rate:.3f}x (target >= 0.95)")
@@ -330,26 +334,31 @@ def main() -> None:
     rows = baseline(model_dir, corpora, tokens, repeats, default_threads)
     r32, v32 = engine_rows(fp32, "embedgate engine fp32", corpora, tokens, repeats)
     fp32.stop()
-    bf16 = load_engine(engine_config(Settings(model=args.model, dtype="bfloat16")))
+    bf16 = load_engine(engine_config(Settings(model=args.model, dtype=fast)))
     bf16.start()
-    r16, v16 = engine_rows(bf16, "embedgate engine bf16", corpora, tokens, repeats)
+    r16, v16 = engine_rows(bf16, f"embedgate engine {short}", corpora, tokens, repeats)
     pattern = concurrent_rows(
-        bf16, f"engine bf16, {args.clients} async callers", corpora, tokens, args.clients, repeats
+        bf16,
+        f"engine {short}, {args.clients} async callers",
+        corpora,
+        tokens,
+        args.clients,
+        repeats,
     )
     bf16.stop()
     rows += r32 + r16 + pattern
     cosine = min(float((v16[n] * v32[n]).sum(axis=1).min()) for n in corpora)
     security: list[Row] = []
     if not args.skip_http:
-        rows += http_rows(args.model, "bfloat16", corpora, args.clients, repeats)
-        rows += http_rows(args.model, "bfloat16", corpora, args.clients, repeats, False)
-        security = security_rows(
-            args.model, "bfloat16", corpora["sentences~50"], args.clients, repeats
-        )
+        rows += http_rows(args.model, fast, corpora, args.clients, repeats)
+        rows += http_rows(args.model, fast, corpora, args.clients, repeats, False)
+        security = security_rows(args.model, fast, corpora["sentences~50"], args.clients, repeats)
 
     base = {r.corpus: r.rate for r in rows if "baseline" in r.name}
     engine16 = {r.corpus: r.rate for r in r16}
-    print(f"\n{'run':52} {'corpus':14} {'tokens/s':>10} {'x baseline':>11} {'x engine bf16':>14}")
+    print(
+        f"\n{'run':52} {'corpus':14} {'tokens/s':>10} {'x baseline':>11} {'x engine ' + short:>14}"
+    )
     results = []
     for r in rows:
         vs_base = r.rate / base[r.corpus]
@@ -364,7 +373,7 @@ def main() -> None:
                 "x_engine_bf16": round(vs_engine, 3),
             }
         )
-    print(f"\nbf16 vs fp32: minimum cosine {cosine:.6f} (target >= 0.999)")
+    print(f"\n{short} vs fp32: minimum cosine {cosine:.6f} (target >= 0.999)")
     if security:
         off, on = security
         print(f"security on / off (sentences): {on.rate / off.rate:.3f}x (target >= 0.95)")
