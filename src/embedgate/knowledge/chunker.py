@@ -76,9 +76,7 @@ class _Pieces:
         self._refine([(0, len(self.text))], 0, out)
         return out
 
-    def _refine(
-        self, spans: list[tuple[int, int]], level: int, out: list[_Piece]
-    ) -> None:
+    def _refine(self, spans: list[tuple[int, int]], level: int, out: list[_Piece]) -> None:
         counts = self.count([self.text[s:e] for s, e in spans])
         for (start, end), tokens in zip(spans, counts, strict=True):
             if tokens <= self.limit:
