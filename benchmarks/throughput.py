@@ -44,10 +44,10 @@ def make_corpus(engine: EmbeddingEngine, count: int, tokens: int, seed: int) -> 
     while len(texts) < count:
         words = [rng.choice(PROSE_WORDS) for _ in range(tokens)]
         text = " ".join(words)
-        [count] = engine.count_tokens([text])
+        [found] = engine.count_tokens([text])
         room = tokens - engine.template.overhead
-        if count > room:  # cut at a word boundary near the target
-            keep = max(1, int(len(words) * room / count))
+        if found > room:  # cut at a word boundary near the target
+            keep = max(1, int(len(words) * room / found))
             text = " ".join(words[:keep])
         texts.append(text.capitalize() + ".")
     return texts
