@@ -8,25 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from embedgate.engine.backend import Backend, BackendDescription, BackendHealth
-from embedgate.engine.batching import PendingRequest, WorkItem
 from embedgate.engine.delivery import (
-    CancelFlag,
     CancelSignal,
-    Completion,
-    LoopCompletion,
     LoopMailboxes,
 )
 from embedgate.engine.fair_queue import DEFAULT_CALLER
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.scheduler import BatchScheduler, SchedulerObserver
 from embedgate.engine.sequences import SequenceTemplate
+from embedgate.engine.submission import Admit, run_queued, run_queued_sync
 from embedgate.errors import ErrorKind, ServiceError
 
 InputType = Literal["query", "document"]
@@ -258,19 +255,6 @@ class EmbeddingEngine:
             for text, content, sequence in zip(texts, contents, sequences, strict=True)
         ]
 
-    def _enqueue(
-        self,
-        sequences: list[list[int]],
-        cancelled: CancelSignal,
-        completion: Completion,
-        caller: str,
-    ) -> int:
-        """Queue the request's sequences; their tokens (the count `usage` reports)."""
-        pending = PendingRequest(len(sequences), self.spec.native_dimensions, cancelled, completion)
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        items = [WorkItem(sequences[i], pending, i) for i in order]
-        return self._scheduler.submit(items, caller)
-
     def _forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         """One forward pass, post-processed at the native size for all of its rows at once
         (on a forward thread, not once per request on the event loop)."""
@@ -291,7 +275,7 @@ class EmbeddingEngine:
         self,
         request: EmbedRequest,
         cancelled: CancelSignal | None = None,
-        admit: Callable[[int], Awaitable[None]] | None = None,
+        admit: Admit | None = None,
     ) -> Embeddings:
         """Embed from the event loop; set `cancelled` when the caller goes away.
 
@@ -305,25 +289,15 @@ class EmbeddingEngine:
             sequences = self.tokenize(request)
         else:
             sequences = await loop.run_in_executor(self._tokenizers, self.tokenize, request)
-        flag = cancelled or CancelFlag()
-        if flag.is_set():
-            raise asyncio.CancelledError
-        completion = LoopCompletion(self._mailboxes.for_loop(loop))
-        tokens = self._enqueue(sequences, flag, completion, request.caller)
-        if admit is not None:
-            # the admission check (e.g. a token rate limit on Redis) runs while the work
-            # waits in the queue; if it refuses, the work is dropped before the model sees it
-            # (unless the model already started on it, in which case the result is discarded)
-            try:
-                await admit(tokens)
-            except BaseException:
-                flag.set()
-                raise
-        try:
-            rows = await completion.waiter
-        except asyncio.CancelledError:
-            flag.set()
-            raise
+        rows, tokens = await run_queued(
+            self._scheduler,
+            self._mailboxes,
+            sequences,
+            width=self.spec.native_dimensions,
+            caller=request.caller,
+            cancelled=cancelled,
+            admit=admit,
+        )
         return self._finish(rows, request, tokens)
 
     def embed_sync(self, request: EmbedRequest, cancel: CancelSignal | None = None) -> Embeddings:
@@ -331,6 +305,11 @@ class EmbeddingEngine:
         drops the request's queued inputs; waiting then ends in `CancelledError`."""
         self.validate(request)
         sequences = self.tokenize(request)
-        done: concurrent.futures.Future[FloatArray] = concurrent.futures.Future()
-        tokens = self._enqueue(sequences, cancel or CancelFlag(), done, request.caller)
-        return self._finish(done.result(), request, tokens)
+        rows, tokens = run_queued_sync(
+            self._scheduler,
+            sequences,
+            width=self.spec.native_dimensions,
+            caller=request.caller,
+            cancel=cancel,
+        )
+        return self._finish(rows, request, tokens)
