@@ -92,6 +92,22 @@ def minilm_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen3_reranker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen3ForCausalLM named like Qwen3-Reranker, real Qwen vocabulary."""
+    root = tmp_path_factory.mktemp("rerank")
+    return models.build_tiny_qwen3_reranker(
+        root / "Qwen3-Reranker-tiny", models.real_qwen_tokenizer()
+    )
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT cross-encoder (one label) behind the bundled MiniLM's vocabulary."""
+    root = tmp_path_factory.mktemp("cross")
+    return models.build_tiny_cross_encoder(root / "ms-marco-tiny", bundled_model_dir())
+
+
+@pytest.fixture(scope="session")
 def qwen3_engine(tiny_qwen3_dir: Path) -> Iterator[EmbeddingEngine]:
     # one forward thread: a request's inputs share one pass, as in the reference recipe's
     # batch. With two, timing decides whether they split, and a split pass rounds

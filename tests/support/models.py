@@ -185,3 +185,65 @@ def without_eos_postprocessor(source: Path, target: Path) -> Path:
     data["post_processor"] = None
     (target / "tokenizer.json").write_text(json.dumps(data))
     return target
+
+
+def build_tiny_qwen3_reranker(
+    path: Path, tokenizer: object, hidden: int = 32, layers: int = 1, seed: int = 0
+) -> Path:
+    """A random-weight Qwen3ForCausalLM saved like Qwen3-Reranker (its name says reranker;
+    its config cannot), with a language-model head of its own (untied)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True)  # type: ignore[attr-defined]
+    config = Qwen3Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden // 4,
+        max_position_embeddings=512,
+        rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"},
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0.0, 0.2)
+    model.save_pretrained(str(path))
+    save_tokenizer(tokenizer, path)
+    return path
+
+
+def build_tiny_cross_encoder(path: Path, vocabulary_dir: Path, seed: int = 0) -> Path:
+    """A random-weight BertForSequenceClassification (one label) behind a real BERT
+    vocabulary (the bundled MiniLM's), as ms-marco-MiniLM cross-encoders are saved."""
+    import shutil
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (vocabulary_dir / name).is_file():
+            shutil.copy(vocabulary_dir / name, path / name)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0.0, 0.2)
+    model.save_pretrained(str(path))
+    return path

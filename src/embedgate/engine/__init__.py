@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from embedgate.engine.config import EngineConfig
 from embedgate.engine.engine import EmbeddingEngine, Embeddings, EmbedRequest, EngineLimits
-from embedgate.engine.factory import load_engine, thread_plan
+from embedgate.engine.factory import load_engine, load_reranker, thread_plan
+from embedgate.engine.reranking import RerankEngine, RerankRequest, Scores
 
 __all__ = [
     "EmbedRequest",
@@ -15,6 +16,10 @@ __all__ = [
     "Embeddings",
     "EngineConfig",
     "EngineLimits",
+    "RerankEngine",
+    "RerankRequest",
+    "Scores",
     "load_engine",
+    "load_reranker",
     "thread_plan",
 ]

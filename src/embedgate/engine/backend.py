@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from embedgate.engine.batching import padded_length
 from embedgate.engine.model_spec import ModelSpec
 from embedgate.engine.pooling import FloatArray, finalize
+from embedgate.engine.rerank_spec import RerankSpec
 from embedgate.engine.sequences import SequenceTemplate
 from embedgate.errors import ServiceError
 
@@ -145,3 +146,32 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (weights, threads, processes); the default has none."""
+
+
+class PairBackend(ABC):
+    """A loaded reranker: (query, document) pairs into sequences, and a pass that scores
+    them. The rerank engine's seam, as `Backend` is the embedding engine's; the runtimes
+    live in `backends/` beside the embedding ones."""
+
+    spec: RerankSpec
+    max_tokens: int  # the longest sequence a pair becomes (longer pairs are cut to it)
+
+    @abstractmethod
+    def sequences(
+        self, query: str, documents: Sequence[str], instruction: str | None
+    ) -> list[list[int]]:
+        """One full sequence per document, cut to `max_tokens` as the model's authors do."""
+
+    @abstractmethod
+    def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
+        """Scores (n, 1) in [0, 1] for full sequences."""
+
+    @abstractmethod
+    def describe(self) -> BackendDescription:
+        """What runs the model (fixed once loaded)."""
+
+    def health(self) -> BackendHealth:
+        return BackendHealth()
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; the default has none."""

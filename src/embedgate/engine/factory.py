@@ -11,10 +11,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from embedgate.engine.backend import Backend, TextOptions, WeightOptions
+from embedgate.engine.backend import Backend, PairBackend, TextOptions, WeightOptions
 from embedgate.engine.config import EngineConfig
 from embedgate.engine.engine import EmbeddingEngine, EngineLimits
 from embedgate.engine.loading import resolve_model
+from embedgate.engine.rerank_spec import read_rerank_spec
+from embedgate.engine.reranking import RerankEngine
 from embedgate.engine.scheduler import SchedulerObserver
 
 
@@ -85,6 +87,59 @@ def load_engine(
         forward_threads=forward_threads,
     )
     return EmbeddingEngine(backend, source.name, source.aliases, limits, observer)
+
+
+def load_reranker(
+    config: EngineConfig,
+    observer: SchedulerObserver | None = None,
+    *,
+    one_shot: bool = False,
+) -> RerankEngine:
+    """Load the configured reranker (a cross-encoder or Qwen3-Reranker) on PyTorch, in a model
+    process or in this one as for embedding models; the engine is not started yet."""
+    source = resolve_model(config.model, config.model_name, list(config.model_aliases))
+    if config.upstreams or source.path.suffix.lower() == ".gguf":
+        raise ValueError("rerankers run on PyTorch here: no gateway or GGUF reranker yet")
+    spec = read_rerank_spec(source.path, name=config.model or source.name)
+    if spec is None:
+        raise ValueError(
+            f"{source.path} is not a reranker: neither a *ForSequenceClassification "
+            "cross-encoder nor a Qwen3 model whose name says Reranker"
+        )
+    wants_gpu = config.device == "cuda" or (config.device == "auto" and _cuda_available())
+    use_process = config.model_process
+    if use_process is None:
+        use_process = not wants_gpu and not one_shot
+    forward_threads, torch_threads = thread_plan(config, on_gpu=wants_gpu, cores=available_cores())
+    weights = WeightOptions(config.dtype, config.device, config.onednn)
+    backend: PairBackend
+    if use_process:
+        from embedgate.engine.backends.torch.model_process import RestartPolicy
+        from embedgate.engine.backends.torch.rerank_backend import ProcessPairBackend
+
+        policy = RestartPolicy(max_failures=config.model_restart_failures_before_exit)
+        backend = ProcessPairBackend.load(
+            source.path,
+            spec,
+            weights,
+            threads=torch_threads,
+            workers=forward_threads,
+            policy=policy,
+        )
+    else:
+        import torch
+
+        from embedgate.engine.backends.torch.rerank_backend import TorchPairBackend
+
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+        backend = TorchPairBackend.load(source.path, spec, weights)
+    limits = _limits(
+        config,
+        max_batch_tokens=16384 if wants_gpu else 4096,
+        forward_threads=forward_threads,
+    )
+    return RerankEngine(backend, source.name, source.aliases, limits, observer)
 
 
 def _limits(config: EngineConfig, *, max_batch_tokens: int, forward_threads: int) -> EngineLimits:
