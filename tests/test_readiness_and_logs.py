@@ -50,7 +50,11 @@ def test_failing_self_test_keeps_server_not_ready(caplog: pytest.LogCaptureFixtu
 
 def test_passing_self_test_turns_ready() -> None:
     with client_for(create_app(Settings(), fake_factory())) as client:
-        assert client.get("/ready").json() == {"status": "ready", "model": "fake-qwen3"}
+        assert client.get("/ready").json() == {
+            "status": "ready",
+            "model": "fake-qwen3",
+            "models": {"fake-qwen3": "ready"},
+        }
         assert "embedgate_ready 1.0" in client.get("/metrics").text
 
 

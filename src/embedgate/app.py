@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from embedgate import __version__
-from embedgate.api import admin, health, introspection, knowledge, models
+from embedgate.api import admin, health, introspection, knowledge, models, rerank
 from embedgate.api.embeddings import PATH as EMBEDDINGS_PATH
 from embedgate.api.embeddings import EmbeddingsEndpoint
 from embedgate.api.errors import install_error_handlers
@@ -94,6 +94,7 @@ def create_app(
     app.router.routes.append(embeddings)
     app.include_router(health.router)
     app.include_router(models.router)
+    app.include_router(rerank.router)
     app.include_router(knowledge.router)
     app.include_router(admin.router)
     app.include_router(introspection.router)

@@ -42,7 +42,14 @@ def _settings(**overrides: Any) -> Settings:
 
 @app.command()
 def serve(
-    model: ModelOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="Model directory or Hugging Face id; repeat it to serve more models beside "
+            "the first (rerankers: a cross-encoder or Qwen3-Reranker).",
+        ),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="State directory (default ./data).")] = None,
@@ -66,7 +73,8 @@ def serve(
     from embedgate.logs import configure_logging
 
     settings = _settings(
-        model=model,
+        model=model[0] if model else None,
+        models=model[1:] or None if model else None,
         host=host,
         port=port,
         data_dir=data_dir,
@@ -161,12 +169,38 @@ def _check_model(settings: Settings) -> bool:
             err=True,
         )
         raise typer.Exit(2) from None
+    _check_extra_models(settings)
     if settings.upstreams:
         return False
     if source.path.suffix.lower() == ".gguf":
         _check_gguf(source.path)
         return False
     return True
+
+
+def _check_extra_models(settings: Settings) -> None:
+    """The models served beside the first are rerankers today: anything else is a usage
+    error at start, not a model that never becomes ready."""
+    from embedgate.config import ModelEntry
+    from embedgate.engine.rerank_spec import read_rerank_spec
+
+    for entry in settings.models:
+        one = entry if isinstance(entry, ModelEntry) else ModelEntry(path=entry)
+        path = Path(one.path)
+        problem = None
+        if one.task == "embed":
+            problem = "a second embedding model cannot be served yet (task = embed)"
+        elif not (path / "config.json").is_file():
+            problem = "not a model directory (no config.json)"
+        elif read_rerank_spec(path, name=one.name or one.path) is None:
+            problem = (
+                "not a reranker (a *ForSequenceClassification cross-encoder, or a Qwen3 model "
+                "named Qwen3-Reranker; give it a name with 'Reranker' if it is one); a second "
+                "embedding model cannot be served yet"
+            )
+        if problem is not None:
+            typer.echo(f"embedgate: --model {one.path}: {problem}", err=True)
+            raise typer.Exit(2)
 
 
 def _model_in_this_process(settings: Settings) -> bool:

@@ -50,6 +50,19 @@ class Upstream(BaseModel):
         return _upstream_url(value)
 
 
+class ModelEntry(BaseModel):
+    """One more served model, as a TOML table (`[[models]]`) or a JSON object; a plain path
+    (a repeated `--model`) takes the defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str  # a local model directory
+    name: str | None = None  # what clients send in `model`; default: the directory's name
+    task: Literal["embed", "rerank"] | None = None  # None: read from the directory
+    dtype: Literal["float32", "bfloat16"] | None = None  # None: the server's `dtype`
+    aliases: list[str] = Field(default_factory=list)
+
+
 def _upstream_url(value: str) -> str:
     """`http://host:port`, with or without `/v1` and a trailing slash (the pool takes the
     server's root from either)."""
@@ -87,6 +100,12 @@ class Settings(BaseSettings):
     )
     model_aliases: list[str] = Field(
         default_factory=list, description="Extra names accepted in the `model` field."
+    )
+    models: Annotated[list[str | ModelEntry], NoDecode] = Field(
+        default_factory=list,
+        description="More models served beside `model` (today: rerankers). Paths (a repeated "
+        "--model; comma-separated in the environment) or tables with path, name, task "
+        "(embed | rerank, read from the directory when left out), dtype, aliases.",
     )
     upstreams: Annotated[list[str | Upstream], NoDecode] = Field(
         default_factory=list,
@@ -409,6 +428,16 @@ class Settings(BaseSettings):
                 value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list):
             return [_upstream_url(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_list(cls, value: Any) -> Any:
+        """From the environment: a JSON list (of paths or tables) or comma-separated paths."""
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("log_level")

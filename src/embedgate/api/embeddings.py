@@ -18,13 +18,13 @@ from starlette.types import Receive, Scope, Send
 from embedgate.api.body import read_model
 from embedgate.api.context import RequestContext, request_context
 from embedgate.api.errors import error_response
-from embedgate.api.guard import admit, charge_usage
+from embedgate.api.guard import DeferredUsage, admit
 from embedgate.api.schemas import EmbeddingsRequest, embeddings_response, is_token_ids
 from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
 from embedgate.engine.delivery import CancelFlag
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Permission, Principal
-from embedgate.security.gate import ANONYMOUS_ADMIN, Security
+from embedgate.security.gate import ANONYMOUS_ADMIN
 from embedgate.services import Services
 
 CLIENT_CLOSED_REQUEST = 499
@@ -101,7 +101,7 @@ class EmbeddingsEndpoint:
         state = self.state
         principal = await admit(request, state.security, self.permission, defer_limits=True)
         assert state.security is not None  # admit refuses while the server is starting
-        usage = _Usage(state.security, request, principal)
+        usage = DeferredUsage(state.security, request, principal)
         try:
             body = await self._read(request, usage.context)
             engine = self._engine_for(body)
@@ -152,25 +152,3 @@ def _caller(principal: Principal, request: Request) -> str:
     if principal is ANONYMOUS_ADMIN:
         return f"ip:{request_context(request.scope).client_ip}"
     return principal.subject
-
-
-class _Usage:
-    """The request's rate limits, charged once: with its tokens when the engine has counted
-    them (one store round trip for both limits), or alone when the request fails first."""
-
-    def __init__(self, security: Security, request: Request, principal: Principal) -> None:
-        self.security = security
-        self.request = request
-        self.principal = principal
-        self.context = request_context(request.scope)
-        self.charged = False
-
-    async def charge(self, tokens: int) -> None:
-        self.context.audit.n_tokens = tokens
-        self.charged = True
-        await charge_usage(self.request, self.security, self.principal, tokens)
-
-    async def charge_if_not_yet(self) -> None:
-        if not self.charged:
-            self.charged = True
-            await charge_usage(self.request, self.security, self.principal, None)

@@ -65,17 +65,24 @@ async def charge_usage(
 
 
 class Requires:
-    """The dependency object; its `permission` is what the deny-by-default check reads."""
+    """The dependency object; its `permission` is what the deny-by-default check reads.
+    `defer_limits`: the route charges the limits itself once it knows its tokens."""
 
-    def __init__(self, permission: Permission) -> None:
+    def __init__(self, permission: Permission, *, defer_limits: bool = False) -> None:
         self.permission = permission
+        self.defer_limits = defer_limits
 
     async def __call__(self, request: Request) -> Principal:
-        return await admit(request, request.app.state.embedgate.security, self.permission)
+        return await admit(
+            request,
+            request.app.state.embedgate.security,
+            self.permission,
+            defer_limits=self.defer_limits,
+        )
 
 
-def requires(permission: Permission) -> Any:
-    return Depends(Requires(permission))
+def requires(permission: Permission, *, defer_limits: bool = False) -> Any:
+    return Depends(Requires(permission, defer_limits=defer_limits))
 
 
 def route_table(routes: list[Any], prefix: str = "") -> list[tuple[str, Permission | None]]:
@@ -104,3 +111,26 @@ def route_table(routes: list[Any], prefix: str = "") -> list[tuple[str, Permissi
 
 def unguarded_routes(routes: list[Any]) -> list[str]:
     return [path for path, guard in route_table(routes) if guard is None and not is_public(path)]
+
+
+class DeferredUsage:
+    """The request's rate limits, charged once: with its tokens when the engine has counted
+    them (one store round trip for both limits), or alone when the request fails first.
+    For routes guarded with `defer_limits=True` (embeddings, rerank)."""
+
+    def __init__(self, security: Security, request: Request, principal: Principal) -> None:
+        self.security = security
+        self.request = request
+        self.principal = principal
+        self.context = request_context(request.scope)
+        self.charged = False
+
+    async def charge(self, tokens: int) -> None:
+        self.context.audit.n_tokens = tokens
+        self.charged = True
+        await charge_usage(self.request, self.security, self.principal, tokens)
+
+    async def charge_if_not_yet(self) -> None:
+        if not self.charged:
+            self.charged = True
+            await charge_usage(self.request, self.security, self.principal, None)

@@ -22,13 +22,22 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(state: Services = Depends(service)) -> Response:
-    """Green after the model loaded and passed its self-test, and while its process is up."""
+    """Green after the default embedding model loaded and passed its self-test, and while
+    its process and the stores are up. Other models (rerankers) load and fail on their own,
+    never taking the server out of rotation; `models` says which are ready."""
     reason = state.not_ready_reason()
+    models = state.model_states()  # every served model: "ready" or why not
     if reason is None:
         return JSONResponse(
-            {"status": "ready", "model": state.engine.name if state.engine else None}
+            {
+                "status": "ready",
+                "model": state.engine.name if state.engine else None,
+                "models": models,
+            }
         )
-    return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
+    return JSONResponse(
+        {"status": "not_ready", "reason": reason, "models": models}, status_code=503
+    )
 
 
 @router.get("/metrics", dependencies=[requires(Permission.METRICS)])

@@ -18,7 +18,7 @@ router = APIRouter()
 async def list_models(state: Services = Depends(service)) -> dict[str, Any]:
     engine = state.require_engine()
     spec = engine.spec
-    entry = {
+    entry: dict[str, Any] = {
         "id": engine.name,
         "object": "model",
         "created": 0,
@@ -29,10 +29,29 @@ async def list_models(state: Services = Depends(service)) -> dict[str, Any]:
         "max_input_tokens": engine.max_input_tokens,
         "pooling": spec.pooling,
         "family": spec.family,
+        "task": "embed",
     }
     described = engine.describe()
     if described.quantization is not None:  # a GGUF file
         entry["quantization"] = described.quantization
     if described.fingerprint is not None:  # gateway mode: what the upstreams serve
         entry["fingerprint"] = described.fingerprint
-    return {"object": "list", "data": [entry]}
+    data = [entry]
+    for supervisor in state.rerankers:
+        reranker = supervisor.engine
+        if reranker is None:  # still loading (or failed: /ready says why)
+            continue
+        data.append(
+            {
+                "id": reranker.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "embedgate",
+                "aliases": list(reranker.aliases),
+                "task": "rerank",
+                "kind": reranker.spec.kind,  # qwen3 | cross-encoder
+                "max_input_tokens": reranker.max_input_tokens,
+                "ready": supervisor.not_ready_reason() is None,
+            }
+        )
+    return {"object": "list", "data": data}

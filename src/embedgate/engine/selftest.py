@@ -1,4 +1,4 @@
-"""Startup self-test: proves the loaded model gives sane, batch-invariant vectors.
+"""Startup self-test: proves the loaded model gives sane, batch-invariant vectors or scores.
 
 It runs through the real pipeline (tokeniser, scheduler, backend) before /ready turns green,
 so a broken checkpoint, a wrong pooling rule or a padding bug keeps the server not-ready
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedgate.engine.engine import EmbeddingEngine, EmbedRequest
+from embedgate.engine.reranking import RerankEngine, RerankRequest
 
 PROBE_TEXT = "embedgate self-test: the quick brown fox"
 PADDING_TEXTS = (
@@ -52,3 +53,34 @@ def run_self_test(engine: EmbeddingEngine) -> SelfTestResult:
             "padding or pooling is broken for this model",
         )
     return SelfTestResult(True, f"ok (batch cosine {cosine:.6f})")
+
+
+RERANK_QUERY = "embedgate self-test: which passage is about the fox?"
+# fp32 scores of one pair alone and inside a padded batch agree to float rounding
+MAX_SCORE_DRIFT = {"float32": 1e-4, "bfloat16": 2e-2}
+
+
+def run_rerank_self_test(engine: RerankEngine) -> SelfTestResult:
+    """Score fixed pairs and check finite scores in [0, 1] and batch invariance: the probe
+    pair alone and padded between longer and shorter ones must score the same."""
+    try:
+        alone = engine.rerank_sync(RerankRequest(query=RERANK_QUERY, documents=[PROBE_TEXT]))
+        batch = engine.rerank_sync(
+            RerankRequest(
+                query=RERANK_QUERY, documents=[PADDING_TEXTS[0], PROBE_TEXT, PADDING_TEXTS[1]]
+            )
+        )
+    except Exception as exc:
+        return SelfTestResult(False, f"scoring the probe failed: {exc}")
+    scores = np.concatenate([alone.scores, batch.scores])
+    if not np.isfinite(scores).all() or (scores < 0).any() or (scores > 1).any():
+        return SelfTestResult(False, f"scores outside [0, 1]: {scores.tolist()}")
+    drift = abs(float(alone.scores[0]) - float(batch.scores[1]))
+    allowed = MAX_SCORE_DRIFT.get(engine.describe().dtype, 1e-2)
+    if drift > allowed:
+        return SelfTestResult(
+            False,
+            f"a pair alone and inside a padded batch score differently ({drift:.6f} > "
+            f"{allowed}); padding is broken for this model",
+        )
+    return SelfTestResult(True, f"ok (batch drift {drift:.2e})")

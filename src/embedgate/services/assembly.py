@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -21,9 +22,10 @@ from sqlalchemy import Engine
 
 from embedgate import __version__
 from embedgate.config import Settings
-from embedgate.engine import EmbeddingEngine, EngineConfig, load_engine
+from embedgate.engine import EmbeddingEngine, EngineConfig, RerankEngine, load_engine, load_reranker
 from embedgate.engine.backend import BackendHealth
 from embedgate.engine.scheduler import SchedulerObserver
+from embedgate.engine.selftest import run_rerank_self_test, run_self_test
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.base import KnowledgeBase
 from embedgate.knowledge.job_queue import JobOutcomes
@@ -31,7 +33,7 @@ from embedgate.knowledge.vector_store import VectorStore
 from embedgate.security.audit import AuditLog, AuditSink
 from embedgate.security.gate import Security
 from embedgate.security.key_service import KeyService
-from embedgate.services.engine import engine_config
+from embedgate.services.engine import engine_config, extra_model_configs
 from embedgate.services.knowledge import build_knowledge, open_vector_store
 from embedgate.services.metrics import Metrics
 from embedgate.services.model import EngineFactory, ModelSupervisor
@@ -69,13 +71,27 @@ class Services:
     bootstrap_key_file: Path | None = None
     knowledge: KnowledgeBase | None = None
     knowledge_error: str = "starting"
-    model: ModelSupervisor = field(init=False)
+    model: ModelSupervisor[EmbeddingEngine] = field(init=False)
+    rerankers: list[ModelSupervisor[RerankEngine]] = field(init=False)
     storage_error: str | None = None  # the database probe's last failure, or None
 
     def __post_init__(self) -> None:
         self.model = ModelSupervisor(
-            engine_config(self.settings), observer=self.metrics, self_test=self.settings.self_test
+            engine_config(self.settings),
+            observer=self.metrics,
+            check=run_self_test,
+            self_test=self.settings.self_test,
         )
+        self.rerankers = [
+            ModelSupervisor(
+                config,
+                observer=self.metrics,
+                check=run_rerank_self_test,
+                task="rerank",
+                self_test=self.settings.self_test,
+            )
+            for config in extra_model_configs(self.settings)
+        ]
         self.metrics.ready.set_function(lambda: float(self.not_ready_reason() is None))
         self.metrics.queue_max_tokens.set(self.settings.max_queued_tokens)
         self.metrics.watch(self.snapshot)
@@ -130,7 +146,60 @@ class Services:
         return self.model.engine if self.not_ready_reason() is None else None
 
     def require_engine_for(self, model: str | None) -> EmbeddingEngine:
+        if model is not None and any(r.engine and r.engine.serves(model) for r in self.rerankers):
+            raise ServiceError(
+                ErrorKind.INVALID_REQUEST,
+                f"{model!r} is a reranker; embeddings come from "
+                f"{self.model.config.model_name or 'the embedding model'} (POST /v1/rerank "
+                "scores documents with it)",
+                "model",
+            )
         return self.model.require_for(model)
+
+    def require_reranker_for(self, model: str | None) -> RerankEngine:
+        """The reranker a request names (the first served one when it names none), or a
+        clear 4xx: no reranker served, an embedding model named, an unknown name."""
+        if not self.rerankers:
+            raise ServiceError(
+                ErrorKind.MODEL_NOT_FOUND,
+                "this server serves no reranker; start it with a second --model naming a "
+                "cross-encoder or Qwen3-Reranker directory (see GET /v1/models)",
+                "model",
+            )
+        if model is None:
+            return self.rerankers[0].require()
+        for supervisor in self.rerankers:
+            engine = supervisor.engine
+            if engine is not None and engine.serves(model):
+                return supervisor.require()
+        embedding = self.model.engine
+        if embedding is not None and model in (embedding.name, *embedding.aliases):
+            raise ServiceError(
+                ErrorKind.INVALID_REQUEST,
+                f"{model!r} is an embedding model; rerank with one of "
+                f"{self.reranker_names()} (POST /v1/embeddings embeds with it)",
+                "model",
+            )
+        raise ServiceError(
+            ErrorKind.MODEL_NOT_FOUND,
+            f"The reranker {model!r} does not exist here; this server reranks with "
+            f"{self.reranker_names()} (see GET /v1/models)",
+            "model",
+        )
+
+    def reranker_names(self) -> list[str]:
+        return [s.engine.name for s in self.rerankers if s.engine is not None]
+
+    def model_states(self) -> dict[str, str]:
+        """Each served model's readiness ("ready" or why not), for /ready's body."""
+        states: dict[str, str] = {}
+        supervisors: list[ModelSupervisor[EmbeddingEngine] | ModelSupervisor[RerankEngine]]
+        supervisors = [self.model, *self.rerankers]
+        for supervisor in supervisors:
+            engine = supervisor.engine
+            name = engine.name if engine is not None else (supervisor.config.model or "default")
+            states[name] = supervisor.not_ready_reason() or "ready"
+        return states
 
     def require_engine(self) -> EmbeddingEngine:
         return self.model.require()
@@ -196,6 +265,12 @@ class Services:
                 if watch:
                     watchdog = asyncio.create_task(self.model.watch())
                     stack.push_async_callback(_cancel, watchdog)
+                for reranker in self.rerankers:
+                    load = functools.partial(load_reranker, one_shot=one_shot)
+                    loading = asyncio.create_task(reranker.bring_up(load))
+                    stack.push_async_callback(_stop_supervised, reranker, loading)
+                    if watch:
+                        stack.push_async_callback(_cancel, asyncio.create_task(reranker.watch()))
                 if model == "wait":
                     await asyncio.shield(loader)
                     if not self.model.ready:
@@ -357,3 +432,11 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _stop_supervised(
+    supervisor: ModelSupervisor[RerankEngine], loader: asyncio.Task[None]
+) -> None:
+    supervisor.ready = False
+    await _cancel(loader)
+    await supervisor.stop()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from embedgate.config import Settings, Upstream
+from embedgate.config import ModelEntry, Settings, Upstream
 from embedgate.engine import EngineConfig
 from embedgate.engine.config import UpstreamConfig
 from embedgate.security.secret_files import read_secret_file
@@ -64,3 +64,23 @@ _TRANSLATED: dict[str, Callable[[Settings], Any]] = {
     "model_aliases": lambda settings: tuple(settings.model_aliases),
     "upstreams": upstream_configs,
 }
+
+
+def extra_model_configs(settings: Settings) -> list[EngineConfig]:
+    """The engines of the models served beside `model`: each entry's path, name, aliases
+    and dtype over the server's engine settings (never its upstreams)."""
+    base = engine_config(settings)
+    configs = []
+    for entry in settings.models:
+        one = entry if isinstance(entry, ModelEntry) else ModelEntry(path=entry)
+        configs.append(
+            dataclasses.replace(
+                base,
+                model=one.path,
+                model_name=one.name,
+                model_aliases=tuple(one.aliases),
+                dtype=one.dtype or settings.dtype,
+                upstreams=(),
+            )
+        )
+    return configs

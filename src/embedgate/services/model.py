@@ -13,27 +13,55 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 from embedgate.engine import EmbeddingEngine, EngineConfig
+from embedgate.engine.backend import BackendDescription, BackendHealth
 from embedgate.engine.scheduler import SchedulerObserver
-from embedgate.engine.selftest import run_self_test
+from embedgate.engine.selftest import SelfTestResult
 from embedgate.errors import ErrorKind, ServiceError
 
 log = logging.getLogger("embedgate.app")
 
+
+class ServedEngine(Protocol):
+    """What the supervisor needs of an engine: the embedding and the rerank engine both."""
+
+    name: str
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def describe(self) -> BackendDescription: ...
+    def health(self) -> BackendHealth: ...
+    def serves(self, model: str | None) -> bool: ...
+
+    @property
+    def max_input_tokens(self) -> int: ...
+
+
+E = TypeVar("E", bound=ServedEngine)
+
 EngineFactory = Callable[[EngineConfig, SchedulerObserver], EmbeddingEngine]
 
 
-class ModelSupervisor:
+class ModelSupervisor(Generic[E]):
     """Load, self-test, readiness, restarts and the fatal exit for one model."""
 
     def __init__(
-        self, config: EngineConfig, *, observer: SchedulerObserver, self_test: bool = True
+        self,
+        config: EngineConfig,
+        *,
+        observer: SchedulerObserver,
+        check: Callable[[E], SelfTestResult],
+        task: str = "embed",
+        self_test: bool = True,
     ) -> None:
         self.config = config
         self.observer = observer
+        self.check = check  # the task's self-test (vectors or scores)
+        self.task = task
         self.self_test = self_test
-        self.engine: EmbeddingEngine | None = None
+        self.engine: E | None = None
         self.ready = False  # loaded, started and self-tested
         self.reason = "loading the model"
         self.self_tested_restarts = 0  # the model process restarts whose successor passed
@@ -56,7 +84,7 @@ class ModelSupervisor:
             return "the model process was restarted; running the self-test"
         return None
 
-    def require(self) -> EmbeddingEngine:
+    def require(self) -> E:
         """The engine, or 503: `not_ready` while it first loads, `model_unavailable` with a
         Retry-After while its process is being replaced."""
         if self.engine is None or not self.ready:
@@ -70,7 +98,7 @@ class ModelSupervisor:
             )
         return self.engine
 
-    def require_for(self, model: str | None) -> EmbeddingEngine:
+    def require_for(self, model: str | None) -> E:
         """`require`, and a 404 naming the served model when a request names another."""
         engine = self.require()
         if not engine.serves(model):
@@ -83,7 +111,7 @@ class ModelSupervisor:
         return engine
 
     # --- lifecycle ---------------------------------------------------------------------------
-    async def bring_up(self, factory: EngineFactory) -> None:
+    async def bring_up(self, factory: Callable[[EngineConfig, SchedulerObserver], E]) -> None:
         """Load, start, wait for the backend (gateway: an upstream), self-test, then ready."""
         try:
             engine = await asyncio.to_thread(factory, self.config, self.observer)
@@ -98,11 +126,10 @@ class ModelSupervisor:
             "model loaded",
             extra={
                 "model": engine.name,
-                "family": engine.spec.family,
+                "task": self.task,
                 "runtime": described.runtime,
                 "dtype": described.dtype,
                 "device": described.device,
-                "dimensions": engine.spec.native_dimensions,
                 "max_input_tokens": engine.max_input_tokens,
             },
         )
@@ -111,7 +138,7 @@ class ModelSupervisor:
             await asyncio.sleep(1.0)
         if self.self_test:
             self.reason = "running the self-test"
-            result = await asyncio.to_thread(run_self_test, engine)
+            result = await asyncio.to_thread(self.check, engine)
             if not result.ok:
                 self.reason = f"self-test failed: {result.reason}"
                 log.error("self-test failed; staying not-ready", extra={"reason": result.reason})
@@ -137,7 +164,7 @@ class ModelSupervisor:
                 continue
             if health.restarts == self.self_tested_restarts or health.unavailable is not None:
                 continue
-            result = await asyncio.to_thread(run_self_test, engine)
+            result = await asyncio.to_thread(self.check, engine)
             if result.ok:
                 self.self_tested_restarts = health.restarts
                 log.info(

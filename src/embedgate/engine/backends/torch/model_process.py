@@ -150,8 +150,11 @@ class ModelProcess:
         threads: int | None,
         workers: int = 1,
         policy: RestartPolicy = RestartPolicy(),
+        *,
+        label: str = "",
     ) -> None:
         self._load = load
+        self._label = label  # shown in the child's command line: which model `ps` sees
         self._threads = threads
         self._workers = workers
         self._policy = policy
@@ -265,6 +268,7 @@ class ModelProcess:
                 "-m",
                 "embedgate.engine.backends.torch.model_process",
                 str(theirs.fileno()),
+                *([self._label] if self._label else []),
             ],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,

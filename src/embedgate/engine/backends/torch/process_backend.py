@@ -50,7 +50,8 @@ class ProcessBackend(TokenizedBackend):
 
         tokenizer = HFTokenizer.load(model_dir, text)
         loader = functools.partial(TorchModel.load, model_dir, tokenizer.spec.pooling, options)
-        return cls(tokenizer, ModelProcess(loader, threads, workers, policy))
+        process = ModelProcess(loader, threads, workers, policy, label=model_dir.name)
+        return cls(tokenizer, process)
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         return self.process.run(*self.tokenizer.collate(sequences))

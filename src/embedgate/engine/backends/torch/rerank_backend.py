@@ -109,7 +109,8 @@ class ProcessPairBackend(_PairSide):
     ) -> ProcessPairBackend:
         tokenizer = PairTokenizer.load(model_dir, spec)
         loader = _loader(model_dir, tokenizer, options)
-        return cls(tokenizer, ModelProcess(loader, threads, workers, policy))
+        process = ModelProcess(loader, threads, workers, policy, label=model_dir.name)
+        return cls(tokenizer, process)
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         return self.process.run(*self.tokenizer.collate(sequences)).reshape(-1, 1)

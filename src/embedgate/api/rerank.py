@@ -1,0 +1,97 @@
+"""`POST /v1/rerank`: score documents against a query with a served reranker.
+
+The request and response are the shape Cohere, Jina and vLLM share, which is what Open
+WebUI's external reranker and LangChain's rerankers post: `{model, query, documents (strings
+or {text}), top_n, return_documents}` in, `{results: [{index, relevance_score, document?}],
+model, usage}` out, results sorted by score, best first. `instruction` is Qwen3-Reranker's
+task. Same permission and limits as embeddings: the token limit counts every pair's tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from embedgate.api.body import read_model
+from embedgate.api.context import request_context
+from embedgate.api.guard import DeferredUsage, requires
+from embedgate.api.state import service
+from embedgate.engine import RerankRequest
+from embedgate.errors import ServiceError
+from embedgate.identity import Permission, Principal
+from embedgate.security.gate import ANONYMOUS_ADMIN
+from embedgate.services import Services
+
+router = APIRouter()
+
+MAX_QUERY_CHARS = 32_768
+MAX_DOCUMENT_CHARS = 1_048_576
+
+
+class RerankDocument(BaseModel):
+    """A document as an object (Cohere's and Jina's `{text}` form); other fields ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: StrictStr = Field(max_length=MAX_DOCUMENT_CHARS)
+
+
+class RerankBody(BaseModel):
+    # clients send their own extras (Cohere's max_tokens_per_doc, rank_fields): ignored,
+    # as the APIs they were written for ignore what a model does not use
+    model_config = ConfigDict(extra="ignore")
+
+    model: StrictStr | None = None
+    query: StrictStr = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    documents: list[StrictStr | RerankDocument] = Field(min_length=1)
+    top_n: StrictInt | None = Field(default=None, ge=1)
+    return_documents: StrictBool = False
+    instruction: StrictStr | None = Field(default=None, min_length=1, max_length=4096)
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+@router.post("/v1/rerank")
+async def rerank(
+    request: Request,
+    state: Services = Depends(service),
+    principal: Principal = requires(Permission.EMBED, defer_limits=True),
+) -> dict[str, Any]:
+    assert state.security is not None  # the guard refuses while the server is starting
+    usage = DeferredUsage(state.security, request, principal)
+    try:
+        body: RerankBody = await read_model(request, RerankBody, state.settings.max_json_depth)
+        texts = body.texts()
+        usage.context.audit.n_inputs = len(texts)
+        engine = state.require_reranker_for(body.model)
+        caller = (
+            f"ip:{request_context(request.scope).client_ip}"
+            if principal is ANONYMOUS_ADMIN
+            else principal.subject
+        )
+        job = RerankRequest(
+            query=body.query, documents=texts, instruction=body.instruction, caller=caller
+        )
+        result = await engine.rerank(job, admit=usage.charge)
+    except ServiceError:
+        await usage.charge_if_not_yet()  # refused requests count against the limit too
+        raise
+    order = sorted(range(len(texts)), key=lambda i: -float(result.scores[i]))
+    if body.top_n is not None:
+        order = order[: body.top_n]
+    results: list[dict[str, Any]] = []
+    for index in order:
+        entry: dict[str, Any] = {"index": index, "relevance_score": float(result.scores[index])}
+        if body.return_documents:
+            entry["document"] = {"text": texts[index]}
+        results.append(entry)
+    return {
+        "id": f"rerank-{request_context(request.scope).request_id}",
+        "object": "list",
+        "model": engine.name,
+        "results": results,
+        "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+    }
