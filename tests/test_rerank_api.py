@@ -216,3 +216,43 @@ def _model_processes(pid: int) -> list[int]:
 
 def _command(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_knowledge_search_reranks_its_candidates(server: Served, cross_encoder_dir: Path) -> None:
+    from support.servers import wait_job_done
+
+    with httpx.Client(base_url=server.base, headers=server.admin, timeout=60) as http:
+        assert http.post("/v1/collections", json={"name": "policies"}).status_code == 201
+        for i, text in enumerate(DOCUMENTS):
+            up = http.post(
+                "/v1/collections/policies/documents",
+                files={"file": (f"p{i}.txt", text.encode())},
+            )
+            assert up.status_code == 202, up.text
+            assert wait_job_done(http, up.json()["job"]["id"])["status"] == "succeeded"
+        search = "/v1/collections/policies/search"
+        plain = http.post(search, json={"query": QUERY, "top_k": 3}).json()["data"]
+        assert len(plain) == 3 and all("rerank_score" not in hit for hit in plain)
+        reply = http.post(
+            search,
+            json={
+                "query": QUERY,
+                "top_k": 3,
+                "rerank": {"model": "ms-marco-tiny", "candidates": len(DOCUMENTS)},
+            },
+        )
+        assert reply.status_code == 200, reply.text
+        hits = reply.json()["data"]
+        scores = [hit["rerank_score"] for hit in hits]
+        assert len(hits) == 3 and scores == sorted(scores, reverse=True)
+        want = reference_cross_encoder_scores(
+            cross_encoder_dir, [(QUERY, hit["text"]) for hit in hits]
+        )
+        assert np.abs(np.array(scores) - np.array(want)).max() <= 1e-5
+        # all candidates were rescored: the best rerank score among all documents leads
+        every = reference_cross_encoder_scores(cross_encoder_dir, [(QUERY, d) for d in DOCUMENTS])
+        assert abs(scores[0] - max(every)) <= 1e-5
+        unknown = http.post(search, json={"query": QUERY, "rerank": {"model": "nope"}})
+        assert unknown.status_code == 404
+        few = http.post(search, json={"query": QUERY, "top_k": 5, "rerank": {"candidates": 2}})
+        assert few.status_code == 400 and "candidates" in few.json()["error"]["message"]

@@ -54,6 +54,15 @@ class Reindex(BaseModel):
     model: str | None = None
 
 
+class RerankOptions(BaseModel):
+    """Rescore the best `candidates` hits with a served reranker (the first when unnamed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    candidates: StrictInt | None = None
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -64,6 +73,7 @@ class SearchRequest(BaseModel):
     model: str | None = None
     dimensions: StrictInt | None = None
     weights: Fusion | None = None
+    rerank: RerankOptions | None = None
 
 
 @router.post("/collections")
@@ -240,6 +250,8 @@ async def search(
         model=body.model,
         dimensions=body.dimensions,
         weights=body.weights.model_dump() if body.weights is not None else None,
+        reranker=state.require_reranker_for(body.rerank.model) if body.rerank else None,
+        candidates=body.rerank.candidates if body.rerank else None,
     )
     # the terms the lexical side searched for (jieba for Chinese), so a client can highlight
     # exactly what matched

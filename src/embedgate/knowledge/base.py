@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from embedgate.engine import EmbeddingEngine, EmbedRequest
+from embedgate.engine import EmbeddingEngine, EmbedRequest, RerankEngine, RerankRequest
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Principal
 from embedgate.knowledge.analysis import script_language
@@ -374,7 +374,11 @@ class KnowledgeBase:
         model: str | None = None,
         dimensions: int | None = None,
         weights: dict[str, float] | None = None,
+        reranker: RerankEngine | None = None,
+        candidates: int | None = None,
     ) -> list[dict[str, Any]]:
+        """The best `top_k` chunks for `query`. With a `reranker`, the best `candidates` of
+        the search are rescored with it and ordered by that score (`rerank_score`)."""
         info = self.get(principal, name)
         store = self.store_of(info)
         check_same_model(engine, info, model)
@@ -387,7 +391,16 @@ class KnowledgeBase:
             )
         if not 1 <= top_k <= 100:
             raise ServiceError(ErrorKind.INVALID_REQUEST, "top_k must be 1-100", "top_k")
-        depth = top_k * 2 + 10  # documents still indexing are filtered out below
+        pool = top_k
+        if reranker is not None:
+            pool = candidates if candidates is not None else max(top_k, 20)
+            if not top_k <= pool <= 200:
+                raise ServiceError(
+                    ErrorKind.INVALID_REQUEST,
+                    f"rerank.candidates must be from top_k ({top_k}) to 200",
+                    "rerank.candidates",
+                )
+        depth = pool * 2 + 10  # documents still indexing are filtered out below
         vector: list[float] | None = None
         fusion = FusionWeights()
         if mode != "lexical":
@@ -421,7 +434,20 @@ class KnowledgeBase:
             if current is None or current.store_name in (None, store):
                 raise
             hits = await asyncio.to_thread(run, current.store_name)
-        return await asyncio.to_thread(self._present, name, hits, top_k)
+        found = await asyncio.to_thread(self._present, name, hits, pool)
+        if reranker is None or not found:
+            return found[:top_k]
+        scores = await reranker.rerank(
+            RerankRequest(
+                query=query,
+                documents=[hit["text"] for hit in found],
+                instruction=instruction if reranker.spec.takes_instructions else None,
+                caller=principal.subject,
+            )
+        )
+        for hit, score in zip(found, scores.scores, strict=True):
+            hit["rerank_score"] = round(float(score), 6)
+        return sorted(found, key=lambda hit: -hit["rerank_score"])[:top_k]
 
     def _present(self, name: str, hits: list[Hit], top_k: int) -> list[dict[str, Any]]:
         """Only chunks of ready documents, with their file names (one catalog query for the
