@@ -256,3 +256,29 @@ def test_knowledge_search_reranks_its_candidates(server: Served, cross_encoder_d
         assert unknown.status_code == 404
         few = http.post(search, json={"query": QUERY, "top_k": 5, "rerank": {"candidates": 2}})
         assert few.status_code == 400 and "candidates" in few.json()["error"]["message"]
+
+
+def test_kb_search_on_the_command_line_reranks(server: Served) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from support.servers import wait_job_done
+
+    with httpx.Client(base_url=server.base, headers=server.admin, timeout=60) as http:
+        assert http.post("/v1/collections", json={"name": "cli"}).status_code == 201
+        for i, text in enumerate(DOCUMENTS):
+            up = http.post("/v1/collections/cli/documents", files={"file": (f"{i}.txt", text)})
+            assert wait_job_done(http, up.json()["job"]["id"])["status"] == "succeeded"
+    key = server.admin["Authorization"].removeprefix("Bearer ")
+    command = ["kb", "search", "cli", QUERY, "--top-k", "2", "--rerank", "ms-marco-tiny"]
+    done = subprocess.run(
+        [sys.executable, "-m", "embedgate", *command, "--server", server.base],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "EMBEDGATE_API_KEY": key},
+    )
+    assert done.returncode == 0, done.stderr
+    hits = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(hits) == 2 and hits[0]["rerank_score"] >= hits[1]["rerank_score"]

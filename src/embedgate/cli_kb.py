@@ -104,6 +104,7 @@ class LocalBackend:
         try:
             self.engine = services.require_engine()
             self.kb = services.require_knowledge()
+            self.services = services
         except BaseException:
             self._stack.close()
             raise
@@ -122,6 +123,9 @@ class LocalBackend:
         return self.kb.document(self.me, name, doc_id)
 
     def search(self, name: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        options = body.pop("rerank", None)
+        if options is not None:
+            body["reranker"] = self.services.require_reranker_for(options.get("model"))
         return self._loop.run(self.kb.search(self.me, self.engine, name, **body))
 
     def reindex(self, name: str, body: dict[str, Any]) -> Mapping[str, Any]:
@@ -260,6 +264,10 @@ def search(
     query: str,
     mode: Annotated[str, typer.Option(help="hybrid, dense or lexical.")] = "hybrid",
     top_k: Annotated[int, typer.Option("--top-k", help="How many results.")] = 5,
+    rerank: Annotated[
+        str | None,
+        typer.Option("--rerank", help="Rescore the best candidates with this served reranker."),
+    ] = None,
     server: ServerOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -268,7 +276,10 @@ def search(
         raise typer.BadParameter("mode must be hybrid, dense or lexical")
     backend = _backend(server, data_dir)
     try:
-        hits = backend.search(name, {"query": query, "top_k": top_k, "mode": mode})
+        body: dict[str, Any] = {"query": query, "top_k": top_k, "mode": mode}
+        if rerank is not None:
+            body["rerank"] = {"model": rerank}
+        hits = backend.search(name, body)
     except Exception as exc:
         raise _fail(exc) from None
     finally:

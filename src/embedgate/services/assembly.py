@@ -265,16 +265,21 @@ class Services:
                 if watch:
                     watchdog = asyncio.create_task(self.model.watch())
                     stack.push_async_callback(_cancel, watchdog)
+                loaders = [loader]
                 for reranker in self.rerankers:
                     load = functools.partial(load_reranker, one_shot=one_shot)
                     loading = asyncio.create_task(reranker.bring_up(load))
+                    loaders.append(loading)
                     stack.push_async_callback(_stop_supervised, reranker, loading)
                     if watch:
                         stack.push_async_callback(_cancel, asyncio.create_task(reranker.watch()))
-                if model == "wait":
-                    await asyncio.shield(loader)
+                if model == "wait":  # every model, so a command can use any of them
+                    await asyncio.shield(asyncio.gather(*loaders))
+                    reasons = [s.reason for s in self.rerankers if not s.ready]
                     if not self.model.ready:
-                        raise ServiceError(ErrorKind.NOT_READY, self.model.reason)
+                        reasons.insert(0, self.model.reason)
+                    if reasons:
+                        raise ServiceError(ErrorKind.NOT_READY, reasons[0])
             if knowledge:
                 await self._open_knowledge(stack, overrides.vector_store)
             if watch:
