@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
+CLIENT_WHEELS := open-webui==0.12.4
 
 .PHONY: serve test lint install install-test system-deps bench wheelhouse
 
@@ -22,6 +23,9 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_B
 $(VENV)/.test: pyproject.toml $(VENV)/.runtime | system-deps
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 		$(BIN)/pip install --quiet -e '.[test,gguf]'
+	# clients whose own request code the tests run against a server, unpacked, not installed
+	# (Open WebUI's dependencies are an application's); see tests/support/clients.py
+	$(BIN)/pip download --quiet --no-deps --dest $(VENV)/clients $(CLIENT_WHEELS)
 	touch $@
 
 install: $(VENV)/.runtime

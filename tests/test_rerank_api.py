@@ -282,3 +282,19 @@ def test_kb_search_on_the_command_line_reranks(server: Served) -> None:
     assert done.returncode == 0, done.stderr
     hits = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(hits) == 2 and hits[0]["rerank_score"] >= hits[1]["rerank_score"]
+
+
+def test_open_webui_reranks_through_embedgate(server: Served, cross_encoder_dir: Path) -> None:
+    """Open WebUI's own external-reranker code (from its pinned wheel) against this server:
+    it posts {model, query, documents, top_n} with our key and reads results[].index and
+    relevance_score back into the documents' order."""
+    from support.clients import open_webui_rerank
+
+    key = server.admin["Authorization"].removeprefix("Bearer ")
+    pairs = [(QUERY, d) for d in DOCUMENTS]
+    scores = open_webui_rerank(server.base + "/v1/rerank", key, "ms-marco-tiny", pairs)
+    assert scores is not None
+    want = reference_cross_encoder_scores(cross_encoder_dir, pairs)
+    assert np.abs(np.array(scores) - np.array(want)).max() <= 1e-5
+    # a wrong key is an error Open WebUI sees (it then logs and ranks without a reranker)
+    assert open_webui_rerank(server.base + "/v1/rerank", "wrong", "ms-marco-tiny", pairs) is None
