@@ -298,3 +298,22 @@ def test_open_webui_reranks_through_embedgate(server: Served, cross_encoder_dir:
     assert np.abs(np.array(scores) - np.array(want)).max() <= 1e-5
     # a wrong key is an error Open WebUI sees (it then logs and ranks without a reranker)
     assert open_webui_rerank(server.base + "/v1/rerank", "wrong", "ms-marco-tiny", pairs) is None
+
+
+def test_the_tei_rerank_shape(server: Served, cross_encoder_dir: Path) -> None:
+    """text-embeddings-inference's /rerank: {query, texts, return_text} -> [{index, score,
+    text?}] best first, from the first reranker."""
+    reply = _post(server, "/rerank", {"query": QUERY, "texts": DOCUMENTS, "return_text": True})
+    assert reply.status_code == 200, reply.text
+    ranked = reply.json()
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+    want = reference_cross_encoder_scores(cross_encoder_dir, [(QUERY, d) for d in DOCUMENTS])
+    for r in ranked:
+        assert abs(r["score"] - want[r["index"]]) <= 1e-5
+        assert r["text"] == DOCUMENTS[r["index"]]
+    raw = _post(server, "/rerank", {"query": QUERY, "texts": DOCUMENTS, "raw_scores": True})
+    assert raw.status_code == 400 and raw.json()["error"]["param"] == "raw_scores"
+    assert (
+        httpx.post(server.base + "/rerank", json={"query": QUERY, "texts": ["x"]}).status_code
+        == 401
+    )
