@@ -73,7 +73,12 @@ def test_qwen3_linears_are_packed_without_changing_vectors(
 ) -> None:
     packed, plain = _pair(tiny_qwen3_dir, dtype)
     layers = len(packed._model.layers)
-    assert packed.packed_layers == 7 * layers  # q, k, v, o, gate, up, down: no bias, no GELU
+    if dtype == "bfloat16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # oneDNN's bf16 path needs AVX-512 (or AVX-NE-CONVERT): the layers stay as they
+        # are and the model runs unpacked, with the same vectors
+        assert packed.packed_layers == 0
+    else:
+        assert packed.packed_layers == 7 * layers  # q, k, v, o, gate, up, down
     ids, mask = _batch(4, 24, read_model_spec(tiny_qwen3_dir).vocab_size)
     mask[0] = 1  # Qwen3 pads on the left; keep every row whole here
     ours, theirs = packed.forward(ids, mask), plain.forward(ids, mask)
