@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,12 +29,11 @@ from support.models import (  # the tests' fixtures, not part of the package
 )
 
 
-def build(path: Path) -> Path:
-    from transformers import Qwen3Config, Qwen3Model
+def qwen3_06b_config(positions: int) -> Any:
+    """The 0.6B models' shape (Qwen3-Embedding-0.6B: 32k positions; the Reranker: 40k)."""
+    from transformers import Qwen3Config
 
-    path.mkdir(parents=True, exist_ok=True)
-    tokenizer = real_qwen_tokenizer()
-    config = Qwen3Config(
+    return Qwen3Config(
         vocab_size=151669,
         hidden_size=1024,
         intermediate_size=3072,
@@ -41,13 +41,22 @@ def build(path: Path) -> Path:
         num_attention_heads=16,
         num_key_value_heads=8,
         head_dim=128,
-        max_position_embeddings=32768,
+        max_position_embeddings=positions,
         rms_norm_eps=1e-6,
         rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"},
         tie_word_embeddings=True,
     )
+
+
+def build(path: Path) -> Path:
+    from transformers import Qwen3Model
+
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = real_qwen_tokenizer()
     torch.manual_seed(0)
-    model = Qwen3Model(config).eval()  # the default init (std 0.02) keeps 28 layers finite
+    model = Qwen3Model(
+        qwen3_06b_config(32768)
+    ).eval()  # the default init (std 0.02) keeps 28 layers finite
     model.to(torch.bfloat16).save_pretrained(str(path))  # bf16 on disk, like the real one
     cfg = json.loads((path / "config.json").read_text())
     cfg["architectures"] = ["Qwen3ForCausalLM"]

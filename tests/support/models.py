@@ -134,6 +134,23 @@ def write_sentence_transformers_files(path: Path, pooling: str = "lasttoken") ->
     )
 
 
+def _tiny_qwen3_config(tokenizer: object, hidden: int, layers: int, positions: int) -> object:
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),  # type: ignore[attr-defined]
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden // 4,
+        max_position_embeddings=positions,
+        rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"},
+        tie_word_embeddings=False,
+    )
+
+
 def build_tiny_qwen3(
     path: Path,
     tokenizer: object,
@@ -144,24 +161,11 @@ def build_tiny_qwen3(
     init_std: float = 0.2,
 ) -> Path:
     """A random-weight Qwen3 saved like Qwen3-Embedding (Qwen3Model weights, CausalLM arch)."""
-    from transformers import Qwen3Config, Qwen3Model
+    from transformers import Qwen3Model
 
     path.mkdir(parents=True, exist_ok=True)
-    vocab = tokenizer.get_vocab_size(with_added_tokens=True)  # type: ignore[attr-defined]
-    config = Qwen3Config(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=hidden // 4,
-        max_position_embeddings=max_positions,
-        rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"},
-        tie_word_embeddings=False,
-    )
     torch.manual_seed(seed)
-    model = Qwen3Model(config).eval()
+    model = Qwen3Model(_tiny_qwen3_config(tokenizer, hidden, layers, max_positions)).eval()
     with torch.no_grad():  # random init is tiny; widen it so vectors differ clearly
         for param in model.parameters():
             if param.dim() > 1:
@@ -192,24 +196,11 @@ def build_tiny_qwen3_reranker(
 ) -> Path:
     """A random-weight Qwen3ForCausalLM saved like Qwen3-Reranker (its name says reranker;
     its config cannot), with a language-model head of its own (untied)."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     path.mkdir(parents=True, exist_ok=True)
-    vocab = tokenizer.get_vocab_size(with_added_tokens=True)  # type: ignore[attr-defined]
-    config = Qwen3Config(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=hidden // 4,
-        max_position_embeddings=512,
-        rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"},
-        tie_word_embeddings=False,
-    )
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config).eval()
+    model = Qwen3ForCausalLM(_tiny_qwen3_config(tokenizer, hidden, layers, 512)).eval()
     with torch.no_grad():
         for param in model.parameters():
             if param.dim() > 1:
@@ -219,9 +210,19 @@ def build_tiny_qwen3_reranker(
     return path
 
 
-def build_tiny_cross_encoder(path: Path, vocabulary_dir: Path, seed: int = 0) -> Path:
+def build_tiny_cross_encoder(
+    path: Path,
+    vocabulary_dir: Path,
+    seed: int = 0,
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    init_std: float = 0.2,
+) -> Path:
     """A random-weight BertForSequenceClassification (one label) behind a real BERT
-    vocabulary (the bundled MiniLM's), as ms-marco-MiniLM cross-encoders are saved."""
+    vocabulary (the bundled MiniLM's), as ms-marco-MiniLM cross-encoders are saved.
+    `hidden=384, layers=6, heads=12` is the ms-marco-MiniLM-L6 shape (benchmarks)."""
     import shutil
 
     from transformers import BertConfig, BertForSequenceClassification
@@ -232,10 +233,10 @@ def build_tiny_cross_encoder(path: Path, vocabulary_dir: Path, seed: int = 0) ->
             shutil.copy(vocabulary_dir / name, path / name)
     config = BertConfig(
         vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 4 if hidden > 32 else 64,
         max_position_embeddings=512,
         num_labels=1,
     )
@@ -244,6 +245,6 @@ def build_tiny_cross_encoder(path: Path, vocabulary_dir: Path, seed: int = 0) ->
     with torch.no_grad():
         for param in model.parameters():
             if param.dim() > 1:
-                param.normal_(0.0, 0.2)
+                param.normal_(0.0, init_std)
     model.save_pretrained(str(path))
     return path
