@@ -49,10 +49,10 @@ def test_a_slow_upstream_is_given_up_at_the_request_deadline(
     gets 503 with Retry-After in about the deadline, not the upstream's 30 s call timeout."""
     import time
 
+    from embedgate.engine import EmbeddingEngine, EngineLimits
     from embedgate.engine.backend import TextOptions
     from embedgate.engine.backends.gateway.backend import GatewayBackend
     from embedgate.engine.config import UpstreamConfig
-    from embedgate.engine.engine import EmbeddingEngine, EngineLimits
 
     behaviour = Behaviour(dimensions=64)
     with fake_upstream(behaviour) as url:

@@ -23,8 +23,8 @@ from starlette.routing import Route
 
 from embedgate.engine import EmbeddingEngine, EngineConfig
 from embedgate.engine.config import UpstreamConfig
-from embedgate.engine.engine import EngineLimits
 from embedgate.engine.scheduler import SchedulerObserver
+from embedgate.engine.submission import EngineLimits
 from support.services import free_port
 
 

@@ -7,23 +7,27 @@ call `EmbeddingEngine.embed` (async) or `embed_sync` (threads).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from embedgate.engine.backend import Backend, BackendDescription, BackendHealth
+from embedgate.engine.backend import Backend
 from embedgate.engine.delivery import (
     CancelSignal,
-    LoopMailboxes,
 )
 from embedgate.engine.fair_queue import DEFAULT_CALLER
 from embedgate.engine.pooling import FloatArray
-from embedgate.engine.scheduler import BatchScheduler, SchedulerObserver
+from embedgate.engine.scheduler import SchedulerObserver
 from embedgate.engine.sequences import SequenceTemplate
-from embedgate.engine.submission import Admit, run_queued, run_queued_sync
+from embedgate.engine.submission import (
+    Admit,
+    EngineLimits,
+    QueuedEngine,
+    run_queued,
+    run_queued_sync,
+)
 from embedgate.errors import ErrorKind, ServiceError
 
 InputType = Literal["query", "document"]
@@ -57,18 +61,6 @@ class InputPreview:
     truncated: bool
 
 
-@dataclass(frozen=True)
-class EngineLimits:
-    max_inputs: int = 2048
-    max_request_tokens: int = 1_048_576
-    max_batch_tokens: int = 16384
-    max_queued_tokens: int = 1_048_576
-    tokenizer_threads: int = 1
-    batch_wait_ms: float = 0.0
-    forward_threads: int = 1
-    max_queue_seconds: float | None = None  # per caller, of measured model time
-
-
 INLINE_TOKENIZE_CHARS = 2048
 
 
@@ -79,8 +71,9 @@ def _is_small(request: EmbedRequest) -> bool:
     return sum(len(item) for item in request.inputs) <= INLINE_TOKENIZE_CHARS
 
 
-class EmbeddingEngine:
-    """One served model: its names, its limits and its batching queue."""
+class EmbeddingEngine(QueuedEngine):
+    """One served embedding model: prompts, tokenisation and post-processing around the
+    shared queue (`QueuedEngine`)."""
 
     def __init__(
         self,
@@ -92,32 +85,16 @@ class EmbeddingEngine:
     ) -> None:
         self.backend = backend
         self.spec = backend.spec
-        self.name = name
-        self.aliases = tuple(aliases)
-        self.limits = limits or EngineLimits()
-        self._scheduler = BatchScheduler(
-            self._forward,
-            self.limits.max_batch_tokens,
-            self.limits.max_queued_tokens,
-            observer,
-            batch_wait=self.limits.batch_wait_ms / 1000,
-            workers=self.limits.forward_threads,
+        super().__init__(
+            runtime=backend,
+            name=name,
+            aliases=aliases,
+            limits=limits,
+            observer=observer,
+            run_batch=self._forward,
             pass_length=backend.pass_length,
-            max_queue_seconds=self.limits.max_queue_seconds,
+            thread_name="embedgate-tokenize",
         )
-        self._mailboxes = LoopMailboxes()
-        self._tokenizers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.limits.tokenizer_threads, thread_name_prefix="embedgate-tokenize"
-        )
-
-    # --- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        self._scheduler.start()
-
-    def stop(self) -> None:
-        self._scheduler.stop()
-        self._tokenizers.shutdown(wait=False, cancel_futures=True)
-        self.backend.close()
 
     @property
     def template(self) -> SequenceTemplate:
@@ -139,34 +116,10 @@ class EmbeddingEngine:
         special tokens): what the chunker sizes chunks by."""
         return [len(ids) for ids in self.backend.tokenize(texts)]
 
-    def describe(self) -> BackendDescription:
-        """What runs the model: runtime, dtype, device, quantisation, fingerprint."""
-        return self.backend.describe()
-
-    def health(self) -> BackendHealth:
-        """The backend's runtime state now (restarts, a process being replaced, upstreams)."""
-        return self.backend.health()
-
-    @property
-    def queued_tokens(self) -> int:
-        return self._scheduler.queued_tokens
-
-    def serves(self, model: str | None) -> bool:
-        return model is None or model == self.name or model in self.aliases
-
     # --- the pipeline ------------------------------------------------------------------------
     def validate(self, request: EmbedRequest) -> None:
         """Checks that need no tokenizer; cheap, so they run before any work is queued."""
-        count = len(request.inputs)
-        if count == 0:
-            raise ServiceError(ErrorKind.INVALID_INPUT, "input must not be empty", "input")
-        if count > self.limits.max_inputs:
-            raise ServiceError(
-                ErrorKind.TOO_MANY_INPUTS,
-                f"input has {count} items; at most {self.limits.max_inputs} are allowed per "
-                "request, split it into several requests",
-                "input",
-            )
+        self.check_count(len(request.inputs), "input")
         self.check_dimensions(request.dimensions)
         if request.instruction is not None:
             if not self.spec.takes_instructions:

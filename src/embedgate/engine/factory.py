@@ -9,15 +9,21 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedgate.engine.backend import Backend, PairBackend, TextOptions, WeightOptions
 from embedgate.engine.config import EngineConfig
-from embedgate.engine.engine import EmbeddingEngine, EngineLimits
+from embedgate.engine.engine import EmbeddingEngine
 from embedgate.engine.loading import resolve_model
 from embedgate.engine.rerank_spec import read_rerank_spec
 from embedgate.engine.reranking import RerankEngine
 from embedgate.engine.scheduler import SchedulerObserver
+from embedgate.engine.submission import EngineLimits
+
+if TYPE_CHECKING:
+    from embedgate.engine.backends.torch.model_process import RestartPolicy
 
 
 def available_cores() -> int:
@@ -56,37 +62,26 @@ def load_engine(
         return _gateway(config, source.path, source.name, source.aliases, observer)
     if source.path.suffix.lower() == ".gguf":
         return _gguf(config, source.path, source.name, source.aliases, observer)
-    wants_gpu = config.device == "cuda" or (config.device == "auto" and _cuda_available())
-    use_process = config.model_process
-    if use_process is None:
-        use_process = not wants_gpu and not one_shot
-    forward_threads, torch_threads = thread_plan(config, on_gpu=wants_gpu, cores=available_cores())
-    weights = WeightOptions(config.dtype, config.device, config.onednn)
+    plan = _torch_plan(config, one_shot=one_shot)
     text = TextOptions(config.max_input_tokens, config.pad_to_multiple_of)
     backend: Backend
-    if use_process:
-        from embedgate.engine.backends.torch.model_process import RestartPolicy
+    if plan.model_process:
         from embedgate.engine.backends.torch.process_backend import ProcessBackend
 
-        policy = RestartPolicy(max_failures=config.model_restart_failures_before_exit)
         backend = ProcessBackend.load(
-            source.path, weights, text, torch_threads, forward_threads, policy
+            source.path,
+            plan.weights,
+            text,
+            plan.torch_threads,
+            plan.forward_threads,
+            plan.restart_policy(),
         )
     else:
-        import torch
-
         from embedgate.engine.backends.torch.backend import TorchBackend
 
-        if torch_threads is not None:
-            torch.set_num_threads(torch_threads)
-        backend = TorchBackend.load(source.path, weights, text)
-    # small batches keep a CPU's caches warm; GPUs need large ones to be busy
-    limits = _limits(
-        config,
-        max_batch_tokens=16384 if wants_gpu else 4096,
-        forward_threads=forward_threads,
-    )
-    return EmbeddingEngine(backend, source.name, source.aliases, limits, observer)
+        plan.use_torch_threads()
+        backend = TorchBackend.load(source.path, plan.weights, text)
+    return EmbeddingEngine(backend, source.name, source.aliases, plan.limits(config), observer)
 
 
 def load_reranker(
@@ -106,40 +101,74 @@ def load_reranker(
             f"{source.path} is not a reranker: neither a *ForSequenceClassification "
             "cross-encoder nor a Qwen3 model whose name says Reranker"
         )
-    wants_gpu = config.device == "cuda" or (config.device == "auto" and _cuda_available())
-    use_process = config.model_process
-    if use_process is None:
-        use_process = not wants_gpu and not one_shot
-    forward_threads, torch_threads = thread_plan(config, on_gpu=wants_gpu, cores=available_cores())
-    weights = WeightOptions(config.dtype, config.device, config.onednn)
+    plan = _torch_plan(config, one_shot=one_shot)
     backend: PairBackend
-    if use_process:
-        from embedgate.engine.backends.torch.model_process import RestartPolicy
+    if plan.model_process:
         from embedgate.engine.backends.torch.rerank_backend import ProcessPairBackend
 
-        policy = RestartPolicy(max_failures=config.model_restart_failures_before_exit)
         backend = ProcessPairBackend.load(
             source.path,
             spec,
-            weights,
-            threads=torch_threads,
-            workers=forward_threads,
-            policy=policy,
+            plan.weights,
+            threads=plan.torch_threads,
+            workers=plan.forward_threads,
+            policy=plan.restart_policy(),
         )
     else:
-        import torch
-
         from embedgate.engine.backends.torch.rerank_backend import TorchPairBackend
 
-        if torch_threads is not None:
-            torch.set_num_threads(torch_threads)
-        backend = TorchPairBackend.load(source.path, spec, weights)
-    limits = _limits(
-        config,
-        max_batch_tokens=16384 if wants_gpu else 4096,
+        plan.use_torch_threads()
+        backend = TorchPairBackend.load(source.path, spec, plan.weights)
+    return RerankEngine(backend, source.name, source.aliases, plan.limits(config), observer)
+
+
+@dataclass(frozen=True)
+class _TorchPlan:
+    """Where and how a PyTorch model runs: in a model process (the CPU default) or on this
+    process's threads (GPU, one-shot CLI), with which threads and weights."""
+
+    on_gpu: bool
+    model_process: bool
+    forward_threads: int
+    torch_threads: int | None
+    weights: WeightOptions
+    max_restart_failures: int | None
+
+    def restart_policy(self) -> RestartPolicy:
+        from embedgate.engine.backends.torch.model_process import RestartPolicy
+
+        return RestartPolicy(max_failures=self.max_restart_failures)
+
+    def use_torch_threads(self) -> None:
+        """In-process models run on this process's torch threads."""
+        if self.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+
+    def limits(self, config: EngineConfig) -> EngineLimits:
+        # small batches keep a CPU's caches warm; GPUs need large ones to be busy
+        return _limits(
+            config,
+            max_batch_tokens=16384 if self.on_gpu else 4096,
+            forward_threads=self.forward_threads,
+        )
+
+
+def _torch_plan(config: EngineConfig, *, one_shot: bool) -> _TorchPlan:
+    on_gpu = config.device == "cuda" or (config.device == "auto" and _cuda_available())
+    model_process = config.model_process
+    if model_process is None:
+        model_process = not on_gpu and not one_shot
+    forward_threads, torch_threads = thread_plan(config, on_gpu=on_gpu, cores=available_cores())
+    return _TorchPlan(
+        on_gpu=on_gpu,
+        model_process=model_process,
         forward_threads=forward_threads,
+        torch_threads=torch_threads,
+        weights=WeightOptions(config.dtype, config.device, config.onednn),
+        max_restart_failures=config.model_restart_failures_before_exit,
     )
-    return RerankEngine(backend, source.name, source.aliases, limits, observer)
 
 
 def _limits(config: EngineConfig, *, max_batch_tokens: int, forward_threads: int) -> EngineLimits:

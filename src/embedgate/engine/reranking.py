@@ -10,21 +10,25 @@ a row of the result is a score. Pure Python around a `PairBackend`; no HTTP.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from embedgate.engine.backend import BackendDescription, BackendHealth, PairBackend
+from embedgate.engine.backend import PairBackend
 from embedgate.engine.batching import exact_length
-from embedgate.engine.delivery import CancelSignal, LoopMailboxes
-from embedgate.engine.engine import EngineLimits
+from embedgate.engine.delivery import CancelSignal
 from embedgate.engine.fair_queue import DEFAULT_CALLER
 from embedgate.engine.pooling import FloatArray
 from embedgate.engine.rerank_spec import RerankSpec
-from embedgate.engine.scheduler import BatchScheduler, SchedulerObserver
-from embedgate.engine.submission import Admit, run_queued, run_queued_sync
+from embedgate.engine.scheduler import SchedulerObserver
+from embedgate.engine.submission import (
+    Admit,
+    EngineLimits,
+    QueuedEngine,
+    run_queued,
+    run_queued_sync,
+)
 from embedgate.errors import ErrorKind, ServiceError
 
 SMALL_REQUEST_CHARS = 4096  # pairs up to this size are tokenised on the event loop
@@ -44,8 +48,9 @@ class Scores:
     tokens: int  # of every pair's sequence: what usage and token limits count
 
 
-class RerankEngine:
-    """One served reranker: its names, its limits and its batching queue."""
+class RerankEngine(QueuedEngine):
+    """One served reranker: pairs into sequences and rows into scores around the shared
+    queue (`QueuedEngine`)."""
 
     def __init__(
         self,
@@ -56,32 +61,16 @@ class RerankEngine:
         observer: SchedulerObserver | None = None,
     ) -> None:
         self.backend = backend
-        self.name = name
-        self.aliases = tuple(aliases)
-        self.limits = limits or EngineLimits()
-        self._scheduler = BatchScheduler(
-            backend.forward,
-            self.limits.max_batch_tokens,
-            self.limits.max_queued_tokens,
-            observer,
-            batch_wait=self.limits.batch_wait_ms / 1000,
-            workers=self.limits.forward_threads,
+        super().__init__(
+            runtime=backend,
+            name=name,
+            aliases=aliases,
+            limits=limits,
+            observer=observer,
+            run_batch=backend.forward,
             pass_length=exact_length,
-            max_queue_seconds=self.limits.max_queue_seconds,
+            thread_name="embedgate-pairs",
         )
-        self._mailboxes = LoopMailboxes()
-        self._tokenizers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.limits.tokenizer_threads, thread_name_prefix="embedgate-pairs"
-        )
-
-    # --- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        self._scheduler.start()
-
-    def stop(self) -> None:
-        self._scheduler.stop()
-        self._tokenizers.shutdown(wait=False, cancel_futures=True)
-        self.backend.close()
 
     @property
     def spec(self) -> RerankSpec:
@@ -92,28 +81,10 @@ class RerankEngine:
         """The longest sequence one pair becomes; longer pairs are cut as the model says."""
         return self.backend.max_tokens
 
-    def serves(self, model: str | None) -> bool:
-        return model is None or model == self.name or model in self.aliases
-
-    def describe(self) -> BackendDescription:
-        return self.backend.describe()
-
-    def health(self) -> BackendHealth:
-        return self.backend.health()
-
     # --- the pipeline ------------------------------------------------------------------------
     def validate(self, request: RerankRequest) -> None:
         """Checks that need no tokenizer; cheap, so they run before any work is queued."""
-        count = len(request.documents)
-        if count == 0:
-            raise ServiceError(ErrorKind.INVALID_INPUT, "documents must not be empty", "documents")
-        if count > self.limits.max_inputs:
-            raise ServiceError(
-                ErrorKind.TOO_MANY_INPUTS,
-                f"documents has {count} items; at most {self.limits.max_inputs} are allowed per "
-                "request, split it into several requests",
-                "documents",
-            )
+        self.check_count(len(request.documents), "documents")
         if request.instruction is not None and not self.spec.takes_instructions:
             raise ServiceError(
                 ErrorKind.INVALID_REQUEST,

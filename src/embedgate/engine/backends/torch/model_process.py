@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Protocol
 
-from embedgate.engine.backend import ModelUnavailable, PassLost
+from embedgate.engine.backend import BackendHealth, ModelUnavailable, PassLost
 from embedgate.engine.backends.hf_tokenizer import IdArray
 from embedgate.engine.pooling import FloatArray
 
@@ -194,6 +194,17 @@ class ModelProcess:
     def gave_up(self) -> str | None:
         with self._lock:
             return self._broken
+
+    def health(self) -> BackendHealth:
+        """The child's state, as every backend that runs one reports it."""
+        return BackendHealth(
+            unavailable=self.unavailable,
+            gave_up=self.gave_up,
+            restarts=self.restarts,
+            restart_failures=self.restart_failures,
+            ready_in_s=self.expected_ready_in(),
+            model_pid=self.pid,
+        )
 
     def expected_ready_in(self) -> float:
         """Seconds until a child can take a pass: the backoff left plus a typical start."""

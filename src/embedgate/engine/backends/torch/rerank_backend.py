@@ -116,15 +116,7 @@ class ProcessPairBackend(_PairSide):
         return self.process.run(*self.tokenizer.collate(sequences)).reshape(-1, 1)
 
     def health(self) -> BackendHealth:
-        process = self.process
-        return BackendHealth(
-            unavailable=process.unavailable,
-            gave_up=process.gave_up,
-            restarts=process.restarts,
-            restart_failures=process.restart_failures,
-            ready_in_s=process.expected_ready_in(),
-            model_pid=process.pid,
-        )
+        return self.process.health()
 
     def close(self) -> None:
         self.process.close()
