@@ -55,6 +55,8 @@ def test_the_kind_is_read_from_the_directory(
     assert read_rerank_spec(minilm_dir) is None
     # a Qwen3 reranker's name says what its config cannot
     assert read_rerank_spec(tiny_qwen3_dir, name="Qwen/Qwen3-Reranker-0.6B") is not None
+    # or the operator's task = rerank
+    assert read_rerank_spec(tiny_qwen3_dir, told=True) is not None
 
 
 @pytest.mark.parametrize("instruction", [None, INSTRUCTION])

@@ -111,6 +111,8 @@ def test_engine_config_carries_every_engine_setting() -> None:
         value = getattr(config, item.name)
         if item.name == "upstreams":
             assert value == ()
+        elif item.name == "task":  # the first model's task is read from its directory
+            assert value is None
         elif item.name == "model_aliases":
             assert value == ("a", "b")
         else:
@@ -120,3 +122,39 @@ def test_engine_config_carries_every_engine_setting() -> None:
         3,
         12345,
     )
+
+
+def test_more_models_from_tables_and_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[[models]]` tables and plain paths (a repeated --model, EMBEDGATE_MODELS) become
+    engine configs over the server's settings: their own name, task, dtype and aliases."""
+    from embedgate.config import ModelEntry
+    from embedgate.services.engine import extra_model_configs
+
+    settings = Settings(
+        dtype="bfloat16",
+        forward_threads=3,
+        models=[
+            "/models/ms-marco",
+            ModelEntry(path="/models/q", name="q", task="rerank", dtype="float32", aliases=["r"]),
+        ],
+    )
+    plain, table = extra_model_configs(settings)
+    assert (plain.model, plain.model_name, plain.task, plain.dtype) == (
+        "/models/ms-marco",
+        None,
+        None,
+        "bfloat16",
+    )
+    assert (table.model, table.model_name, table.task, table.dtype) == (
+        "/models/q",
+        "q",
+        "rerank",
+        "float32",
+    )
+    assert table.model_aliases == ("r",) and table.forward_threads == 3
+    monkeypatch.setenv("EMBEDGATE_MODELS", "/a, /b")
+    assert Settings().models == ["/a", "/b"]
+    monkeypatch.setenv("EMBEDGATE_MODELS", '[{"path": "/c", "task": "rerank"}]')
+    assert Settings().models == [ModelEntry(path="/c", task="rerank")]
+    with pytest.raises(ValueError, match="task"):
+        Settings(models=[{"path": "/d", "task": "classify"}])

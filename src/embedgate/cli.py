@@ -192,7 +192,7 @@ def _check_extra_models(settings: Settings) -> None:
             problem = "a second embedding model cannot be served yet (task = embed)"
         elif not (path / "config.json").is_file():
             problem = "not a model directory (no config.json)"
-        elif read_rerank_spec(path, name=one.name or one.path) is None:
+        elif read_rerank_spec(path, name=one.name or one.path, told=one.task == "rerank") is None:
             problem = (
                 "not a reranker (a *ForSequenceClassification cross-encoder, or a Qwen3 model "
                 "named Qwen3-Reranker; give it a name with 'Reranker' if it is one); a second "

@@ -50,6 +50,7 @@ class EngineConfig:
     model: str | None = None  # local directory or hub id; None = the bundled MiniLM
     model_name: str | None = None
     model_aliases: tuple[str, ...] = ()
+    task: str | None = None  # "embed" | "rerank"; None: read from the model directory
     # gateway mode: the model runs on these servers; `model` then only gives its tokenizer
     upstreams: tuple[UpstreamConfig, ...] = ()
     upstream_deadline_s: float = 60.0  # one forward pass, retries on other upstreams included

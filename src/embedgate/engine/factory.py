@@ -95,7 +95,9 @@ def load_reranker(
     source = resolve_model(config.model, config.model_name, list(config.model_aliases))
     if config.upstreams or source.path.suffix.lower() == ".gguf":
         raise ValueError("rerankers run on PyTorch here: no gateway or GGUF reranker yet")
-    spec = read_rerank_spec(source.path, name=config.model or source.name)
+    spec = read_rerank_spec(
+        source.path, name=config.model or source.name, told=config.task == "rerank"
+    )
     if spec is None:
         raise ValueError(
             f"{source.path} is not a reranker: neither a *ForSequenceClassification "

@@ -61,9 +61,12 @@ def is_reranker_name(name: str) -> bool:
     return "reranker" in name.lower()
 
 
-def read_rerank_spec(model_dir: Path, *, name: str | None = None) -> RerankSpec | None:
+def read_rerank_spec(
+    model_dir: Path, *, name: str | None = None, told: bool = False
+) -> RerankSpec | None:
     """The reranker spec of `model_dir`, or None when it is not a reranker (an embedding
-    model). `name` (the model's served name or hub id) identifies a Qwen3-Reranker."""
+    model). `name` (the model's served name or hub id) identifies a Qwen3-Reranker, as does
+    `told` (the operator set task = rerank)."""
     path = model_dir / "config.json"
     if not path.is_file():
         raise ValueError(f"{model_dir} has no config.json; is it a Hugging Face model directory?")
@@ -81,7 +84,7 @@ def read_rerank_spec(model_dir: Path, *, name: str | None = None) -> RerankSpec 
             labels=labels,
             token_types=int(config.get("type_vocab_size", 0)) >= 2,
         )
-    if model_type == "qwen3" and is_reranker_name(name or model_dir.name):
+    if model_type == "qwen3" and (told or is_reranker_name(name or model_dir.name)):
         return RerankSpec(
             kind="qwen3",
             max_tokens=min(positions, QWEN3_RERANK_MAX_TOKENS),

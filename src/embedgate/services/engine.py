@@ -63,6 +63,7 @@ def _upstream_key(path: Path | None, variable: str | None) -> str | None:
 _TRANSLATED: dict[str, Callable[[Settings], Any]] = {
     "model_aliases": lambda settings: tuple(settings.model_aliases),
     "upstreams": upstream_configs,
+    "task": lambda settings: None,  # the first model's task is read from its directory
 }
 
 
@@ -80,6 +81,7 @@ def extra_model_configs(settings: Settings) -> list[EngineConfig]:
                 model_name=one.name,
                 model_aliases=tuple(one.aliases),
                 dtype=one.dtype or settings.dtype,
+                task=one.task,
                 upstreams=(),
             )
         )
