@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -167,3 +169,24 @@ async def test_with_no_upstream_left_the_reason_names_each_fault() -> None:
         finally:
             await pool.aclose()
     assert "dimension 40, expected 32" in reason and "no embedding upstream" in reason
+
+
+@pytest.mark.anyio
+async def test_a_recovered_upstream_is_admitted_without_waiting_out_its_backoff() -> None:
+    """Each failed health probe doubles the backoff (1 s .. 30 s); the first probe that
+    passes admits the upstream at once, so a gateway is ready again within one health
+    interval of its engine serving again, however long the engine was down."""
+    flaky = Behaviour()
+    with fake_upstream(flaky) as url:
+        pool = await admitted(url)
+        try:
+            flaky.mode = "500"
+            for _ in range(5):  # down for a while: the backoff has grown to 30 s
+                await pool.check_health()
+            upstream = pool.upstreams[0]
+            assert not pool.healthy() and upstream.ejected_until - time.monotonic() > 10
+            flaky.mode = "ok"
+            await pool.check_health()
+            assert pool.healthy() == [upstream] and upstream.backoff_s == 1.0
+        finally:
+            await pool.aclose()

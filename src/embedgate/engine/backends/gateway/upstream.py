@@ -197,6 +197,7 @@ class UpstreamPool:
             self._eject(upstream, UpstreamFault("another model", retryable=True), EJECT_MAX_S)
             return False
         upstream.needs_probe = False
+        upstream.ejected_until = 0.0  # passed: admitted now, not when its backoff runs out
         upstream.backoff_s = EJECT_FIRST_S
         return True
 
