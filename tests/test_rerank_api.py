@@ -14,19 +14,22 @@ import numpy as np
 import pytest
 
 from support.processes import Served, serving
-from support.rerankers import reference_cross_encoder_scores, reference_qwen3_scores
+from support.rerankers import (
+    INSTRUCTION,
+    QUERY,
+    reference_cross_encoder_scores,
+    reference_qwen3_scores,
+)
 from support.servers import wait_until
 
 pytestmark = pytest.mark.slow  # a real server with three models
 
-QUERY = "How many days of annual leave do employees get?"
 DOCUMENTS = [
     "Employees get fifteen days of annual leave per year.",
     "The VPN must be used for every connection to the internal network.",
     "年假为每年十五天，病假另计。",
     "Sick leave is ten days.",
 ]
-INSTRUCTION = "Given a question about company policy, find the passage that answers it"
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,9 @@ import pytest
 
 from embedgate.engine import EngineConfig, RerankEngine, RerankRequest, load_reranker
 from embedgate.errors import ErrorKind, ServiceError
-from support.rerankers import reference_cross_encoder_scores, reference_qwen3_scores
+from support.rerankers import QUERY, reference_cross_encoder_scores, reference_qwen3_scores
 from support.servers import wait_until
 
-QUERY = "How many days of annual leave do employees get?"
 DOCUMENTS = [
     "Employees get fifteen days of annual leave per year.",
     "The VPN must be used for every connection to the internal network.",

@@ -14,9 +14,8 @@ from embedgate.engine.backends.pair_tokenizer import PairTokenizer
 from embedgate.engine.backends.tokenizer_files import read_tokenizer_files
 from embedgate.engine.backends.torch.reranker import TorchReranker
 from embedgate.engine.rerank_spec import QWEN3_RERANK_SUFFIX, RerankSpec, read_rerank_spec
-from support.rerankers import reference_qwen3_scores
+from support.rerankers import INSTRUCTION, QUERY, reference_qwen3_scores
 
-QUERY = "How many days of annual leave do employees get?"
 DOCUMENTS = [
     "Employees get fifteen days of annual leave per year.",
     "The VPN must be used for every connection to the internal network.",
@@ -24,7 +23,6 @@ DOCUMENTS = [
     "x",
     "Annual leave: fifteen days. " * 12,
 ]
-INSTRUCTION = "Given a question about company policy, find the passage that answers it"
 
 
 def ours(model_dir: Path, spec: RerankSpec, instruction: str | None = None) -> np.ndarray:

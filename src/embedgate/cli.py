@@ -181,11 +181,9 @@ def _check_model(settings: Settings) -> bool:
 def _check_extra_models(settings: Settings) -> None:
     """The models served beside the first are rerankers today: anything else is a usage
     error at start, not a model that never becomes ready."""
-    from embedgate.config import ModelEntry
     from embedgate.engine.rerank_spec import read_rerank_spec
 
-    for entry in settings.models:
-        one = entry if isinstance(entry, ModelEntry) else ModelEntry(path=entry)
+    for one in settings.model_entries():
         path = Path(one.path)
         problem = None
         if one.task == "embed":

@@ -430,6 +430,10 @@ class Settings(BaseSettings):
             return [_upstream_url(v) if isinstance(v, str) else v for v in value]
         return value
 
+    def model_entries(self) -> list[ModelEntry]:
+        """`models` with plain paths as tables of defaults."""
+        return [m if isinstance(m, ModelEntry) else ModelEntry(path=m) for m in self.models]
+
     @field_validator("models", mode="before")
     @classmethod
     def _model_list(cls, value: Any) -> Any:

@@ -12,6 +12,9 @@ from embedgate.engine.rerank_spec import (
     qwen3_rerank_text,
 )
 
+QUERY = "How many days of annual leave do employees get?"
+INSTRUCTION = "Given a question about company policy, find the passage that answers it"
+
 
 class Qwen3Reference:
     """The Qwen3-Reranker model card's code, as published (fp32), loaded once."""

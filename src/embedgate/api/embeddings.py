@@ -16,15 +16,14 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from embedgate.api.body import read_model
-from embedgate.api.context import RequestContext, request_context
+from embedgate.api.context import RequestContext
 from embedgate.api.errors import error_response
-from embedgate.api.guard import DeferredUsage, admit
+from embedgate.api.guard import DeferredUsage, admit, fair_queue_caller
 from embedgate.api.schemas import EmbeddingsRequest, embeddings_response, is_token_ids
 from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
 from embedgate.engine.delivery import CancelFlag
 from embedgate.errors import ErrorKind, ServiceError
-from embedgate.identity import Permission, Principal
-from embedgate.security.gate import ANONYMOUS_ADMIN
+from embedgate.identity import Permission
 from embedgate.services import Services
 
 CLIENT_CLOSED_REQUEST = 499
@@ -111,7 +110,7 @@ class EmbeddingsEndpoint:
                 input_type=body.input_type,
                 instruction=body.instruction,
                 truncate=body.truncate,
-                caller=_caller(principal, request),
+                caller=fair_queue_caller(principal, request),
             )
             result = await _embed_unless_gone(engine, job, usage.charge, request.receive)
         except ServiceError:
@@ -144,11 +143,3 @@ class EmbeddingsEndpoint:
 
     def _engine_for(self, body: EmbeddingsRequest) -> EmbeddingEngine:
         return self.state.require_engine_for(body.model)
-
-
-def _caller(principal: Principal, request: Request) -> str:
-    """Whose turn it is in the fair queue: the key (or token subject); without
-    authentication, the client's address."""
-    if principal is ANONYMOUS_ADMIN:
-        return f"ip:{request_context(request.scope).client_ip}"
-    return principal.subject

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from embedgate.api.context import request_context
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Permission, Principal
-from embedgate.security.gate import Security
+from embedgate.security.gate import ANONYMOUS_ADMIN, Security
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
 METRICS_STALE_KEY_S = 3600.0  # how old a cached key may be for a scrape during an outage
@@ -134,3 +134,11 @@ class DeferredUsage:
         if not self.charged:
             self.charged = True
             await charge_usage(self.request, self.security, self.principal, None)
+
+
+def fair_queue_caller(principal: Principal, request: Request) -> str:
+    """Whose turn it is in the fair queue: the key (or token subject); without
+    authentication, the client's address."""
+    if principal is ANONYMOUS_ADMIN:
+        return f"ip:{request_context(request.scope).client_ip}"
+    return principal.subject

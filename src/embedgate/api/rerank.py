@@ -19,12 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from embedgate.api.body import read_model
 from embedgate.api.context import request_context
-from embedgate.api.guard import DeferredUsage, requires
+from embedgate.api.guard import DeferredUsage, fair_queue_caller, requires
 from embedgate.api.state import service
 from embedgate.engine import RerankRequest, Scores
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.identity import Permission, Principal
-from embedgate.security.gate import ANONYMOUS_ADMIN
 from embedgate.services import Services
 
 router = APIRouter()
@@ -85,12 +84,12 @@ async def _score(
     usage.context.audit.n_inputs = len(texts)
     try:
         engine = state.require_reranker_for(model)
-        caller = (
-            f"ip:{request_context(request.scope).client_ip}"
-            if principal is ANONYMOUS_ADMIN
-            else principal.subject
+        job = RerankRequest(
+            query=query,
+            documents=texts,
+            instruction=instruction,
+            caller=fair_queue_caller(principal, request),
         )
-        job = RerankRequest(query=query, documents=texts, instruction=instruction, caller=caller)
         return engine.name, await engine.rerank(job, admit=usage.charge)
     except ServiceError:
         await usage.charge_if_not_yet()  # refused requests count against the limit too

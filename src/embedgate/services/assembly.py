@@ -146,7 +146,9 @@ class Services:
         return self.model.engine if self.not_ready_reason() is None else None
 
     def require_engine_for(self, model: str | None) -> EmbeddingEngine:
-        if model is not None and any(r.engine and r.engine.serves(model) for r in self.rerankers):
+        served = self.model.engine
+        named_other = model is not None and not (served is not None and served.serves(model))
+        if named_other and any(r.engine and r.engine.serves(model) for r in self.rerankers):
             raise ServiceError(
                 ErrorKind.INVALID_REQUEST,
                 f"{model!r} is a reranker; embeddings come from "

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from embedgate.config import ModelEntry, Settings, Upstream
+from embedgate.config import Settings, Upstream
 from embedgate.engine import EngineConfig
 from embedgate.engine.config import UpstreamConfig
 from embedgate.security.secret_files import read_secret_file
@@ -72,8 +72,7 @@ def extra_model_configs(settings: Settings) -> list[EngineConfig]:
     and dtype over the server's engine settings (never its upstreams)."""
     base = engine_config(settings)
     configs = []
-    for entry in settings.models:
-        one = entry if isinstance(entry, ModelEntry) else ModelEntry(path=entry)
+    for one in settings.model_entries():
         configs.append(
             dataclasses.replace(
                 base,
