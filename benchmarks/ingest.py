@@ -78,7 +78,7 @@ def main() -> None:
 def run_benchmark(args: argparse.Namespace, services: Services, loop: asyncio.Runner) -> None:
     engine, kb = services.require_engine(), services.require_knowledge()
     me = Principal(subject="bench", role=Role.ADMIN)
-    kb.create_collection(me, engine, "bench")
+    kb.create_collection(me, "bench")
     rng = random.Random(7)
     files = [document(rng, i) for i in range(args.docs)]
     engine.embed_sync(EmbedRequest(["warm up"]))

@@ -123,7 +123,7 @@ def main() -> None:
             kb, engine = services.require_knowledge(), services.require_engine()
             me = Principal(subject="bench", role=Role.ADMIN)
             for name in ("scale", "ingest"):
-                kb.create_collection(me, engine, name)
+                kb.create_collection(me, name)
             queries = [
                 " ".join(random.Random(i).choices(WORDS_ZH if i % 2 else WORDS_EN, k=3))
                 for i in range(args.queries)

@@ -179,22 +179,24 @@ def _check_model(settings: Settings) -> bool:
 
 
 def _check_extra_models(settings: Settings) -> None:
-    """The models served beside the first are rerankers today: anything else is a usage
-    error at start, not a model that never becomes ready."""
+    """A model served beside the first that cannot be found, or a task its directory
+    contradicts, is a usage error at start, not a model that never becomes ready."""
     from embedgate.engine.rerank_spec import read_rerank_spec
 
     for one in settings.model_entries():
         path = Path(one.path)
         problem = None
-        if one.task == "embed":
-            problem = "a second embedding model cannot be served yet (task = embed)"
+        if path.suffix.lower() == ".gguf":
+            if one.task == "rerank":
+                problem = "rerankers run on PyTorch: give a model directory, not a GGUF file"
+            elif not path.is_file():
+                problem = "no such GGUF file"
         elif not (path / "config.json").is_file():
             problem = "not a model directory (no config.json)"
-        elif read_rerank_spec(path, name=one.name or one.path, told=one.task == "rerank") is None:
+        elif one.task == "rerank" and read_rerank_spec(path, name=one.name, told=True) is None:
             problem = (
-                "not a reranker (a *ForSequenceClassification cross-encoder, or a Qwen3 model "
-                "named Qwen3-Reranker; give it a name with 'Reranker' if it is one); a second "
-                "embedding model cannot be served yet"
+                "task = rerank, but it is not a reranker (a *ForSequenceClassification "
+                "cross-encoder, or a Qwen3 model)"
             )
         if problem is not None:
             typer.echo(f"embedgate: --model {one.path}: {problem}", err=True)

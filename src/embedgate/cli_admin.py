@@ -59,6 +59,7 @@ def create(
     name: Annotated[str, typer.Option(help="What the key is for.")],
     role: Annotated[str, typer.Option(help="reader, writer, admin or monitor (/metrics only).")],
     collections: Annotated[str | None, typer.Option(help="Limit to collections a,b.")] = None,
+    models: Annotated[str | None, typer.Option(help="Limit to served models a,b.")] = None,
     expires_in: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d or 12h.")] = None,
     rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,
     tpm: Annotated[int | None, typer.Option(help="Input tokens per minute.")] = None,
@@ -76,6 +77,7 @@ def create(
                 role,
                 actor="cli",
                 collections=[c for c in collections.split(",") if c] if collections else None,
+                models=[m for m in models.split(",") if m] if models else None,
                 expires_in=parse_duration(expires_in) if expires_in else None,
                 rpm=rpm,
                 tpm=tpm,
@@ -94,7 +96,9 @@ def list_keys(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "name", "role", "key", "collections", "expires", "active", "last used")
+    table = Table(
+        "id", "name", "role", "key", "collections", "models", "expires", "active", "last used"
+    )
     with _service(config, data_dir) as service:
         entries = service.list()
     for entry in entries:
@@ -104,6 +108,7 @@ def list_keys(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
             entry["role"],
             entry["key"],
             ",".join(entry["collections"]) if entry["collections"] is not None else "*",
+            ",".join(entry["models"]) if entry["models"] is not None else "*",
             entry["expires_at"] or "-",
             "yes" if entry["active"] else "no",
             entry["last_used_at"] or "-",

@@ -102,7 +102,6 @@ class LocalBackend:
         self._stack = ExitStack()
         services, self._loop = self._stack.enter_context(open_services_sync(settings))
         try:
-            self.engine = services.require_engine()
             self.kb = services.require_knowledge()
             self.services = services
         except BaseException:
@@ -111,7 +110,7 @@ class LocalBackend:
         self.me = Principal(subject="cli", role=Role.ADMIN)
 
     def create(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.kb.create_collection(self.me, self.engine, name, **body)
+        return self.kb.create_collection(self.me, name, **body)
 
     def upload(self, name: str, path: Path) -> dict[str, Any]:
         return self.kb.upload(self.me, name, path.name, path.read_bytes())
@@ -126,10 +125,10 @@ class LocalBackend:
         options = body.pop("rerank", None)
         if options is not None:
             body["reranker"] = self.services.require_reranker_for(options.get("model"))
-        return self._loop.run(self.kb.search(self.me, self.engine, name, **body))
+        return self._loop.run(self.kb.search(self.me, name, **body)).hits
 
     def reindex(self, name: str, body: dict[str, Any]) -> Mapping[str, Any]:
-        return self.kb.start_reindex(self.me, self.engine, name, body.get("model"))
+        return self.kb.start_reindex(self.me, name, body.get("model"))
 
     def close(self) -> None:
         self._stack.close()
@@ -181,12 +180,16 @@ def create(
     chunk_tokens: Annotated[int | None, typer.Option(help="Chunk size in tokens.")] = None,
     chunk_overlap: Annotated[int | None, typer.Option(help="Overlap in tokens.")] = None,
     dimensions: Annotated[int | None, typer.Option(help="Stored dimensions (Qwen3 MRL).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="A served embedding model (default: the server's first).")
+    ] = None,
     server: ServerOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Create a collection."""
+    """Create a collection; its documents and queries are embedded with its model."""
     backend = _backend(server, data_dir)
     body = {
+        "model": model,
         "description": description,
         "chunk_tokens": chunk_tokens,
         "chunk_overlap": chunk_overlap,
@@ -292,14 +295,18 @@ def search(
 def reindex(
     name: str,
     model: Annotated[
-        str | None, typer.Option(help="Check that the server embeds with this model.")
+        str | None,
+        typer.Option(
+            help="Move the collection to this served embedding model (default: its own "
+            "model when served, else the server's first)."
+        ),
     ] = None,
     server: ServerOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Re-embed every chunk into a new index with the server's model and current schema;
-    search keeps using the old index until the switch. Also upgrades collections made by
-    an earlier embedgate."""
+    """Re-embed every chunk into a new index generation (with --model, with a new model)
+    and the current schema; searches keep using the old generation and its model until the
+    switch, then the new one. Also upgrades collections made by an earlier embedgate."""
     backend = _backend(server, data_dir)
     try:
         job = backend.reindex(name, {"model": model} if model else {})

@@ -61,6 +61,24 @@ class ModelEntry(BaseModel):
     task: Literal["embed", "rerank"] | None = None  # None: read from the directory
     dtype: Literal["float32", "bfloat16"] | None = None  # None: the server's `dtype`
     aliases: list[str] = Field(default_factory=list)
+    # this model's own limits; None: the server's setting of the same name
+    max_input_tokens: int | None = Field(default=None, ge=8)
+    max_batch_tokens: int | None = Field(default=None, ge=64)
+    max_inputs_per_request: int | None = Field(default=None, ge=1)
+    max_request_tokens: int | None = Field(default=None, ge=1)
+    max_queued_tokens: int | None = Field(default=None, ge=1)
+    max_queue_seconds: float | None = Field(default=None, gt=0)
+
+
+# the limits a `[[models]]` table may set for its model alone
+MODEL_LIMITS = (
+    "max_input_tokens",
+    "max_batch_tokens",
+    "max_inputs_per_request",
+    "max_request_tokens",
+    "max_queued_tokens",
+    "max_queue_seconds",
+)
 
 
 def _upstream_url(value: str) -> str:
@@ -280,6 +298,9 @@ class Settings(BaseSettings):
     jwt_role_claim: str = Field(default="role", description="Claim holding the role.")
     jwt_collections_claim: str = Field(
         default="collections", description="Claim holding the granted collections (a list)."
+    )
+    jwt_models_claim: str = Field(
+        default="models", description="Claim holding the models the caller may use (a list)."
     )
     jwt_leeway_s: float = Field(default=30, ge=0, le=60, description="Clock skew allowed.")
     jwks_ttl_s: float = Field(default=300, ge=1, description="How long JWKS keys are trusted.")

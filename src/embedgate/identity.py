@@ -39,6 +39,7 @@ class Principal:
     subject: str  # key id, or "jwt:<sub>"
     role: Role
     collections: tuple[str, ...] | None = None  # None = every collection
+    models: tuple[str, ...] | None = None  # None = every served model
     rpm: int | None = None
     tpm: int | None = None
     via: str = "key"  # "key" or "jwt"
@@ -48,3 +49,7 @@ class Principal:
 
     def may_see(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections
+
+    def may_use(self, names: tuple[str, ...]) -> bool:
+        """Whether it may use the model known by these names (its name and aliases)."""
+        return self.models is None or any(name in self.models for name in names)

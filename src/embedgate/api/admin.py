@@ -29,6 +29,7 @@ class CreateKey(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     role: str
     collections: list[str] | None = None
+    models: list[str] | None = None  # served model names it may use; None: every model
     expires_in: str | None = None
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
@@ -68,6 +69,7 @@ async def create_key(
             body.role,
             actor=admin.subject,
             collections=body.collections,
+            models=body.models,
             expires_in=expires,
             rpm=body.rpm,
             tpm=body.tpm,
@@ -150,14 +152,18 @@ async def usage(
     since: str | None = None,
     bucket: Literal["hour", "day"] | None = None,
 ) -> dict[str, Any]:
-    """Requests, input tokens and 4xx / 5xx answers per key, from the audit log; with
-    `bucket`, also per hour or day (`series`, oldest first)."""
+    """Requests, input tokens and 4xx / 5xx answers per key, from the audit log, with the
+    requests and tokens per model (`models`); with `bucket`, also per hour or day
+    (`series`, oldest first)."""
     records = await asyncio.to_thread(
         functools.partial(_audit(state).query, since=since, limit=10**9)
     )
     cut = {"hour": 13, "day": 10}.get(bucket or "", 0)  # "2026-12-03T09" / "2026-12-03"
     totals: dict[str, dict[str, int]] = defaultdict(_usage_counts)
     series: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(_usage_counts))
+    per_model: dict[str, dict[str, dict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: {"requests": 0, "tokens": 0})
+    )
     for record in records:
         if record.get("kind") != "request" or not record.get("key_id"):
             continue
@@ -171,9 +177,13 @@ async def usage(
             entry["tokens"] += int(record.get("n_tokens") or 0)
             entry["errors_4xx"] += 400 <= status < 500
             entry["errors_5xx"] += status >= 500
+        if record.get("model"):
+            by_model = per_model[key_id][str(record["model"])]
+            by_model["requests"] += 1
+            by_model["tokens"] += int(record.get("n_tokens") or 0)
     data = []
     for key_id, counts in sorted(totals.items()):
-        row: dict[str, Any] = {"key_id": key_id, **counts}
+        row: dict[str, Any] = {"key_id": key_id, **counts, "models": dict(per_model[key_id])}
         if cut:
             row["series"] = [{"t": t, **series[key_id][t]} for t in sorted(series[key_id])]
         data.append(row)

@@ -27,6 +27,7 @@ class AuditCounts:
     n_tokens: int | None = None
     dimensions: int | None = None
     user: str | None = None
+    model: str | None = None  # the served model that answered (embeddings, rerank, search)
 
 
 @dataclass(slots=True)

@@ -103,7 +103,8 @@ class EmbeddingsEndpoint:
         usage = DeferredUsage(state.security, request, principal)
         try:
             body = await self._read(request, usage.context)
-            engine = self._engine_for(body)
+            engine = self.state.require_engine_for(body.model, principal)
+            usage.context.audit.model = engine.name
             job = EmbedRequest(
                 inputs=body.input,
                 dimensions=body.dimensions,
@@ -118,7 +119,7 @@ class EmbeddingsEndpoint:
             raise
         if result is None:
             return CLIENT_CLOSED_REQUEST, b""
-        state.metrics.embedded(len(result.vectors), result.prompt_tokens)
+        state.metrics.embedded(engine.name, len(result.vectors), result.prompt_tokens)
         payload = embeddings_response(
             result.vectors, engine.name, result.prompt_tokens, body.encoding_format
         )
@@ -140,6 +141,3 @@ class EmbeddingsEndpoint:
         audit = context.audit
         audit.n_inputs, audit.dimensions, audit.user = len(body.input), body.dimensions, body.user
         return body
-
-    def _engine_for(self, body: EmbeddingsRequest) -> EmbeddingEngine:
-        return self.state.require_engine_for(body.model)

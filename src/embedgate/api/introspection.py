@@ -44,17 +44,22 @@ async def who_am_i(principal: Principal = requires(Permission.SEARCH)) -> dict[s
         "role": principal.role.value,
         "permissions": sorted(p.value for p in ROLE_PERMISSIONS[principal.role]),
         "collections": list(principal.collections) if principal.collections is not None else None,
+        "models": list(principal.models) if principal.models is not None else None,
         "rpm": principal.rpm,
         "tpm": principal.tpm,
     }
 
 
-@router.post("/tokenize", dependencies=[requires(Permission.EMBED)])
-async def tokenize(request: Request, state: Services = Depends(service)) -> dict[str, Any]:
+@router.post("/tokenize")
+async def tokenize(
+    request: Request,
+    state: Services = Depends(service),
+    principal: Principal = requires(Permission.EMBED),
+) -> dict[str, Any]:
     body: TokenizeRequest = await read_model(
         request, TokenizeRequest, state.settings.max_json_depth
     )
-    engine = state.require_engine_for(body.model)
+    engine = state.require_engine_for(body.model, principal)
     job = EmbedRequest(
         inputs=body.input,
         input_type=body.input_type,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.responses import JSONResponse
 
 from embedgate.api.body import read_model
+from embedgate.api.context import request_context
 from embedgate.api.guard import requires
 from embedgate.api.state import service
 from embedgate.errors import ErrorKind, ServiceError
@@ -35,6 +36,7 @@ class CreateCollection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    model: str | None = None  # a served embedding model; None: the default model
     description: str = ""
     chunk_tokens: StrictInt | None = None
     chunk_overlap: StrictInt | None = None
@@ -85,13 +87,13 @@ async def create_collection(
     body: CreateCollection = await read_model(
         request, CreateCollection, state.settings.max_json_depth
     )
-    kb, engine = state.require_knowledge(), state.require_engine()
+    kb = state.require_knowledge()
     created = await asyncio.to_thread(
         functools.partial(
             kb.create_collection,
             principal,
-            engine,
             body.name,
+            model=body.model,
             description=body.description,
             chunk_tokens=body.chunk_tokens,
             chunk_overlap=body.chunk_overlap,
@@ -127,8 +129,8 @@ async def reindex_collection(
     principal: Principal = requires(Permission.ADMIN),
 ) -> JSONResponse:
     body: Reindex = await read_model(request, Reindex, state.settings.max_json_depth)
-    kb, engine = state.require_knowledge(), state.require_engine()
-    job = await asyncio.to_thread(kb.start_reindex, principal, engine, name, body.model)
+    kb = state.require_knowledge()
+    job = await asyncio.to_thread(kb.start_reindex, principal, name, body.model)
     return JSONResponse(job, status_code=202)
 
 
@@ -238,10 +240,9 @@ async def search(
     principal: Principal = requires(Permission.SEARCH),
 ) -> dict[str, Any]:
     body: SearchRequest = await read_model(request, SearchRequest, state.settings.max_json_depth)
-    kb, engine = state.require_knowledge(), state.require_engine()
-    hits = await kb.search(
+    kb = state.require_knowledge()
+    found = await kb.search(
         principal,
-        engine,
         name,
         query=body.query,
         top_k=body.top_k,
@@ -250,10 +251,18 @@ async def search(
         model=body.model,
         dimensions=body.dimensions,
         weights=body.weights.model_dump() if body.weights is not None else None,
-        reranker=state.require_reranker_for(body.rerank.model) if body.rerank else None,
+        reranker=state.require_reranker_for(body.rerank.model, principal) if body.rerank else None,
         candidates=body.rerank.candidates if body.rerank else None,
     )
+    request_context(request.scope).audit.model = found.model
     # the terms the lexical side searched for (jieba for Chinese), so a client can highlight
     # exactly what matched
     terms = list(dict.fromkeys(shared_analyzer().terms(body.query)))
-    return {"object": "list", "data": hits, "mode": body.mode, "query_terms": terms}
+    return {
+        "object": "list",
+        "data": found.hits,
+        "mode": body.mode,
+        "query_terms": terms,
+        "model": found.model,  # the model that embedded the query (the collection's)
+        "generation": found.generation,  # the collection's index generation that answered
+    }

@@ -153,6 +153,7 @@ class AuditStep:
             "n_tokens": counts.n_tokens,
             "dimensions": counts.dimensions,
             "user": counts.user,
+            "model": counts.model,
         }
 
 

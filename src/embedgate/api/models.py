@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 
 from embedgate.api.guard import requires
 from embedgate.api.state import service
+from embedgate.engine import EmbeddingEngine
 from embedgate.identity import Permission
 from embedgate.services import Services
 
@@ -16,7 +17,33 @@ router = APIRouter()
 
 @router.get("/v1/models", dependencies=[requires(Permission.SEARCH)])
 async def list_models(state: Services = Depends(service)) -> dict[str, Any]:
-    engine = state.require_engine()
+    default = state.require_engine()
+    data = [_embedding_entry(default, default=True, ready=True)]
+    for supervisor in state.embedders:
+        if supervisor.engine is not None:  # still loading (or failed: /ready says why)
+            ready = supervisor.not_ready_reason() is None
+            data.append(_embedding_entry(supervisor.engine, default=False, ready=ready))
+    for reranker_supervisor in state.rerankers:
+        reranker = reranker_supervisor.engine
+        if reranker is None:
+            continue
+        data.append(
+            {
+                "id": reranker.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "embedgate",
+                "aliases": list(reranker.aliases),
+                "task": "rerank",
+                "kind": reranker.spec.kind,  # qwen3 | cross-encoder
+                "max_input_tokens": reranker.max_input_tokens,
+                "ready": reranker_supervisor.not_ready_reason() is None,
+            }
+        )
+    return {"object": "list", "data": data}
+
+
+def _embedding_entry(engine: EmbeddingEngine, *, default: bool, ready: bool) -> dict[str, Any]:
     spec = engine.spec
     entry: dict[str, Any] = {
         "id": engine.name,
@@ -30,28 +57,12 @@ async def list_models(state: Services = Depends(service)) -> dict[str, Any]:
         "pooling": spec.pooling,
         "family": spec.family,
         "task": "embed",
+        "default": default,  # what a request that names no model (or an unknown one) gets
+        "ready": ready,
     }
     described = engine.describe()
     if described.quantization is not None:  # a GGUF file
         entry["quantization"] = described.quantization
     if described.fingerprint is not None:  # gateway mode: what the upstreams serve
         entry["fingerprint"] = described.fingerprint
-    data = [entry]
-    for supervisor in state.rerankers:
-        reranker = supervisor.engine
-        if reranker is None:  # still loading (or failed: /ready says why)
-            continue
-        data.append(
-            {
-                "id": reranker.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "embedgate",
-                "aliases": list(reranker.aliases),
-                "task": "rerank",
-                "kind": reranker.spec.kind,  # qwen3 | cross-encoder
-                "max_input_tokens": reranker.max_input_tokens,
-                "ready": supervisor.not_ready_reason() is None,
-            }
-        )
-    return {"object": "list", "data": data}
+    return entry

@@ -83,7 +83,8 @@ async def _score(
     usage = DeferredUsage(state.security, request, principal)
     usage.context.audit.n_inputs = len(texts)
     try:
-        engine = state.require_reranker_for(model)
+        engine = state.require_reranker_for(model, principal)
+        usage.context.audit.model = engine.name
         job = RerankRequest(
             query=query,
             documents=texts,

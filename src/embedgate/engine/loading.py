@@ -49,6 +49,19 @@ def resolve_model(model: str | None, name: str | None, aliases: list[str]) -> Mo
     return ModelSource(_fetch_from_hub(model), name or model, tuple(aliases))
 
 
+def served_name(model: str | None, name: str | None) -> str:
+    """The name a model will be served under, known before it loads (its metrics' label);
+    the same rule as `resolve_model`, without touching the hub."""
+    if name:
+        return name
+    if not model:
+        return BUNDLED_MODEL_NAME
+    local = Path(model).expanduser()
+    if local.suffix.lower() == ".gguf":
+        return local.stem
+    return local.resolve().name if local.is_dir() else model
+
+
 def _fetch_from_hub(model_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download

@@ -7,6 +7,7 @@ Grants are enforced here, for every call: a caller limited to other collections 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import re
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from embedgate.identity import Principal
 from embedgate.knowledge.analysis import script_language
 from embedgate.knowledge.coverage import WARN_ABOVE, check_same_model, uncovered_share
 from embedgate.knowledge.ingest import REINDEX_DOCUMENT, IngestRunner
-from embedgate.knowledge.naming import legacy_store_name, store_name_for
+from embedgate.knowledge.naming import generation_of, legacy_store_name, store_name_for
 from embedgate.knowledge.parsers import ParseLimits, check_upload
 from embedgate.knowledge.reindex import Reindexer
 from embedgate.knowledge.vector_store import FusionWeights, Hit, VectorStore
@@ -78,12 +79,38 @@ class AdminAudit(Protocol):
     """Where destructive and admin actions are recorded (the security layer's audit log).
     Recording raises when it cannot be done, and then the action does not happen."""
 
-    def admin(self, action: str, *, actor: str, target: str | None, before: Any = None) -> None: ...
+    def admin(
+        self, action: str, *, actor: str, target: str | None, before: Any = None, after: Any = None
+    ) -> None: ...
+
+
+class Embedders(Protocol):
+    """The served embedding models: the engine serving `model` (None: the default model),
+    ready now and granted to `principal`'s key, or a ServiceError (503 while it loads or
+    restarts, 404 when none answers to the name, 403 when the key may not use it)."""
+
+    def __call__(
+        self, model: str | None, principal: Principal | None = None
+    ) -> EmbeddingEngine: ...
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The hits and where they came from: the model that embedded the query and the
+    collection's store generation that answered (one of each, never a mix)."""
+
+    hits: list[dict[str, Any]]
+    model: str | None  # None for a lexical search
+    generation: int
 
 
 class KnowledgeBase:
     """The knowledge base's rules for every surface (HTTP, the in-process CLI, the console's
-    API calls): each admin action is recorded here, before it is carried out, whoever asks."""
+    API calls): each admin action is recorded here, before it is carried out, whoever asks.
+
+    A collection remembers the model that embedded it; its uploads and queries are embedded
+    with that model, whichever model is the server's default, so a collection can move to a
+    new model (`start_reindex`) while both are served and every other collection stays."""
 
     def __init__(
         self,
@@ -92,6 +119,8 @@ class KnowledgeBase:
         runner: IngestRunner,
         defaults: Defaults,
         limits: ParseLimits,
+        *,
+        engines: Embedders,
         audit: AdminAudit | None = None,
     ) -> None:
         self.catalog = catalog
@@ -99,19 +128,46 @@ class KnowledgeBase:
         self.runner = runner
         self.defaults = defaults
         self.limits = limits
+        self.engines = engines
         self.audit = audit
 
-    def _record(self, action: str, principal: Principal, target: str, before: Any = None) -> None:
+    def engine_of(
+        self, info: CollectionInfo, principal: Principal, *, asked: str | None = None
+    ) -> EmbeddingEngine:
+        """The engine that embedded the collection (a 409 naming the way out when this server
+        does not serve it), checked against the model a request names and, in gateway mode,
+        the upstream model's fingerprint."""
+        try:
+            engine = self.engines(info.model, principal)
+        except ServiceError as exc:
+            if exc.kind is not ErrorKind.MODEL_NOT_FOUND:
+                raise
+            raise ServiceError(
+                ErrorKind.CONFLICT,
+                f"collection {info.name!r} was embedded with {info.model!r}, which this server "
+                f"does not serve; serve it beside the new model (--model), or reindex the "
+                f"collection with a served one (`embedgate kb reindex {info.name} --model "
+                "NAME`): mixing vectors from different models is refused",
+                "model",
+            ) from None
+        check_same_model(engine, info, asked)
+        return engine
+
+    def _record(
+        self, action: str, principal: Principal, target: str, before: Any = None, after: Any = None
+    ) -> None:
         if self.audit is not None:
-            self.audit.admin(action, actor=principal.subject, target=target, before=before)
+            self.audit.admin(
+                action, actor=principal.subject, target=target, before=before, after=after
+            )
 
     # --- collections -------------------------------------------------------------------------
     def create_collection(
         self,
         principal: Principal,
-        engine: EmbeddingEngine,
         name: str,
         *,
+        model: str | None = None,
         description: str = "",
         chunk_tokens: int | None = None,
         chunk_overlap: int | None = None,
@@ -140,6 +196,7 @@ class KnowledgeBase:
                 "chunk_overlap must be 0 to half of chunk_tokens",
                 "chunk_overlap",
             )
+        engine = self.engines(model, principal)
         engine.check_dimensions(dimensions)
         info = CollectionInfo(
             name=name,
@@ -177,7 +234,7 @@ class KnowledgeBase:
         warnings = []
         if info.store_name is None:
             warnings.append(rebuild_needed(name).message)
-        uncovered = uncovered_share(self.runner.current_engine(), languages)
+        uncovered = uncovered_share(self.runner.engine_if_ready(info.model), languages)
         if uncovered > WARN_ABOVE:
             warnings.append(
                 f"{uncovered:.0%} of the chunks are in a language the model {info.model!r} does "
@@ -308,25 +365,42 @@ class KnowledgeBase:
         self.catalog.set_fusion(name, fusion)
         return self.describe(principal, name)
 
-    def start_reindex(
-        self, principal: Principal, engine: EmbeddingEngine, name: str, model: str | None = None
-    ) -> JobRow:
-        """Rebuild the collection's index with the server's model, in the background;
-        search keeps serving the current index until the switch."""
+    def start_reindex(self, principal: Principal, name: str, model: str | None = None) -> JobRow:
+        """Rebuild the collection's index in the background with `model` (default: the
+        collection's own model when served, else the server's default model); search keeps
+        serving the current index, with its own model, until the switch."""
         info = self.get(principal, name)
-        if model is not None and model != engine.name:
+        try:
+            if model is not None:
+                engine = self.engines(model, principal)
+            else:
+                try:
+                    engine = self.engines(info.model, principal)
+                except ServiceError as exc:
+                    if exc.kind is not ErrorKind.MODEL_NOT_FOUND:
+                        raise
+                    engine = self.engines(None, principal)
+        except ServiceError as exc:
+            if exc.kind is not ErrorKind.MODEL_NOT_FOUND:
+                raise
             raise ServiceError(
                 ErrorKind.CONFLICT,
-                f"this server runs {engine.name!r}; start it with --model {model} to reindex "
-                "with that model",
+                f"this server does not serve {model!r}; start it with --model {model} (beside "
+                "the current model) to reindex with that model",
                 "model",
-            )
+            ) from None
         if any(
             j["collection"] == name and j["document_id"] == REINDEX_DOCUMENT
             for j in self.catalog.unfinished_jobs()
         ):
             raise ServiceError(ErrorKind.CONFLICT, f"collection {name!r} is being reindexed")
-        self._record("collection.reindex", principal, name)
+        self._record(
+            "collection.reindex",
+            principal,
+            name,
+            before={"model": info.model, "generation": generation_of(info.store_name)},
+            after={"model": engine.name},
+        )
         job_id = new_id("job")
         self.catalog.add_job(job_id, document_id=REINDEX_DOCUMENT, collection=name)
         self.catalog.update_job(job_id, status="running", stage="reindexing")
@@ -364,7 +438,6 @@ class KnowledgeBase:
     async def search(
         self,
         principal: Principal,
-        engine: EmbeddingEngine,
         name: str,
         *,
         query: str,
@@ -376,12 +449,12 @@ class KnowledgeBase:
         weights: dict[str, float] | None = None,
         reranker: RerankEngine | None = None,
         candidates: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """The best `top_k` chunks for `query`. With a `reranker`, the best `candidates` of
-        the search are rescored with it and ordered by that score (`rerank_score`)."""
+    ) -> SearchResult:
+        """The best `top_k` chunks for `query`, the query embedded with the collection's own
+        model. With a `reranker`, the best `candidates` of the search are rescored with it
+        and ordered by that score (`rerank_score`)."""
         info = self.get(principal, name)
-        store = self.store_of(info)
-        check_same_model(engine, info, model)
+        self.store_of(info)
         if dimensions is not None and dimensions != info.dimensions:
             raise ServiceError(
                 ErrorKind.INVALID_DIMENSIONS,
@@ -400,43 +473,35 @@ class KnowledgeBase:
                     f"rerank.candidates must be from top_k ({top_k}) to 200",
                     "rerank.candidates",
                 )
-        depth = pool * 2 + 10  # documents still indexing are filtered out below
-        vector: list[float] | None = None
-        fusion = FusionWeights()
-        if mode != "lexical":
-            dims = None if info.dimensions == engine.spec.native_dimensions else info.dimensions
-            request = EmbedRequest(
-                [query],
-                dimensions=dims,
-                input_type="query",
-                instruction=instruction if engine.spec.takes_instructions else None,
-                caller=principal.subject,
-            )
-            vector = (await engine.embed(request)).vectors[0].tolist()
-            fusion = fusion_for(
-                query=query, covers=engine.spec.covers, configured=weights or info.fusion
-            )
-
-        def run(collection: str) -> list[Hit]:
-            if mode == "lexical":
-                return self.store.lexical(collection, query, depth)
-            assert vector is not None
-            if mode == "dense":
-                return self.store.dense(collection, vector, depth)
-            return self.store.hybrid(collection, vector, query, depth, fusion)
-
+        query_options = _Query(
+            text=query,
+            mode=mode,
+            depth=pool * 2 + 10,  # documents still indexing are filtered out below
+            instruction=instruction,
+            weights=weights,
+            caller=principal.subject,
+        )
+        model_check = model if mode != "lexical" else None
         try:
-            hits = await asyncio.to_thread(run, store)
+            hits, used = await self._search_generation(info, query_options, principal, model_check)
         except Exception:
             # a reindex switched generations (and dropped this one) under the search: the
-            # catalog names the new one; anything else is a real failure
+            # catalog names the new one, perhaps with a new model: the query is embedded
+            # again with it, so the answer comes from one model and one generation
             current = await asyncio.to_thread(self.catalog.collection, name)
-            if current is None or current.store_name in (None, store):
+            if current is None or current.store_name in (None, info.store_name):
                 raise
-            hits = await asyncio.to_thread(run, current.store_name)
+            hits, used = await self._search_generation(
+                current, query_options, principal, model_check
+            )
         found = await asyncio.to_thread(self._present, name, hits, pool)
+        result = SearchResult(
+            hits=found[:top_k],
+            model=used.model if mode != "lexical" else None,
+            generation=generation_of(used.store_name),
+        )
         if reranker is None or not found:
-            return found[:top_k]
+            return result
         scores = await reranker.rerank(
             RerankRequest(
                 query=query,
@@ -447,7 +512,42 @@ class KnowledgeBase:
         )
         for hit, score in zip(found, scores.scores, strict=True):
             hit["rerank_score"] = round(float(score), 6)
-        return sorted(found, key=lambda hit: -hit["rerank_score"])[:top_k]
+        ranked = sorted(found, key=lambda hit: -hit["rerank_score"])[:top_k]
+        return dataclasses.replace(result, hits=ranked)
+
+    async def _search_generation(
+        self, info: CollectionInfo, query: _Query, principal: Principal, asked: str | None
+    ) -> tuple[list[Hit], CollectionInfo]:
+        """One store generation searched, its query embedded with that generation's model."""
+        store = self.store_of(info)
+        vector: list[float] | None = None
+        fusion = FusionWeights()
+        if query.mode != "lexical":
+            engine = self.engine_of(info, principal, asked=asked)
+            native = engine.spec.native_dimensions
+            request = EmbedRequest(
+                [query.text],
+                dimensions=None if info.dimensions == native else info.dimensions,
+                input_type="query",
+                instruction=query.instruction if engine.spec.takes_instructions else None,
+                caller=query.caller,
+            )
+            vector = (await engine.embed(request)).vectors[0].tolist()
+            fusion = fusion_for(
+                query=query.text,
+                covers=engine.spec.covers,
+                configured=query.weights or info.fusion,
+            )
+
+        def run() -> list[Hit]:
+            if query.mode == "lexical":
+                return self.store.lexical(store, query.text, query.depth)
+            assert vector is not None
+            if query.mode == "dense":
+                return self.store.dense(store, vector, query.depth)
+            return self.store.hybrid(store, vector, query.text, query.depth, fusion)
+
+        return await asyncio.to_thread(run), info
 
     def _present(self, name: str, hits: list[Hit], top_k: int) -> list[dict[str, Any]]:
         """Only chunks of ready documents, with their file names (one catalog query for the
@@ -472,6 +572,18 @@ class KnowledgeBase:
             for h in hits
             if h.document_id in ready
         ][:top_k]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Query:
+    """One search's query and options, as each store generation it runs on needs them."""
+
+    text: str
+    mode: Mode
+    depth: int
+    instruction: str | None
+    weights: dict[str, float] | None
+    caller: str
 
 
 def _rounded(score: float | None) -> float | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import queue
 import threading
@@ -62,6 +63,7 @@ class Prepared:
     language: str
     pages: int
     cancel: Cancellation
+    model: str  # the model that embedded `vectors` (the collection's at the time)
 
 
 class Stopped(Exception):
@@ -85,7 +87,7 @@ class IngestRunner:
         self,
         catalog: Catalog,
         store: VectorStore,
-        engine: Callable[[], EmbeddingEngine | None],
+        engine: Callable[[str], EmbeddingEngine | None],
         settings: IngestSettings,
         parser: ParseWorker | None = None,
     ) -> None:
@@ -174,8 +176,12 @@ class IngestRunner:
         if job.cancel.cancelled:
             raise JobCancelled
 
-    def current_engine(self) -> EmbeddingEngine | None:
-        return self._engine()
+    def engine_if_ready(self, model: str) -> EmbeddingEngine | None:
+        """The engine serving `model` when it can take work now, else None."""
+        try:
+            return self._engine(model)
+        except ServiceError:
+            return None
 
     def recover(self) -> list[str]:
         """Clean up and re-queue jobs a crash left unfinished; returns their ids."""
@@ -261,19 +267,35 @@ class IngestRunner:
             finally:
                 self._finished()
 
-    def _wait_for_engine(self) -> EmbeddingEngine:
+    def _wait_for_engine(self, collection: CollectionInfo) -> EmbeddingEngine:
+        """The engine of the collection's model, once it can take work (a model this server
+        does not serve fails the job with the way out)."""
         while True:
-            engine = self._engine()
+            try:
+                engine = self._engine(collection.model)
+            except ServiceError as exc:
+                if exc.kind is not ErrorKind.MODEL_NOT_FOUND:
+                    raise
+                raise ServiceError(
+                    ErrorKind.CONFLICT,
+                    f"collection {collection.name!r} was embedded with {collection.model!r}, "
+                    "which this server does not serve; serve it beside the new model or "
+                    f"reindex the collection (`embedgate kb reindex {collection.name} --model "
+                    "NAME`)",
+                    "model",
+                ) from None
             if engine is not None:
                 return engine
             if self._stopping.wait(0.2):
                 raise Stopped
 
-    def _embed(self, request: EmbedRequest, cancel: Cancellation) -> Embeddings:
+    def _embed(
+        self, request: EmbedRequest, cancel: Cancellation, collection: CollectionInfo
+    ) -> Embeddings:
         """One batch; while the model process is being replaced the job pauses and resumes
         (it does not fail), until the runner stops or the job is called off."""
         while True:
-            engine = self._wait_for_engine()
+            engine = self._wait_for_engine(collection)
             try:
                 return engine.embed_sync(request, cancel=cancel)
             except concurrent.futures.CancelledError:
@@ -363,7 +385,7 @@ class IngestRunner:
         del data
         yield
         self._check(job)
-        engine = self._wait_for_engine()
+        engine = self._wait_for_engine(collection)
         self._check_model(engine, collection)
         self._stage(job.job_id, "chunking", 0.05)
         room = engine.max_content_tokens
@@ -375,27 +397,13 @@ class IngestRunner:
         )
         if not chunks:
             raise ServiceError(ErrorKind.INVALID_REQUEST, "the document has no text to index")
-        dims = (
-            None
-            if collection.dimensions == engine.spec.native_dimensions
-            else collection.dimensions
-        )
         vectors = np.empty((len(chunks), collection.dimensions), dtype=np.float32)
         tokens = 0
         for start in range(0, len(chunks), EMBED_BATCH):
             yield
             self._check(job)
             batch = chunks[start : start + EMBED_BATCH]
-            result = self._embed(
-                EmbedRequest(
-                    [c.text for c in batch],
-                    dimensions=dims,
-                    input_type="document",
-                    truncate=True,
-                    caller=f"ingest:{collection.name}",  # ingest takes turns with the API
-                ),
-                job.cancel,
-            )
+            result = self._embed_batch(batch, collection, engine, job.cancel)
             vectors[start : start + len(batch)] = result.vectors
             tokens += result.prompt_tokens
             self._stage(job.job_id, "embedding", 0.05 + 0.8 * (start + len(batch)) / len(chunks))
@@ -409,7 +417,37 @@ class IngestRunner:
             language=script_language(parsed.text),
             pages=len(parsed.pages),
             cancel=job.cancel,
+            model=collection.model,
         )
+
+    def _embed_batch(
+        self,
+        batch: list[Chunk],
+        collection: CollectionInfo,
+        engine: EmbeddingEngine,
+        cancel: Cancellation,
+    ) -> Embeddings:
+        native = engine.spec.native_dimensions
+        request = EmbedRequest(
+            [c.text for c in batch],
+            dimensions=None if collection.dimensions == native else collection.dimensions,
+            input_type="document",
+            truncate=True,
+            caller=f"ingest:{collection.name}",  # ingest takes turns with the API
+        )
+        return self._embed(request, cancel, collection)
+
+    def _embedded_again(self, prepared: Prepared, collection: CollectionInfo) -> Prepared:
+        """The collection moved to another model (a reindex switched) after this document
+        was embedded: its chunks are embedded again with the collection's model now, so no
+        generation ever holds vectors of two models."""
+        engine = self._wait_for_engine(collection)
+        vectors = np.empty((len(prepared.chunks), collection.dimensions), dtype=np.float32)
+        for start in range(0, len(prepared.chunks), EMBED_BATCH):
+            batch = prepared.chunks[start : start + EMBED_BATCH]
+            result = self._embed_batch(batch, collection, engine, prepared.cancel)
+            vectors[start : start + len(batch)] = result.vectors
+        return dataclasses.replace(prepared, vectors=vectors, model=collection.model)
 
     def _store(self, prepared: Prepared) -> None:
         job_id, doc_id, chunks = prepared.job_id, prepared.doc_id, prepared.chunks
@@ -419,6 +457,8 @@ class IngestRunner:
             return
         store = info.store_name
         self._stage(job_id, "storing", 0.9)
+        if prepared.model != info.model:
+            prepared = self._embedded_again(prepared, info)
         near = find_near_duplicates(
             self.store,
             store,
@@ -472,7 +512,7 @@ class IngestRunner:
             return
         self.outcomes.count("succeeded")
         log.info("document indexed", extra={"document_id": doc_id, "chunks": len(chunks)})
-        engine = self._engine()
+        engine = self.engine_if_ready(info.model)
         if engine is not None and not engine.spec.covers(prepared.language):
             self.coverage.check(info.name, engine, self.catalog.chunks_by_language(info.name))
 

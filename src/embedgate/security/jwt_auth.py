@@ -37,6 +37,7 @@ class JwtConfig:
     jwks_url: str | None = None
     role_claim: str = "role"
     collections_claim: str = "collections"
+    models_claim: str = "models"
     leeway: float = 30.0
     jwks_ttl: float = 300.0
     jwks_refresh_interval: float = 30.0
@@ -143,8 +144,16 @@ class JwtVerifier:
         collections: tuple[str, ...] | None = None
         if isinstance(raw, list):
             collections = tuple(str(c) for c in raw)
+        raw_models = claims.get(self.config.models_claim)
+        models = tuple(str(m) for m in raw_models) if isinstance(raw_models, list) else None
         subject = str(claims.get("sub", "unknown"))[:200]
-        return Principal(subject=f"jwt:{subject}", role=role, collections=collections, via="jwt")
+        return Principal(
+            subject=f"jwt:{subject}",
+            role=role,
+            collections=collections,
+            models=models,
+            via="jwt",
+        )
 
 
 def looks_like_jwt(token: str) -> bool:

@@ -40,6 +40,7 @@ class KeyView(TypedDict):
     role: str
     key: str  # prefix and last four characters only
     collections: list[str] | None
+    models: list[str] | None
     cidrs: list[str]
     rpm: int | None
     tpm: int | None
@@ -64,6 +65,7 @@ def public_view(record: KeyRecord, now: datetime | None = None) -> KeyView:
         role=record.role,
         key=keys.redact(record.id, record.last4),
         collections=list(record.collections) if record.collections is not None else None,
+        models=list(record.models) if record.models is not None else None,
         cidrs=list(record.cidrs),
         rpm=record.rpm,
         tpm=record.tpm,
@@ -108,6 +110,7 @@ class KeyService:
         *,
         actor: str,
         collections: list[str] | None = None,
+        models: list[str] | None = None,
         expires_in: timedelta | None = None,
         rpm: int | None = None,
         tpm: int | None = None,
@@ -118,6 +121,7 @@ class KeyService:
             name,
             role,
             collections=collections,
+            models=models,
             expires_in=expires_in,
             rpm=rpm,
             tpm=tpm,
@@ -136,6 +140,7 @@ class KeyService:
         role: str,
         *,
         collections: list[str] | None,
+        models: list[str] | None,
         expires_in: timedelta | None,
         rpm: int | None,
         tpm: int | None,
@@ -158,6 +163,8 @@ class KeyService:
                 networks.append(str(ipaddress.ip_network(cidr, strict=False)))
             except ValueError:
                 raise _bad(f"{cidr!r} is not an IP network (e.g. 10.0.0.0/8)", "cidrs") from None
+        if models is not None and not all(isinstance(m, str) and 0 < len(m) <= 200 for m in models):
+            raise _bad("models must be model names (1 to 200 characters each)", "models")
         now = datetime.now(UTC)
         key_id, key = keys.generate_key()
         record = KeyRecord(
@@ -168,6 +175,7 @@ class KeyService:
             last4=key[-4:],
             created_at=now,
             collections=tuple(collections) if collections is not None else None,
+            models=tuple(models) if models is not None else None,
             cidrs=tuple(networks),
             expires_at=now + expires_in if expires_in else None,
             rpm=rpm,
@@ -214,6 +222,7 @@ class KeyService:
             old.name,
             old.role,
             collections=list(old.collections) if old.collections is not None else None,
+            models=list(old.models) if old.models is not None else None,
             expires_in=remaining,
             rpm=old.rpm,
             tpm=old.tpm,
@@ -321,6 +330,7 @@ class KeyService:
             subject=record.id,
             role=Role(record.role),
             collections=record.collections,
+            models=record.models,
             rpm=record.rpm,
             tpm=record.tpm,
         )

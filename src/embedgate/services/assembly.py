@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar, overload
 
 from sqlalchemy import Engine
 
@@ -24,9 +24,11 @@ from embedgate import __version__
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine, EngineConfig, RerankEngine, load_engine, load_reranker
 from embedgate.engine.backend import BackendHealth
+from embedgate.engine.loading import served_name
 from embedgate.engine.scheduler import SchedulerObserver
 from embedgate.engine.selftest import run_rerank_self_test, run_self_test
 from embedgate.errors import ErrorKind, ServiceError
+from embedgate.identity import Principal
 from embedgate.knowledge.base import KnowledgeBase
 from embedgate.knowledge.job_queue import JobOutcomes
 from embedgate.knowledge.vector_store import VectorStore
@@ -37,7 +39,7 @@ from embedgate.services.engine import engine_config, extra_model_configs
 from embedgate.services.knowledge import build_knowledge, open_vector_store
 from embedgate.services.metrics import Metrics
 from embedgate.services.model import EngineFactory, ModelSupervisor
-from embedgate.services.scrape import ServiceSnapshot
+from embedgate.services.scrape import ModelState, ServiceSnapshot
 from embedgate.services.security import build_security, ensure_first_admin_key
 from embedgate.services.storage import open_configured_database
 from embedgate.storage.database import ping
@@ -71,30 +73,53 @@ class Services:
     bootstrap_key_file: Path | None = None
     knowledge: KnowledgeBase | None = None
     knowledge_error: str = "starting"
-    model: ModelSupervisor[EmbeddingEngine] = field(init=False)
+    model: ModelSupervisor[EmbeddingEngine] = field(init=False)  # the default model
+    embedders: list[ModelSupervisor[EmbeddingEngine]] = field(init=False)  # served beside it
     rerankers: list[ModelSupervisor[RerankEngine]] = field(init=False)
     storage_error: str | None = None  # the database probe's last failure, or None
 
     def __post_init__(self) -> None:
-        self.model = ModelSupervisor(
-            engine_config(self.settings),
-            observer=self.metrics,
-            check=run_self_test,
-            self_test=self.settings.self_test,
-        )
+        self.model = self._supervisor(engine_config(self.settings), task="embed")
+        extras = extra_model_configs(self.settings)
+        self.embedders = [
+            self._supervisor(config, task="embed") for config in extras if config.task != "rerank"
+        ]
         self.rerankers = [
-            ModelSupervisor(
+            self._supervisor(config, task="rerank") for config in extras if config.task == "rerank"
+        ]
+        self.metrics.ready.set_function(lambda: float(self.not_ready_reason() is None))
+        self.metrics.watch(self.snapshot)
+
+    @overload
+    def _supervisor(
+        self, config: EngineConfig, *, task: Literal["embed"]
+    ) -> ModelSupervisor[EmbeddingEngine]: ...
+    @overload
+    def _supervisor(
+        self, config: EngineConfig, *, task: Literal["rerank"]
+    ) -> ModelSupervisor[RerankEngine]: ...
+    def _supervisor(
+        self, config: EngineConfig, *, task: Literal["embed", "rerank"]
+    ) -> ModelSupervisor[EmbeddingEngine] | ModelSupervisor[RerankEngine]:
+        """One served model's supervisor, with its own metrics series (the `model` label)."""
+        name = served_name(config.model, config.model_name)
+        observer = self.metrics.for_model(name, max_queued_tokens=config.max_queued_tokens)
+        if task == "rerank":
+            return ModelSupervisor(
                 config,
-                observer=self.metrics,
+                name=name,
+                observer=observer,
                 check=run_rerank_self_test,
                 task="rerank",
                 self_test=self.settings.self_test,
             )
-            for config in extra_model_configs(self.settings)
-        ]
-        self.metrics.ready.set_function(lambda: float(self.not_ready_reason() is None))
-        self.metrics.queue_max_tokens.set(self.settings.max_queued_tokens)
-        self.metrics.watch(self.snapshot)
+        return ModelSupervisor(
+            config,
+            name=name,
+            observer=observer,
+            check=run_self_test,
+            self_test=self.settings.self_test,
+        )
 
     def snapshot(self) -> ServiceSnapshot:
         """The state Prometheus reads at each scrape (services/scrape.py)."""
@@ -107,15 +132,28 @@ class Services:
         jobs = self.knowledge.runner.outcomes if self.knowledge is not None else JobOutcomes()
         health = engine.health() if engine is not None else BackendHealth()
         fingerprint = engine.describe().fingerprint if engine is not None else None
+        supervisors: list[ModelSupervisor[EmbeddingEngine] | ModelSupervisor[RerankEngine]]
+        supervisors = [*self.embedding_models(), *self.rerankers]
+        models = []
+        for supervisor in supervisors:
+            served = supervisor.engine
+            state = served.health() if served is not None else BackendHealth()
+            models.append(
+                ModelState(
+                    name=supervisor.name,
+                    task=supervisor.task,
+                    ready=served is not None and supervisor.not_ready_reason() is None,
+                    restarts=state.restarts,
+                    restart_failures=state.restart_failures,
+                    pid=state.model_pid,
+                )
+            )
         return ServiceSnapshot(
             version=__version__,
             mode="gateway" if self.settings.upstreams else "local",
             model=engine.name if engine is not None else (self.settings.model_name or ""),
             fingerprint=fingerprint or "",
-            model_ready=engine is not None and self.model.not_ready_reason() is None,
-            model_restarts=health.restarts,
-            model_restart_failures=health.restart_failures,
-            model_pid=health.model_pid,
+            models=models,
             audit_failing=audit is not None and audit.failing is not None,
             audit_write_failures=audit.write_failures if audit is not None else 0,
             storage_up=storage,
@@ -141,26 +179,70 @@ class Services:
             return f"the audit log cannot be written ({self.audit.failing})"
         return self.model.not_ready_reason()
 
-    def ready_engine(self) -> EmbeddingEngine | None:
-        """The engine while it can take work now (the ingest runner pauses otherwise)."""
-        return self.model.engine if self.not_ready_reason() is None else None
+    def embedding_models(self) -> list[ModelSupervisor[EmbeddingEngine]]:
+        """The default embedding model first, then those served beside it."""
+        return [self.model, *self.embedders]
 
-    def require_engine_for(self, model: str | None) -> EmbeddingEngine:
-        served = self.model.engine
-        named_other = model is not None and not (served is not None and served.serves(model))
-        if named_other and any(r.engine and r.engine.serves(model) for r in self.rerankers):
+    def require_engine_for(
+        self, model: str | None, principal: Principal | None = None
+    ) -> EmbeddingEngine:
+        """The embedding model a request names (the default when it names none), ready now
+        and one the caller's key may use; or a 503 while it loads or restarts, a 400 naming
+        a reranker, a 404 for a name no model here answers to, a 403 for a model the key is
+        not granted."""
+        if model is None:
+            return _granted(principal, self.model.require())
+        for supervisor in self.embedding_models():
+            engine = supervisor.engine
+            if engine is not None and engine.serves(model):
+                return _granted(principal, supervisor.require())
+        for supervisor in self.embedding_models():
+            if supervisor.engine is None:  # still loading: it may be the one named
+                return supervisor.require_for(model)
+        if any(r.engine and r.engine.serves(model) for r in self.rerankers):
             raise ServiceError(
                 ErrorKind.INVALID_REQUEST,
-                f"{model!r} is a reranker; embeddings come from "
-                f"{self.model.config.model_name or 'the embedding model'} (POST /v1/rerank "
-                "scores documents with it)",
+                f"{model!r} is a reranker; embeddings come from {self.embedding_names()} "
+                "(POST /v1/rerank scores documents with it)",
                 "model",
             )
-        return self.model.require_for(model)
+        raise ServiceError(
+            ErrorKind.MODEL_NOT_FOUND,
+            f"The model {model!r} does not exist here; this server embeds with "
+            f"{self.embedding_names()} (see GET /v1/models)",
+            "model",
+        )
 
-    def require_reranker_for(self, model: str | None) -> RerankEngine:
+    def ready_engine_for(self, model: str) -> EmbeddingEngine | None:
+        """For background work (ingest): the engine serving `model` while it and the server
+        can take work now, None while they cannot yet; a ServiceError (`model_not_found`)
+        once every model has loaded and none answers to the name."""
+        if self.not_ready_reason() is not None:
+            return None
+        loading = False
+        for supervisor in self.embedding_models():
+            engine = supervisor.engine
+            if engine is None:
+                loading = True
+            elif engine.serves(model):
+                return engine if supervisor.not_ready_reason() is None else None
+        if loading:
+            return None
+        raise ServiceError(
+            ErrorKind.MODEL_NOT_FOUND,
+            f"{model!r} is not served here (this server embeds with {self.embedding_names()})",
+            "model",
+        )
+
+    def embedding_names(self) -> list[str]:
+        return [s.engine.name for s in self.embedding_models() if s.engine is not None]
+
+    def require_reranker_for(
+        self, model: str | None, principal: Principal | None = None
+    ) -> RerankEngine:
         """The reranker a request names (the first served one when it names none), or a
-        clear 4xx: no reranker served, an embedding model named, an unknown name."""
+        clear 4xx: no reranker served, an embedding model named, an unknown name, a model
+        the caller's key is not granted."""
         if not self.rerankers:
             raise ServiceError(
                 ErrorKind.MODEL_NOT_FOUND,
@@ -169,13 +251,12 @@ class Services:
                 "model",
             )
         if model is None:
-            return self.rerankers[0].require()
+            return _granted(principal, self.rerankers[0].require())
         for supervisor in self.rerankers:
             engine = supervisor.engine
             if engine is not None and engine.serves(model):
-                return supervisor.require()
-        embedding = self.model.engine
-        if embedding is not None and model in (embedding.name, *embedding.aliases):
+                return _granted(principal, supervisor.require())
+        if any(s.engine and s.engine.serves(model) for s in self.embedding_models()):
             raise ServiceError(
                 ErrorKind.INVALID_REQUEST,
                 f"{model!r} is an embedding model; rerank with one of "
@@ -194,14 +275,9 @@ class Services:
 
     def model_states(self) -> dict[str, str]:
         """Each served model's readiness ("ready" or why not), for /ready's body."""
-        states: dict[str, str] = {}
         supervisors: list[ModelSupervisor[EmbeddingEngine] | ModelSupervisor[RerankEngine]]
-        supervisors = [self.model, *self.rerankers]
-        for supervisor in supervisors:
-            engine = supervisor.engine
-            name = engine.name if engine is not None else (supervisor.config.model or "default")
-            states[name] = supervisor.not_ready_reason() or "ready"
-        return states
+        supervisors = [*self.embedding_models(), *self.rerankers]
+        return {s.name: s.not_ready_reason() or "ready" for s in supervisors}
 
     def require_engine(self) -> EmbeddingEngine:
         return self.model.require()
@@ -268,6 +344,12 @@ class Services:
                     watchdog = asyncio.create_task(self.model.watch())
                     stack.push_async_callback(_cancel, watchdog)
                 loaders = [loader]
+                for embedder in self.embedders:
+                    loading = asyncio.create_task(embedder.bring_up(factory))
+                    loaders.append(loading)
+                    stack.push_async_callback(_stop_supervised, embedder, loading)
+                    if watch:
+                        stack.push_async_callback(_cancel, asyncio.create_task(embedder.watch()))
                 for reranker in self.rerankers:
                     load = functools.partial(load_reranker, one_shot=one_shot)
                     loading = asyncio.create_task(reranker.bring_up(load))
@@ -277,7 +359,10 @@ class Services:
                         stack.push_async_callback(_cancel, asyncio.create_task(reranker.watch()))
                 if model == "wait":  # every model, so a command can use any of them
                     await asyncio.shield(asyncio.gather(*loaders))
-                    reasons = [s.reason for s in self.rerankers if not s.ready]
+                    extras: list[
+                        ModelSupervisor[EmbeddingEngine] | ModelSupervisor[RerankEngine]
+                    ] = [*self.embedders, *self.rerankers]
+                    reasons = [s.reason for s in extras if not s.ready]
                     if not self.model.ready:
                         reasons.insert(0, self.model.reason)
                     if reasons:
@@ -310,7 +395,8 @@ class Services:
             self.settings,
             database=_opened(self.database),
             store=opened,
-            engine=self.ready_engine,
+            engines=self.require_engine_for,
+            ready_engine=self.ready_engine_for,
             audit=self.audit,
         )
         runner = self.knowledge.runner
@@ -415,6 +501,21 @@ def open_services_sync(
         runner.close()
 
 
+Served = TypeVar("Served", EmbeddingEngine, RerankEngine)
+
+
+def _granted(principal: Principal | None, engine: Served) -> Served:
+    """The engine, when the caller's key may use its model (keys limited to named models)."""
+    if principal is not None and not principal.may_use((engine.name, *engine.aliases)):
+        raise ServiceError(
+            ErrorKind.FORBIDDEN,
+            f"this key may not use the model {engine.name!r} (it is limited to "
+            f"{list(principal.models or ())})",
+            "model",
+        )
+    return engine
+
+
 def _opened(database: Engine | None) -> Engine:
     assert database is not None, "the database opens first"
     return database
@@ -442,7 +543,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def _stop_supervised(
-    supervisor: ModelSupervisor[RerankEngine], loader: asyncio.Task[None]
+    supervisor: ModelSupervisor[EmbeddingEngine] | ModelSupervisor[RerankEngine],
+    loader: asyncio.Task[None],
 ) -> None:
     supervisor.ready = False
     await _cancel(loader)

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from embedgate.config import Settings, Upstream
+from embedgate.config import MODEL_LIMITS, Settings, Upstream
 from embedgate.engine import EngineConfig
 from embedgate.engine.config import UpstreamConfig
+from embedgate.engine.rerank_spec import read_rerank_spec
 from embedgate.security.secret_files import read_secret_file
 
 
@@ -68,8 +69,9 @@ _TRANSLATED: dict[str, Callable[[Settings], Any]] = {
 
 
 def extra_model_configs(settings: Settings) -> list[EngineConfig]:
-    """The engines of the models served beside `model`: each entry's path, name, aliases
-    and dtype over the server's engine settings (never its upstreams)."""
+    """The engines of the models served beside `model`: each entry's path, name, aliases,
+    dtype and limits over the server's engine settings (never its upstreams), with its task
+    (`embed` or `rerank`) settled: the entry's own, else read from the model directory."""
     base = engine_config(settings)
     configs = []
     for one in settings.model_entries():
@@ -80,8 +82,17 @@ def extra_model_configs(settings: Settings) -> list[EngineConfig]:
                 model_name=one.name,
                 model_aliases=tuple(one.aliases),
                 dtype=one.dtype or settings.dtype,
-                task=one.task,
+                task=one.task or model_task(Path(one.path), name=one.name),
                 upstreams=(),
+                **{limit: getattr(one, limit) for limit in MODEL_LIMITS if getattr(one, limit)},
             )
         )
     return configs
+
+
+def model_task(path: Path, *, name: str | None = None) -> str:
+    """`rerank` for a cross-encoder or a Qwen3 model named a reranker, else `embed` (a GGUF
+    file or a directory that cannot be read is left for loading to report)."""
+    if not (path / "config.json").is_file():
+        return "embed"
+    return "rerank" if read_rerank_spec(path, name=name or path.name) is not None else "embed"

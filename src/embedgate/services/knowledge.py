@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine
-from embedgate.knowledge.base import AdminAudit, Defaults, KnowledgeBase
+from embedgate.knowledge.base import AdminAudit, Defaults, Embedders, KnowledgeBase
 from embedgate.knowledge.ingest import IngestRunner, IngestSettings
 from embedgate.knowledge.parse_worker import ParseWorker
 from embedgate.knowledge.parsers import ParseLimits
@@ -40,7 +40,8 @@ def build_knowledge(
     *,
     database: Engine,
     store: VectorStore,
-    engine: Callable[[], EmbeddingEngine | None],
+    engines: Embedders,
+    ready_engine: Callable[[str], EmbeddingEngine | None],
     audit: AdminAudit | None = None,
 ) -> KnowledgeBase:
     """Not started: the caller starts the runner, and stops it before closing the store."""
@@ -48,7 +49,7 @@ def build_knowledge(
     runner = IngestRunner(
         Catalog(database),
         store,
-        engine,
+        ready_engine,
         IngestSettings(
             uploads=settings.data_dir / "uploads",
             parse_limits=limits,
@@ -58,4 +59,12 @@ def build_knowledge(
         ParseWorker(memory_limit=settings.kb_parse_memory_mb * 1024 * 1024),
     )
     defaults = Defaults(settings.kb_chunk_tokens, settings.kb_chunk_overlap)
-    return KnowledgeBase(runner.catalog, runner.store, runner, defaults, limits, audit)
+    return KnowledgeBase(
+        runner.catalog,
+        runner.store,
+        runner,
+        defaults,
+        limits,
+        engines=engines,
+        audit=audit,
+    )

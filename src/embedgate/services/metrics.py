@@ -27,7 +27,8 @@ TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
 class Metrics:
-    """Request, queue and batch metrics; also the engine scheduler's observer."""
+    """Request, queue and batch metrics; `for_model` gives each served model's scheduler
+    its observer."""
 
     def __init__(self) -> None:
         # `_created` series double every counter and no rule reads them
@@ -49,44 +50,57 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        model = ["model"]  # each served model's own series
         self.tokens = Counter(
-            "embedgate_input_tokens", "Input tokens embedded (what usage reports).", registry=r
+            "embedgate_input_tokens",
+            "Input tokens embedded (what usage reports).",
+            model,
+            registry=r,
         )
-        self.inputs = Counter("embedgate_inputs", "Inputs embedded.", registry=r)
+        self.inputs = Counter("embedgate_inputs", "Inputs embedded.", model, registry=r)
         self.queue_items = Gauge(
-            "embedgate_queue_items", "Inputs waiting for the model.", registry=r
+            "embedgate_queue_items", "Inputs waiting for the model.", model, registry=r
         )
         self.queue_tokens = Gauge(
-            "embedgate_queue_tokens", "Tokens waiting for the model.", registry=r
+            "embedgate_queue_tokens", "Tokens waiting for the model.", model, registry=r
         )
         self.batch_rows = Histogram(
-            "embedgate_batch_size", "Inputs per forward pass.", buckets=SIZE_BUCKETS, registry=r
+            "embedgate_batch_size",
+            "Inputs per forward pass.",
+            model,
+            buckets=SIZE_BUCKETS,
+            registry=r,
         )
         self.batch_tokens = Histogram(
             "embedgate_batch_tokens",
             "Real tokens per forward pass.",
+            model,
             buckets=TOKEN_BUCKETS,
             registry=r,
         )
         self.padded_tokens = Counter(
             "embedgate_batch_padded_tokens",
             "Padded tokens computed (rows x padded length).",
+            model,
             registry=r,
         )
         self.forward_seconds = Histogram(
             "embedgate_forward_duration_seconds",
             "Time in one forward pass.",
+            model,
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.retried_counter = Counter(
             "embedgate_lost_pass_inputs_retried",
             "Inputs rerun alone because their forward pass was lost to a dying model process.",
+            model,
             registry=r,
         )
         self.dropped_counter = Counter(
             "embedgate_dropped_inputs",
             "Inputs dropped because their client disconnected.",
+            model,
             registry=r,
         )
         self.ready = Gauge(
@@ -97,6 +111,7 @@ class Metrics:
         self.queue_max_tokens = Gauge(
             "embedgate_queue_max_tokens",
             "Tokens the queue admits before it answers 429 (max_queued_tokens).",
+            model,
             registry=r,
         )
         for route in KEY_ROUTES:
@@ -118,28 +133,51 @@ class Metrics:
         if api:
             self.recent.request(status, seconds)
 
-    def embedded(self, inputs: int, tokens: int) -> None:
-        self.tokens.inc(tokens)
-        self.inputs.inc(inputs)
+    def embedded(self, model: str, inputs: int, tokens: int) -> None:
+        self.tokens.labels(model).inc(tokens)
+        self.inputs.labels(model).inc(inputs)
         self.recent.tokens(tokens)
 
-    # --- SchedulerObserver ---------------------------------------------------------------
-    def queue_changed(self, items: int, tokens: int) -> None:
-        self.recent.queue(items)
-        self.queue_items.set(items)
-        self.queue_tokens.set(tokens)
-
-    def batch_done(self, rows: int, tokens: int, padded_tokens: int, seconds: float) -> None:
-        self.batch_rows.observe(rows)
-        self.batch_tokens.observe(tokens)
-        self.padded_tokens.inc(padded_tokens)
-        self.forward_seconds.observe(seconds)
-
-    def dropped(self, items: int) -> None:
-        self.dropped_counter.inc(items)
-
-    def retried_alone(self, items: int) -> None:
-        self.retried_counter.inc(items)
+    def for_model(self, name: str, *, max_queued_tokens: int) -> ModelMetrics:
+        """The scheduler observer of one served model: its queue and passes, labelled with
+        its name, so several models in one server never overwrite each other's gauges."""
+        self.queue_max_tokens.labels(name).set(max_queued_tokens)
+        for family in (self.tokens, self.inputs, self.queue_items, self.queue_tokens):
+            family.labels(name)  # exported at 0 before the first request
+        return ModelMetrics(self, name)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ModelMetrics:
+    """One served model's `SchedulerObserver`: the shared families, this model's series."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self.model = model
+        self._queue_items = metrics.queue_items.labels(model)
+        self._queue_tokens = metrics.queue_tokens.labels(model)
+        self._rows = metrics.batch_rows.labels(model)
+        self._tokens = metrics.batch_tokens.labels(model)
+        self._padded = metrics.padded_tokens.labels(model)
+        self._forward = metrics.forward_seconds.labels(model)
+        self._dropped = metrics.dropped_counter.labels(model)
+        self._retried = metrics.retried_counter.labels(model)
+        self._recent = metrics.recent
+
+    def queue_changed(self, items: int, tokens: int) -> None:
+        self._recent.queue(items)
+        self._queue_items.set(items)
+        self._queue_tokens.set(tokens)
+
+    def batch_done(self, rows: int, tokens: int, padded_tokens: int, seconds: float) -> None:
+        self._rows.observe(rows)
+        self._tokens.observe(tokens)
+        self._padded.inc(padded_tokens)
+        self._forward.observe(seconds)
+
+    def dropped(self, items: int) -> None:
+        self._dropped.inc(items)
+
+    def retried_alone(self, items: int) -> None:
+        self._retried.inc(items)

@@ -51,12 +51,14 @@ class ModelSupervisor(Generic[E]):
         self,
         config: EngineConfig,
         *,
+        name: str,
         observer: SchedulerObserver,
         check: Callable[[E], SelfTestResult],
         task: str = "embed",
         self_test: bool = True,
     ) -> None:
         self.config = config
+        self.name = name  # what it is served as (its metrics' label), known before it loads
         self.observer = observer
         self.check = check  # the task's self-test (vectors or scores)
         self.task = task

@@ -34,17 +34,26 @@ class ServiceSnapshot:
 
     version: str
     mode: str  # "local" (a model in this server) or "gateway"
-    model: str = ""  # the served model's name; "" until it is known
+    model: str = ""  # the default model's name; "" until it is known
     fingerprint: str = ""  # gateway mode: the hash naming the upstreams' vectors
-    model_ready: bool = False
-    model_restarts: int = 0
-    model_restart_failures: int = 0
-    model_pid: int | None = None  # the model's own process, where it has one
+    models: list[ModelState] = field(default_factory=list)  # every served model
     audit_failing: bool = False
     audit_write_failures: int = 0
     storage_up: dict[str, bool] = field(default_factory=dict)  # configured stores only
     ingest_jobs: dict[str, int] = field(default_factory=dict)  # outcome -> jobs ended so
     upstreams: list[UpstreamStats] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelState:
+    """One served model at one scrape."""
+
+    name: str
+    task: str  # embed | rerank
+    ready: bool = False
+    restarts: int = 0
+    restart_failures: int = 0
+    pid: int | None = None  # the model's own process, where it has one
 
 
 Snapshot = Callable[[], ServiceSnapshot]
@@ -64,19 +73,8 @@ class ServiceCollector(Collector):
             {"version": s.version, "model": s.model, "fingerprint": s.fingerprint, "mode": s.mode},
         )
         yield build
+        yield from _model_families(s.models)
         simple: list[tuple[type[GaugeMetricFamily | CounterMetricFamily], str, str, float]] = [
-            (GaugeMetricFamily, "embedgate_model_ready",
-             "1 while the model can take passes (its process is up and passed the self-test).",
-             float(s.model_ready)),
-            (CounterMetricFamily, "embedgate_model_restarts",
-             "Times the model process died and a replacement started serving.",
-             s.model_restarts),
-            (CounterMetricFamily, "embedgate_model_restart_failures",
-             "Attempts to start a replacement model process that failed (each is retried).",
-             s.model_restart_failures),
-            (GaugeMetricFamily, "embedgate_model_process_resident_bytes",
-             "Resident memory of the model's own process (0 where the model runs in-process).",
-             _resident_bytes(s.model_pid)),
             (GaugeMetricFamily, "embedgate_audit_failing",
              "1 while the audit log cannot be written.", float(s.audit_failing)),
             (CounterMetricFamily, "embedgate_audit_write_failures",
@@ -101,6 +99,36 @@ class ServiceCollector(Collector):
             jobs.add_metric([outcome], count)
         yield jobs
         yield from _upstream_families(s.upstreams)
+
+
+def _model_families(models: list[ModelState]) -> Iterator[Metric]:
+    """Per served model: readiness, restarts, failed restarts, its process's memory."""
+    ready = GaugeMetricFamily(
+        "embedgate_model_ready",
+        "1 while the model can take passes (its process is up and passed the self-test).",
+        labels=["model", "task"],
+    )
+    restarts = CounterMetricFamily(
+        "embedgate_model_restarts",
+        "Times the model process died and a replacement started serving.",
+        labels=["model"],
+    )
+    failures = CounterMetricFamily(
+        "embedgate_model_restart_failures",
+        "Attempts to start a replacement model process that failed (each is retried).",
+        labels=["model"],
+    )
+    resident = GaugeMetricFamily(
+        "embedgate_model_process_resident_bytes",
+        "Resident memory of the model's own process (0 where the model runs in-process).",
+        labels=["model"],
+    )
+    for m in models:
+        ready.add_metric([m.name, m.task], float(m.ready))
+        restarts.add_metric([m.name], m.restarts)
+        failures.add_metric([m.name], m.restart_failures)
+        resident.add_metric([m.name], _resident_bytes(m.pid))
+    yield from (ready, restarts, failures, resident)
 
 
 def _resident_bytes(pid: int | None) -> float:

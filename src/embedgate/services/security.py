@@ -117,6 +117,7 @@ def jwt_verifier(settings: Settings) -> JwtVerifier | None:
             jwks_url=settings.jwt_jwks_url,
             role_claim=settings.jwt_role_claim,
             collections_claim=settings.jwt_collections_claim,
+            models_claim=settings.jwt_models_claim,
             leeway=settings.jwt_leeway_s,
             jwks_ttl=settings.jwks_ttl_s,
             jwks_refresh_interval=settings.jwks_refresh_interval_s,

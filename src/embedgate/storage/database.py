@@ -45,6 +45,7 @@ def _v4(conn: Connection) -> None:
     audit_backlog.create(conn, checkfirst=True)
 
 
+_V7_COLUMNS = {"api_keys": {"models": "JSON"}}
 _V6_COLUMNS = {"kb_collections": {"fingerprint": "VARCHAR(32)"}}
 _V5_COLUMNS = {
     "kb_collections": {"store_name": "VARCHAR(120)", "fusion": "JSON"},
@@ -73,6 +74,11 @@ def _v6(conn: Connection) -> None:
     _add_columns(conn, _V6_COLUMNS)
 
 
+def _v7(conn: Connection) -> None:
+    """Several models in one server: keys limited to named models."""
+    _add_columns(conn, _V7_COLUMNS)
+
+
 # append only: a released step never changes, a schema change is a new step
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
@@ -81,6 +87,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (4, _v4),
     (5, _v5),
     (6, _v6),
+    (7, _v7),
 ]
 
 

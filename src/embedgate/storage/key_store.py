@@ -31,6 +31,7 @@ class KeyRecord:
     rpm: int | None = None
     tpm: int | None = None
     rotated_from: str | None = None
+    models: tuple[str, ...] | None = None  # None: every served model
 
     def active(self, now: datetime) -> bool:
         if self.revoked_at is not None and self.revoked_at <= now:
@@ -83,6 +84,7 @@ class SqlKeyStore:
             rpm=m["rpm"],
             tpm=m["tpm"],
             rotated_from=m["rotated_from"],
+            models=tuple(m["models"]) if m["models"] is not None else None,
         )
 
     def add(self, record: KeyRecord) -> None:
@@ -101,6 +103,7 @@ class SqlKeyStore:
         values = {**record.__dict__}
         values["collections"] = list(record.collections) if record.collections is not None else None
         values["cidrs"] = list(record.cidrs)
+        values["models"] = list(record.models) if record.models is not None else None
         return values
 
     def get(self, key_id: str) -> KeyRecord | None:

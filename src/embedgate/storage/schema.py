@@ -57,6 +57,7 @@ api_keys = Table(
     Column("rpm", Integer, nullable=True),
     Column("tpm", Integer, nullable=True),
     Column("rotated_from", String(32), nullable=True),
+    Column("models", JSON, nullable=True),  # the models it may use; NULL: every model
 )
 
 kb_collections = Table(

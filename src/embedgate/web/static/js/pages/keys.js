@@ -11,6 +11,7 @@ export function render(root) {
     name: h("input", { id: "key-name", required: true, maxlength: 200 }),
     role: h("select", { id: "key-role" }, ["reader", "writer", "admin", "monitor"].map((r) => h("option", { value: r }, t(`role.${r}`)))),
     collections: h("input", { id: "key-collections", placeholder: t("keys.all_collections") }),
+    models: h("input", { id: "key-models", placeholder: t("keys.all_models") }),
     expires_in: h("input", { id: "key-expires", placeholder: "90d" }),
     rpm: h("input", { id: "key-rpm", type: "number", min: 1 }),
     tpm: h("input", { id: "key-tpm", type: "number", min: 1 }),
@@ -23,6 +24,7 @@ export function render(root) {
     h("label", {}, t("keys.name"), fields.name),
     h("label", {}, t("keys.role"), fields.role),
     h("label", {}, t("keys.collections"), fields.collections),
+    h("label", {}, t("keys.models"), fields.models),
     h("label", {}, t("keys.expires"), fields.expires_in),
     h("label", {}, "RPM", fields.rpm),
     h("label", {}, "TPM", fields.tpm),
@@ -35,6 +37,7 @@ export function render(root) {
   async function create() {
     const body = { name: fields.name.value.trim(), role: fields.role.value };
     if (fields.collections.value.trim()) body.collections = split(fields.collections.value);
+    if (fields.models.value.trim()) body.models = split(fields.models.value);
     if (fields.expires_in.value.trim()) body.expires_in = fields.expires_in.value.trim();
     if (fields.rpm.value) body.rpm = Number(fields.rpm.value);
     if (fields.tpm.value) body.tpm = Number(fields.tpm.value);
@@ -102,6 +105,7 @@ export function render(root) {
         { label: t("keys.name"), cell: (k) => k.name },
         { label: t("keys.role"), cell: (k) => t(`role.${k.role}`) },
         { label: t("keys.collections"), cell: (k) => (k.collections ? k.collections.join(", ") : t("keys.all")) },
+        { label: t("keys.models"), cell: (k) => (k.models ? k.models.join(", ") : t("keys.all")) },
         { label: t("keys.expires"), cell: (k) => fmtTime(k.expires_at) },
         { label: t("keys.last_used"), cell: (k) => fmtTime(k.last_used_at) },
         { label: t("keys.state"), cell: (k) => h("span", { class: `status ${k.active ? "ready" : "failed"}` }, k.revoked_at ? t("keys.state_revoked") : k.active ? t("keys.state_active") : t("keys.state_expired")) },

@@ -1,5 +1,6 @@
-// Search playground: one query, the three modes side by side, query terms highlighted
-// (the server returns the terms it searched for, cut by the same jieba analyzer).
+// Search playground: one query, the three modes side by side (and hybrid reranked by a served
+// reranker, when there is one), query terms highlighted (the server returns the terms it
+// searched for, cut by the same jieba analyzer), each column naming the model that answered.
 import { enc, get, post } from "../api.js";
 import { clear, h } from "../dom.js";
 import { t } from "../i18n.js";
@@ -12,12 +13,15 @@ export function render(root) {
   const query = h("input", { id: "search-query", type: "search", required: true, maxlength: 8192, placeholder: t("search.query_hint") });
   const topK = h("input", { id: "search-top-k", type: "number", min: 1, max: 100, value: "5" });
   const instruction = h("input", { id: "search-instruction", type: "text", placeholder: t("search.instruction_hint") });
+  const reranker = h("select", { id: "search-reranker", "aria-label": t("search.reranker") }, h("option", { value: "" }, t("search.no_rerank")));
+  const rerankLabel = h("label", { hidden: true }, t("search.reranker"), reranker);
   const columns = h("div", { class: "columns three" });
   const form = h("form", { class: "card form-grid", on: { submit: (e) => { e.preventDefault(); run(); } } },
     h("label", {}, t("search.collection"), collection),
     h("label", { class: "wide" }, t("search.query"), query),
     h("label", {}, t("search.top_k"), topK),
     h("label", { class: "wide" }, t("search.instruction"), instruction),
+    rerankLabel,
     h("button", { type: "submit", id: "search-run" }, t("search.run")));
   root.append(form, columns);
 
@@ -25,16 +29,27 @@ export function render(root) {
     clear(collection, list.data.map((c) => h("option", { value: c.name }, c.name)));
     if (!list.data.length) clear(columns, h("p", { class: "muted" }, t("search.no_collections")));
   }).catch((error) => clear(columns, h("p", { class: "error" }, error.message)));
+  get("/v1/models").then((models) => {
+    const names = models.data.filter((m) => m.task === "rerank").map((m) => m.id);
+    if (!names.length) return;
+    clear(reranker, names.map((name) => h("option", { value: name }, name)), h("option", { value: "" }, t("search.no_rerank")));
+    rerankLabel.hidden = false;
+  }).catch(() => {}); // no reranker column: the three modes still work
 
   async function run() {
     const body = { query: query.value, top_k: Number(topK.value) || 5 };
     if (instruction.value.trim()) body.instruction = instruction.value.trim();
-    clear(columns, MODES.map((mode) => h("div", { class: "column", "data-mode": mode }, h("h2", {}, t(`search.${mode}`)), h("p", { class: "muted" }, "…"))));
-    await Promise.all(MODES.map(async (mode) => {
+    const modes = reranker.value ? [...MODES, "reranked"] : MODES;
+    columns.className = `columns ${modes.length === 4 ? "four" : "three"}`;
+    clear(columns, modes.map((mode) => h("div", { class: "column", "data-mode": mode }, h("h2", {}, t(`search.${mode}`)), h("p", { class: "muted" }, "…"))));
+    await Promise.all(modes.map(async (mode) => {
       const column = columns.querySelector(`[data-mode="${mode}"]`);
+      const request = mode === "reranked" ? { ...body, mode: "hybrid", rerank: { model: reranker.value } } : { ...body, mode };
       try {
-        const answer = await post(`/v1/collections/${enc(collection.value)}/search`, { ...body, mode });
+        const answer = await post(`/v1/collections/${enc(collection.value)}/search`, request);
+        const source = [answer.model, mode === "reranked" ? reranker.value : null].filter(Boolean).join(" + ");
         clear(column, h("h2", {}, t(`search.${mode}`)),
+          h("p", { class: "muted source", "data-model": answer.model || "" }, source ? `${source} · ${t("search.generation")} ${answer.generation}` : `${t("search.generation")} ${answer.generation}`),
           answer.data.length ? answer.data.map((hit, i) => hitCard(hit, i, answer.query_terms || [])) : h("p", { class: "muted" }, t("search.no_hits")));
       } catch (error) {
         clear(column, h("h2", {}, t(`search.${mode}`)), h("p", { class: "error" }, error.message));
@@ -50,6 +65,7 @@ function hitCard(hit, index, terms) {
     h("header", {},
       h("span", { class: "rank" }, `#${index + 1}`),
       h("span", { class: "filename" }, hit.filename || hit.document_id || ""),
+      hit.rerank_score !== undefined ? h("span", { class: "rerank-score", title: t("search.rerank_score") }, Number(hit.rerank_score).toFixed(3)) : null,
       h("span", { class: "score", title: t("search.score") }, Number(hit.score).toFixed(3))),
     h("div", { class: "meta muted" },
       pages ? h("span", {}, `${t("search.page")} ${pages}`) : null,

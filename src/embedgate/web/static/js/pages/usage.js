@@ -28,6 +28,7 @@ export function render(root) {
           { label: t("keys.key"), cell: (k) => h("code", {}, k.key_id) },
           { label: t("usage.requests"), cell: (k) => fmtNumber(k.requests) },
           { label: t("usage.tokens"), cell: (k) => fmtNumber(k.tokens) },
+          { label: t("usage.models"), cell: (k) => Object.entries(k.models || {}).map(([name, m]) => `${name}: ${fmtNumber(m.tokens)}`).join(", ") },
           { label: "4xx", cell: (k) => fmtNumber(k.errors_4xx) },
           { label: "5xx", cell: (k) => fmtNumber(k.errors_5xx) },
         ], keys, { empty: t("usage.none") }));
