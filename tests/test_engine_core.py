@@ -221,7 +221,8 @@ def test_metrics_count_the_padded_length_the_model_computes() -> None:
     fake.pad_to_multiple_of = 16
     metrics = Metrics()
     limits = EngineLimits(max_batch_tokens=4096)
-    engine = EmbeddingEngine(fake, "fake", limits=limits, observer=metrics)
+    observer = metrics.for_model("fake", max_queued_tokens=limits.max_queued_tokens)
+    engine = EmbeddingEngine(fake, "fake", limits=limits, observer=observer)
     engine.start()
     try:
         # 3 and 19 words plus the fake's end token: 4 and 20 tokens, one pass of 2 x 32
@@ -229,5 +230,5 @@ def test_metrics_count_the_padded_length_the_model_computes() -> None:
     finally:
         engine.stop()
     text = metrics.render().decode()
-    assert "embedgate_batch_tokens_sum 24.0" in text
-    assert "embedgate_batch_padded_tokens_total 64.0" in text
+    assert 'embedgate_batch_tokens_sum{model="fake"} 24.0' in text
+    assert 'embedgate_batch_padded_tokens_total{model="fake"} 64.0' in text

@@ -61,7 +61,8 @@ def engine_on(
     backend: FakeBackend, threads: int = 2, metrics: Metrics | None = None
 ) -> EmbeddingEngine:
     limits = EngineLimits(max_batch_tokens=64, forward_threads=threads)
-    engine = EmbeddingEngine(backend, "fake", limits=limits, observer=metrics)
+    observer = metrics.for_model("fake", max_queued_tokens=1024) if metrics else None
+    engine = EmbeddingEngine(backend, "fake", limits=limits, observer=observer)
     engine.start()
     return engine
 
@@ -103,7 +104,7 @@ async def test_only_the_input_that_kills_the_model_fails() -> None:
     retried = [
         line
         for line in metrics.render().decode().splitlines()
-        if line.startswith("embedgate_lost_pass_inputs_retried_total ")
+        if line.startswith('embedgate_lost_pass_inputs_retried_total{model="fake"} ')
     ]
     assert len(retried) == 1 and float(retried[0].split()[1]) >= 1  # the killer, its batch
 

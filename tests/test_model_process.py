@@ -281,7 +281,8 @@ def test_the_server_reports_a_restart_and_keeps_serving(tiny_qwen3_dir: Path) ->
     app = create_app(Settings(model=str(tiny_qwen3_dir), auth=False, audit=False))
     with TestClient(app) as client:
         wait_ready(client.get)
-        assert "embedgate_model_restarts_total 0.0" in client.get("/metrics").text
+        label = '{model="Qwen3-Embedding-tiny"}'
+        assert f"embedgate_model_restarts_total{label} 0.0" in client.get("/metrics").text
         backend = app.state.embedgate.engine.backend
         assert isinstance(backend, ProcessBackend) and backend.process.pid is not None
         os.kill(backend.process.pid, signal.SIGKILL)
@@ -302,6 +303,6 @@ def test_the_server_reports_a_restart_and_keeps_serving(tiny_qwen3_dir: Path) ->
         reply = client.post("/v1/embeddings", json={"input": "after the crash"})
         assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) > 0
         metrics = client.get("/metrics").text
-        assert "embedgate_model_restarts_total 1.0" in metrics
-        assert "embedgate_model_restart_failures_total 0.0" in metrics
-        assert "embedgate_model_ready 1.0" in metrics
+        assert f"embedgate_model_restarts_total{label} 1.0" in metrics
+        assert f"embedgate_model_restart_failures_total{label} 0.0" in metrics
+        assert 'embedgate_model_ready{model="Qwen3-Embedding-tiny",task="embed"} 1.0' in metrics

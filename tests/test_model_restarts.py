@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from embedgate.engine.loading import BUNDLED_MODEL_NAME
 from support.processes import serving
 from support.servers import wait_ready
 
@@ -115,9 +116,11 @@ def test_kills_while_loading_never_give_500_and_ingest_completes(tmp_path: Path)
         ).json()["data"]
         assert [h for h in hits if "okapi" in h["text"]] == hits[:1]  # one chunk, not two
         metrics = http.get("/metrics").text
-        assert "embedgate_model_restarts_total 1.0" in metrics
-        assert "embedgate_model_restart_failures_total 2.0" in metrics
-        assert "embedgate_model_ready 1.0" in metrics
+        label = f'{{model="{BUNDLED_MODEL_NAME}"}}'
+        assert f"embedgate_model_restarts_total{label} 1.0" in metrics
+        assert f"embedgate_model_restart_failures_total{label} 2.0" in metrics
+        ready = f'embedgate_model_ready{{model="{BUNDLED_MODEL_NAME}",task="embed"}} 1.0'
+        assert ready in metrics
 
 
 def test_the_server_exits_for_its_supervisor_when_told_to_give_up(

@@ -126,7 +126,8 @@ def test_engine_config_carries_every_engine_setting() -> None:
 
 def test_more_models_from_tables_and_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     """`[[models]]` tables and plain paths (a repeated --model, EMBEDGATE_MODELS) become
-    engine configs over the server's settings: their own name, task, dtype and aliases."""
+    engine configs over the server's settings: their own name, task, dtype, aliases and
+    limits; a plain path's task is read from the directory (embed when it is no reranker)."""
     from embedgate.config import ModelEntry
     from embedgate.services.engine import extra_model_configs
 
@@ -135,16 +136,26 @@ def test_more_models_from_tables_and_paths(monkeypatch: pytest.MonkeyPatch) -> N
         forward_threads=3,
         models=[
             "/models/ms-marco",
-            ModelEntry(path="/models/q", name="q", task="rerank", dtype="float32", aliases=["r"]),
+            ModelEntry(
+                path="/models/q",
+                name="q",
+                task="rerank",
+                dtype="float32",
+                aliases=["r"],
+                max_queued_tokens=500,
+                max_input_tokens=256,
+            ),
         ],
     )
     plain, table = extra_model_configs(settings)
     assert (plain.model, plain.model_name, plain.task, plain.dtype) == (
         "/models/ms-marco",
         None,
-        None,
+        "embed",
         "bfloat16",
     )
+    assert plain.max_queued_tokens == settings.max_queued_tokens
+    assert (table.max_queued_tokens, table.max_input_tokens) == (500, 256)
     assert (table.model, table.model_name, table.task, table.dtype) == (
         "/models/q",
         "q",
