@@ -183,7 +183,9 @@ def test_a_collection_moves_to_another_model_while_both_serve(server: Served) ->
     every hit's dense score is that model's cosine of the query and the chunk: one model,
     one generation, never a mix. A document uploaded during the move lands in the new
     model's index, embedded with it."""
-    assert _post(server, "/v1/collections", {"name": "moving", "chunk_tokens": 64, "chunk_overlap": 8}).is_success
+    assert _post(
+        server, "/v1/collections", {"name": "moving", "chunk_tokens": 64, "chunk_overlap": 8}
+    ).is_success
     for i, topic in enumerate(TOPICS):
         text = " ".join(f"Policy {i}.{n} covers {topic} for every employee." for n in range(12))
         _upload(server, "moving", f"policy-{i}.txt", text)
@@ -256,3 +258,53 @@ def test_a_collection_moves_to_another_model_while_both_serve(server: Served) ->
     audit = _get(server, "/v1/admin/audit?limit=500").json()["data"]
     moves = [r for r in audit if r.get("action") == "collection.reindex"]
     assert moves and moves[0]["before"]["model"] == MINILM and moves[0]["after"]["model"] == QWEN
+
+
+def test_the_console_shows_the_reranked_column_and_model_grants(server: Served) -> None:
+    """In a real browser: the search playground's fourth column (hybrid, reranked by the
+    served reranker) ordered by the reranker's score, each column naming the model that
+    answered; the keys page limits a new key to a model and lists the grant."""
+    from support.browser import Incidents, chromium, new_page
+
+    assert _post(server, "/v1/collections", {"name": "console-kb"}).is_success
+    for i, topic in enumerate(TOPICS):
+        _upload(server, "console-kb", f"doc-{i}.txt", f"This page explains {topic}. " * 5)
+    _wait_for_documents(server, "console-kb")
+    incidents = Incidents()
+    with chromium() as browser:
+        page = new_page(browser, server.base, incidents)
+        page.goto("/ui/")
+        page.fill("#api-key", server.admin["Authorization"].removeprefix("Bearer "))
+        page.click("form.signin button[type=submit]")
+        page.wait_for_selector("#nav a")
+        page.goto("/ui/#/search")
+        page.wait_for_selector("#search-collection option[value='console-kb']", state="attached")
+        page.wait_for_selector(f"#search-reranker option[value='{RERANKER}']", state="attached")
+        page.select_option("#search-collection", "console-kb")
+        page.select_option("#search-reranker", RERANKER)
+        page.fill("#search-query", "how do I connect to the VPN")
+        page.click("#search-run")
+        page.wait_for_function(
+            "() => document.querySelectorAll('.column').length === 4 && "
+            "[...document.querySelectorAll('.column')].every(c => c.querySelector('.hit, .error'))"
+        )
+        reranked = page.locator(".column[data-mode=reranked]")
+        assert reranked.locator(".error").count() == 0, reranked.inner_text()
+        scores = [float(s) for s in reranked.locator(".hit .rerank-score").all_inner_texts()]
+        assert len(scores) >= 2 and scores == sorted(scores, reverse=True)
+        assert f"{MINILM} + {RERANKER}" in reranked.locator(".source").inner_text()
+        assert page.locator(".column[data-mode=dense] .hit .rerank-score").count() == 0
+        assert page.locator(".column[data-mode=dense] .source").get_attribute("data-model") == (
+            MINILM
+        )
+
+        page.goto("/ui/#/keys")
+        page.fill("#key-name", "qwen only")
+        page.select_option("#key-role", "writer")
+        page.fill("#key-models", QWEN)
+        page.click("#key-create")
+        page.wait_for_selector("#new-key")
+        row = page.locator("#key-list tr", has_text="qwen only")
+        row.wait_for()
+        assert QWEN in row.inner_text()
+    assert not incidents.errors, incidents.errors
