@@ -155,10 +155,11 @@ def test_kill_9_of_an_upstream_under_load_fails_no_request(
                     thread.join()
                 assert done > 64 and failures == []
                 metrics = httpx.get(gateway.base + "/metrics", headers=headers).text
-                ejected = f'embedgate_upstream_ejections_total{{upstream="{a.base}"}}'
+                labels = f'model="Qwen3-Embedding-tiny",upstream="{a.base}"'
+                ejected = f"embedgate_upstream_ejections_total{{{labels}}}"
                 assert ejected in metrics
                 assert float(metrics.split(ejected)[1].split()[0]) >= 1
-                healthy = f'embedgate_upstream_healthy{{upstream="{a.base}"}}'
+                healthy = f"embedgate_upstream_healthy{{{labels}}}"
                 assert f"{healthy} 0.0" in metrics
                 a = start_serve(tmp_path / "a", "--model", model, port=port, **env)
                 wait_served(a)

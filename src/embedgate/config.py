@@ -61,6 +61,12 @@ class ModelEntry(BaseModel):
     task: Literal["embed", "rerank"] | None = None  # None: read from the directory
     dtype: Literal["float32", "bfloat16"] | None = None  # None: the server's `dtype`
     aliases: list[str] = Field(default_factory=list)
+    # gateway mode for this model (a reranker): it runs on these servers, `path` gives its
+    # tokenizer and config; `upstream_api` is what they speak: `cohere` (vLLM, infinity,
+    # Jina, another embedgate: POST /v1/rerank) or `tei` (POST /rerank)
+    upstreams: list[str] = Field(default_factory=list)
+    upstream_api: Literal["cohere", "tei"] = "cohere"
+    upstream_model: str | None = None  # the name the upstreams expect; default: `name`
     # this model's own limits; None: the server's setting of the same name
     max_input_tokens: int | None = Field(default=None, ge=8)
     max_batch_tokens: int | None = Field(default=None, ge=64)

@@ -33,6 +33,8 @@ class UpstreamConfig:
     max_concurrency: int = 8
     weight: float = 1.0
     timeout_s: float = 30.0
+    # what it speaks: "openai" (/v1/embeddings), "cohere" (/v1/rerank), "tei" (/rerank)
+    api: str = "openai"
 
     @property
     def name(self) -> str:

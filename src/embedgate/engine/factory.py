@@ -93,8 +93,8 @@ def load_reranker(
     """Load the configured reranker (a cross-encoder or Qwen3-Reranker) on PyTorch, in a model
     process or in this one as for embedding models; the engine is not started yet."""
     source = resolve_model(config.model, config.model_name, list(config.model_aliases))
-    if config.upstreams or source.path.suffix.lower() == ".gguf":
-        raise ValueError("rerankers run on PyTorch here: no gateway or GGUF reranker yet")
+    if source.path.suffix.lower() == ".gguf":
+        raise ValueError("rerankers run on PyTorch or an upstream server: no GGUF reranker")
     spec = read_rerank_spec(
         source.path, name=config.model or source.name, told=config.task == "rerank"
     )
@@ -103,6 +103,20 @@ def load_reranker(
             f"{source.path} is not a reranker: neither a *ForSequenceClassification "
             "cross-encoder nor a Qwen3 model whose name says Reranker"
         )
+    if config.upstreams:
+        from embedgate.engine.backends.gateway.rerank_backend import GatewayPairBackend
+
+        upstreams = [dataclasses.replace(u, model=u.model or source.name) for u in config.upstreams]
+        gateway = GatewayPairBackend.load(
+            source.path,
+            spec,
+            upstreams,
+            deadline_s=config.upstream_deadline_s,
+            health_interval_s=config.upstream_health_interval_s,
+        )
+        in_flight = sum(max(1, u.max_concurrency) for u in config.upstreams)
+        limits = _limits(config, max_batch_tokens=16384, forward_threads=max(2, in_flight))
+        return RerankEngine(gateway, source.name, source.aliases, limits, observer)
     plan = _torch_plan(config, one_shot=one_shot)
     backend: PairBackend
     if plan.model_process:

@@ -130,7 +130,6 @@ class Services:
         if self.security is not None and self.security.limiter.shared:
             storage["rate_limit_store"] = not self.security.limiter.store_failing
         jobs = self.knowledge.runner.outcomes if self.knowledge is not None else JobOutcomes()
-        health = engine.health() if engine is not None else BackendHealth()
         fingerprint = engine.describe().fingerprint if engine is not None else None
         supervisors: list[ModelSupervisor[EmbeddingEngine] | ModelSupervisor[RerankEngine]]
         supervisors = [*self.embedding_models(), *self.rerankers]
@@ -146,6 +145,7 @@ class Services:
                     restarts=state.restarts,
                     restart_failures=state.restart_failures,
                     pid=state.model_pid,
+                    upstreams=state.upstreams,
                 )
             )
         return ServiceSnapshot(
@@ -158,7 +158,6 @@ class Services:
             audit_write_failures=audit.write_failures if audit is not None else 0,
             storage_up=storage,
             ingest_jobs=jobs.as_dict(),
-            upstreams=list(health.upstreams),
         )
 
     @property

@@ -70,8 +70,9 @@ _TRANSLATED: dict[str, Callable[[Settings], Any]] = {
 
 def extra_model_configs(settings: Settings) -> list[EngineConfig]:
     """The engines of the models served beside `model`: each entry's path, name, aliases,
-    dtype and limits over the server's engine settings (never its upstreams), with its task
-    (`embed` or `rerank`) settled: the entry's own, else read from the model directory."""
+    dtype, limits and upstreams (gateway mode for that model, with the server's upstream
+    key and limits) over the server's engine settings, with its task (`embed` or `rerank`)
+    settled: the entry's own, else read from the model directory."""
     base = engine_config(settings)
     configs = []
     for one in settings.model_entries():
@@ -83,7 +84,20 @@ def extra_model_configs(settings: Settings) -> list[EngineConfig]:
                 model_aliases=tuple(one.aliases),
                 dtype=one.dtype or settings.dtype,
                 task=one.task or model_task(Path(one.path), name=one.name),
-                upstreams=(),
+                upstreams=tuple(
+                    UpstreamConfig(
+                        url=url,
+                        model=one.upstream_model or one.name,
+                        api_key=_upstream_key(
+                            settings.upstream_api_key_file, settings.upstream_api_key_env
+                        ),
+                        max_batch=settings.upstream_max_batch,
+                        max_concurrency=settings.upstream_max_concurrency,
+                        timeout_s=settings.upstream_timeout_s,
+                        api=one.upstream_api,
+                    )
+                    for url in one.upstreams
+                ),
                 **{limit: getattr(one, limit) for limit in MODEL_LIMITS if getattr(one, limit)},
             )
         )

@@ -41,7 +41,6 @@ class ServiceSnapshot:
     audit_write_failures: int = 0
     storage_up: dict[str, bool] = field(default_factory=dict)  # configured stores only
     ingest_jobs: dict[str, int] = field(default_factory=dict)  # outcome -> jobs ended so
-    upstreams: list[UpstreamStats] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +53,7 @@ class ModelState:
     restarts: int = 0
     restart_failures: int = 0
     pid: int | None = None  # the model's own process, where it has one
+    upstreams: tuple[UpstreamStats, ...] = ()  # gateway mode: its upstreams
 
 
 Snapshot = Callable[[], ServiceSnapshot]
@@ -98,7 +98,7 @@ class ServiceCollector(Collector):
         for outcome, count in sorted(s.ingest_jobs.items()):
             jobs.add_metric([outcome], count)
         yield jobs
-        yield from _upstream_families(s.upstreams)
+        yield from _upstream_families(s.models)
 
 
 def _model_families(models: list[ModelState]) -> Iterator[Metric]:
@@ -141,10 +141,10 @@ def _resident_bytes(pid: int | None) -> float:
         return 0.0  # gone between the snapshot and now (a restart)
 
 
-def _upstream_families(stats: list[UpstreamStats]) -> Iterator[Metric]:
-    """Gateway mode: per upstream requests, errors, retries, ejections, in-flight calls,
-    health and call latency; empty families elsewhere."""
-    label = ["upstream"]
+def _upstream_families(models: list[ModelState]) -> Iterator[Metric]:
+    """Gateway mode: per model and upstream requests, errors, retries, ejections, in-flight
+    calls, health and call latency; empty families elsewhere."""
+    label = ["model", "upstream"]
     counters = {
         "requests": CounterMetricFamily(
             "embedgate_upstream_requests", "Calls sent to the upstream.", labels=label
@@ -170,12 +170,13 @@ def _upstream_families(stats: list[UpstreamStats]) -> Iterator[Metric]:
     latency = HistogramMetricFamily(
         "embedgate_upstream_latency_seconds", "Upstream call latency.", labels=label
     )
-    for s in stats:
+    for model, s in ((m.name, s) for m in models for s in m.upstreams):
+        names = [model, s.name]
         for key, family in counters.items():
-            family.add_metric([s.name], getattr(s, key))
-        in_flight.add_metric([s.name], s.in_flight)
-        healthy.add_metric([s.name], float(s.healthy))
+            family.add_metric(names, getattr(s, key))
+        in_flight.add_metric(names, s.in_flight)
+        healthy.add_metric(names, float(s.healthy))
         buckets = [(str(b), c) for b, c in zip(UPSTREAM_BUCKETS, s.latency_buckets, strict=True)]
-        latency.add_metric([s.name], [*buckets, ("+Inf", s.latency_count)], sum_value=s.latency_sum)
+        latency.add_metric(names, [*buckets, ("+Inf", s.latency_count)], sum_value=s.latency_sum)
     yield from counters.values()
     yield from (in_flight, healthy, latency)

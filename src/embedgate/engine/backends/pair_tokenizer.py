@@ -13,6 +13,7 @@ server that only tokenises and collates while the model runs in a model process.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,9 @@ from embedgate.engine.rerank_spec import (
     RerankSpec,
     qwen3_rerank_text,
 )
+
+# the model card's pair text, read back (`pair_text`)
+QWEN3_PAIR = re.compile(r"<Instruct>: .*?\n<Query>: (.*)\n<Document>: (.*)", re.DOTALL)
 
 
 class PairTokenizer:
@@ -51,6 +55,8 @@ class PairTokenizer:
                 raise ValueError(f"the model's limit of {limit} tokens leaves no room for a pair")
         else:
             self._separator = self._first_separator() if spec.token_types else None
+        added = self._tokenizer.get_added_tokens_decoder()
+        self._specials = {int(i) for i, token in added.items() if token.special}
 
     @classmethod
     def load(cls, model_dir: Path, spec: RerankSpec) -> PairTokenizer:
@@ -95,6 +101,25 @@ class PairTokenizer:
             finally:
                 self._tokenizer.no_truncation()
         return [list(encoding.ids) for encoding in encodings]
+
+    def pair_text(self, sequence: Sequence[int]) -> tuple[str, str]:
+        """The (query, document) texts a sequence holds, as far as truncation kept them: what
+        a gateway sends an upstream that applies the template itself."""
+        if self.spec.kind == "qwen3":
+            body = sequence[len(self._prefix) : len(sequence) - len(self._suffix)]
+            match = QWEN3_PAIR.fullmatch(self._tokenizer.decode(list(body)))
+            if match is None:
+                raise ValueError("not a Qwen3 reranker pair")
+            return match.group(1), match.group(2)
+        segments: list[list[int]] = [[]]
+        for token in sequence:
+            if token in self._specials:
+                if segments[-1]:
+                    segments.append([])
+            else:
+                segments[-1].append(int(token))
+        texts = [self._tokenizer.decode(ids) for ids in segments if ids]
+        return [*texts, ""][0], " ".join(texts[1:])
 
     @property
     def separator(self) -> int | None:

@@ -14,31 +14,18 @@ SGLang's `/v1/embeddings` do) still yields the right vectors.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import logging
-import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 
-from embedgate.engine.backend import (
-    BackendDescription,
-    BackendHealth,
-    InputRefused,
-    ModelUnavailable,
-    TextOptions,
-)
-from embedgate.engine.backends.gateway.upstream import UpstreamPool
+from embedgate.engine.backend import BackendDescription, BackendHealth, TextOptions
+from embedgate.engine.backends.gateway.runner import UpstreamRunner
+from embedgate.engine.backends.gateway.wire import EmbeddingWire
 from embedgate.engine.backends.hf_tokenizer import HFTokenizer, TokenizedBackend
 from embedgate.engine.config import UpstreamConfig
 from embedgate.engine.pooling import FloatArray, finalize
-from embedgate.errors import ErrorKind, ServiceError
-
-T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 
 class GatewayBackend(TokenizedBackend):
@@ -53,15 +40,14 @@ class GatewayBackend(TokenizedBackend):
         super().__init__(
             tokenizer, BackendDescription(runtime="gateway", dtype="upstream", device="upstream")
         )
-        self.deadline_s = deadline_s  # one pass, retries included; then 503
-        self.health_interval_s = health_interval_s  # every upstream is probed this often
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="embedgate-upstreams", daemon=True
+        self.upstreams = UpstreamRunner(
+            upstreams,
+            wire=EmbeddingWire(),
+            dimensions=self.spec.native_dimensions,
+            deadline_s=deadline_s,
+            health_interval_s=health_interval_s,
         )
-        self._thread.start()
-        self.pool = self._run(self._open(list(upstreams)))
-        self._prober = asyncio.run_coroutine_threadsafe(self._check_forever(), self._loop)
+        self.pool = self.upstreams.pool
 
     @classmethod
     def load(
@@ -85,41 +71,12 @@ class GatewayBackend(TokenizedBackend):
             ) from None
         return cls(tokenizer, upstreams, deadline_s=deadline_s, health_interval_s=health_interval_s)
 
-    async def _open(self, upstreams: list[UpstreamConfig]) -> UpstreamPool:
-        pool = UpstreamPool(
-            upstreams,
-            dimensions=self.spec.native_dimensions,
-            probe_timeout_s=max(1.0, self.health_interval_s),
-        )
-        await pool.probe_due()
-        return pool
-
-    async def _check_forever(self) -> None:
-        """Probe every upstream every `health_interval_s`, traffic or not, so readiness
-        follows the upstreams within about one interval (plus a probe's timeout)."""
-        while True:
-            await asyncio.sleep(self.health_interval_s)
-            try:
-                await self.pool.check_health()
-            except Exception:  # never let one bad round end the checks
-                log.exception("upstream health check failed")
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run on the upstreams' event loop, from any thread, and wait."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
     # --- the seam ------------------------------------------------------------------------------
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
         """The upstreams' unit vectors for the sequences' texts (native dimensions)."""
         prefix, suffix = len(self.template.prefix), len(self.template.suffix)
         texts = [self.tokenizer.decode(s[prefix : len(s) - suffix]) for s in sequences]
-        try:
-            vectors = self._run(self.pool.embed(texts, deadline_s=self.deadline_s))
-        except ServiceError as exc:
-            if exc.kind is ErrorKind.MODEL_UNAVAILABLE:  # no upstream: 503 + Retry-After
-                raise ModelUnavailable(exc.message, self.health_interval_s) from None
-            raise InputRefused(exc) from None  # an upstream refused an input: find which
-        return vectors.astype(np.float32, copy=False)
+        return self.upstreams.call(texts).astype(np.float32, copy=False)
 
     def postprocess(self, pooled: FloatArray, dimensions: int | None) -> FloatArray:
         """Upstream vectors are unit length already: pass them through bit for bit at the
@@ -129,11 +86,7 @@ class GatewayBackend(TokenizedBackend):
         return finalize(pooled, dimensions, True)
 
     def health(self) -> BackendHealth:
-        return BackendHealth(
-            unavailable=None if self.pool.healthy() else self.pool.why_none(),
-            ready_in_s=self.health_interval_s,
-            upstreams=tuple(self.pool.stats()),
-        )
+        return self.upstreams.health()
 
     def describe(self) -> BackendDescription:
         """The fingerprint is what the upstreams answered to the probe text (read when
@@ -141,7 +94,4 @@ class GatewayBackend(TokenizedBackend):
         return dataclasses.replace(self.description, fingerprint=self.pool.fingerprint)
 
     def close(self) -> None:
-        self._prober.cancel()
-        self._run(self.pool.aclose())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        self.upstreams.close()

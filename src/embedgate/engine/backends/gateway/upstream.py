@@ -1,10 +1,12 @@
-"""Embedding engines elsewhere: a pool of OpenAI-compatible `/v1/embeddings` upstreams.
+"""Engines elsewhere: a pool of upstreams that embed (OpenAI `/v1/embeddings`) or rerank
+(Cohere `/v1/rerank`, TEI `/rerank`); `wire.py` holds what differs between the APIs.
 
 vLLM, SGLang, TEI, Ollama, infinity, LiteLLM or another `embedgate serve`. The pool splits
-a list of texts into upstream-sized batches, sends each to the healthy upstream with the
-fewest requests outstanding (per weight), and puts the vectors back in order. It trusts
+a list of items into upstream-sized batches, sends each to the healthy upstream with the
+fewest requests outstanding (per weight), and puts the answers back in order. It trusts
 nothing that comes back: every vector must be finite, of the expected dimension and of unit
-norm, or the upstream is ejected and the batch goes elsewhere.
+norm, every score a number in [0, 1] for each document once, or the upstream is ejected and
+the batch goes elsewhere.
 
 Faults: connection errors, resets, timeouts, 5xx and 429 are retried on another upstream
 within the request's deadline, and eject the upstream (a circuit breaker: 1 s, doubling to
@@ -12,7 +14,8 @@ within the request's deadline, and eject the upstream (a circuit breaker: 1 s, d
 the client's 400, not a 502.
 
 Health is checked actively, traffic or not (`check_health`, every few seconds): each upstream
-embeds a fixed probe text and must return the reference vector (cosine >= 0.999). A healthy
+answers a fixed probe and must return the reference answer (an embedding: cosine >= 0.999;
+a rerank score: within 0.01). A healthy
 upstream that fails its probe is ejected, so an idle gateway notices a dead engine before a
 client does; an ejected one that passes is admitted again, and one that came back serving
 another model stays out. A request that finds no upstream admitted is refused at once (503)
@@ -25,7 +28,6 @@ from an upstream that refuses base64.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import logging
@@ -39,13 +41,12 @@ import numpy as np
 
 from embedgate.engine.backend import UPSTREAM_LATENCY_BUCKETS as LATENCY_BUCKETS
 from embedgate.engine.backend import UpstreamStats
+from embedgate.engine.backends.gateway.wire import EmbeddingWire, Wire, WireFault
 from embedgate.engine.config import UpstreamConfig
 from embedgate.errors import ErrorKind, ServiceError
 
 log = logging.getLogger(__name__)
 
-PROBE_TEXT = "embedgate probe: 企业知识库 / enterprise knowledge base"
-SAME_MODEL_COSINE = 0.999
 EJECT_FIRST_S = 1.0
 EJECT_MAX_S = 30.0
 RECOVERY_WAIT_S = 0.5  # a request with no upstream admitted waits this long for a probe
@@ -105,47 +106,13 @@ class Upstream:
         )
 
 
-def decode_vectors(payload: dict[str, Any], count: int) -> np.ndarray:
-    """The `data` of an embeddings response, in index order, as float32 rows."""
-    data = payload.get("data")
-    if not isinstance(data, list) or len(data) != count:
-        raise UpstreamFault(
-            f"expected {count} embeddings, got {len(data) if isinstance(data, list) else 0}",
-            retryable=True,
-        )
-    rows: list[np.ndarray | None] = [None] * count
-    for position, item in enumerate(data):
-        index = item.get("index", position)
-        raw = item.get("embedding")
-        if isinstance(raw, str):
-            vector = np.frombuffer(base64.b64decode(raw), dtype="<f4")
-        else:
-            vector = np.asarray(raw, dtype=np.float32)
-        if not 0 <= index < count or rows[index] is not None:
-            raise UpstreamFault("the embeddings' indexes are not 0..n-1", retryable=True)
-        rows[index] = vector
-    return np.stack([r for r in rows if r is not None])
-
-
-def check_vectors(vectors: np.ndarray, dimensions: int | None) -> None:
-    """Finite, of the expected dimension, unit norm: anything else is a broken upstream."""
-    if vectors.ndim != 2 or (dimensions is not None and vectors.shape[1] != dimensions):
-        raise UpstreamFault(
-            f"vectors of dimension {vectors.shape[-1]}, expected {dimensions}", retryable=True
-        )
-    if not np.isfinite(vectors).all():
-        raise UpstreamFault("vectors with NaN or infinite values", retryable=True)
-    norms = np.linalg.norm(vectors, axis=1)
-    if not np.allclose(norms, 1.0, atol=1e-3):
-        raise UpstreamFault("vectors that are not unit length", retryable=True)
-
-
 class UpstreamPool:
     def __init__(
         self,
         configs: list[UpstreamConfig],
         *,
         dimensions: int | None = None,
+        wire: Wire | None = None,
         client: httpx.AsyncClient | None = None,
         probe_timeout_s: float = 5.0,
     ) -> None:
@@ -154,7 +121,8 @@ class UpstreamPool:
         self.upstreams = [
             Upstream(c, asyncio.Semaphore(max(1, c.max_concurrency))) for c in configs
         ]
-        self.dimensions = dimensions
+        self.dimensions = dimensions  # of each answer row; None: the first probe's
+        self.wire: Wire = wire or EmbeddingWire()
         self.probe_timeout_s = probe_timeout_s  # a probe slower than this fails it
         self.reference: np.ndarray | None = None
         self._client = client or httpx.AsyncClient()
@@ -171,12 +139,12 @@ class UpstreamPool:
         return hashlib.sha256(rounded).hexdigest()[:16]
 
     async def probe(self, upstream: Upstream) -> bool:
-        """Embed the probe text; admit the upstream when its vector matches the reference
+        """Send the wire's probe; admit the upstream when its answer matches the reference
         (the first upstream to answer sets it), eject it otherwise. A mismatch is refused
         loudly."""
         deadline = time.monotonic() + min(upstream.config.timeout_s, self.probe_timeout_s)
         try:
-            vector = (await self._call(upstream, [PROBE_TEXT], deadline=deadline))[0]
+            vector = (await self._call(upstream, self.wire.probe(), deadline=deadline))[0]
         except UpstreamFault as fault:
             if upstream.admitted(time.monotonic()):
                 upstream.errors += 1
@@ -185,13 +153,10 @@ class UpstreamPool:
         if self.reference is None:
             self.reference = vector
             self.dimensions = self.dimensions or len(vector)
-        same = len(vector) == len(self.reference) and float(vector @ self.reference) >= (
-            SAME_MODEL_COSINE
-        )
-        if not same:
+        if not self.wire.same_model(self.reference, vector):
             log.error(
                 "upstream refused: it serves a different model than the others (mixed "
-                "vectors would corrupt every knowledge base)",
+                "answers would corrupt every knowledge base and ranking)",
                 extra={"upstream": upstream.config.name},
             )
             self._eject(upstream, UpstreamFault("another model", retryable=True), EJECT_MAX_S)
@@ -223,7 +188,7 @@ class UpstreamPool:
     def why_none(self) -> str:
         """Why no upstream is admitted: each one's last fault, for /ready and logs."""
         faults = [f"{u.config.name}: {u.last_fault or 'not probed yet'}" for u in self.upstreams]
-        return "no embedding upstream is healthy (" + "; ".join(faults) + ")"
+        return f"no {self.wire.label} upstream is healthy (" + "; ".join(faults) + ")"
 
     def healthy(self) -> list[Upstream]:
         now = time.monotonic()
@@ -245,12 +210,16 @@ class UpstreamPool:
             extra={"upstream": upstream.config.name, "reason": str(fault), "seconds": wait},
         )
 
-    # --- embedding -----------------------------------------------------------------------------
+    # --- work ----------------------------------------------------------------------------------
     async def embed(self, texts: list[str], *, deadline_s: float = 30.0) -> np.ndarray:
         """Native-dimension unit vectors for `texts`, in order."""
+        return await self.run(texts, deadline_s=deadline_s)
+
+    async def run(self, items: list[Any], *, deadline_s: float = 30.0) -> np.ndarray:
+        """The wire's answer rows for `items` (texts, or pairs of one query), in order."""
         deadline = time.monotonic() + deadline_s
         size = min(u.config.max_batch for u in self.upstreams)
-        batches = [texts[i : i + size] for i in range(0, len(texts), size)]
+        batches = [items[i : i + size] for i in range(0, len(items), size)]
         parts = await asyncio.gather(*(self._batch(b, deadline) for b in batches))
         return np.concatenate(parts) if parts else np.empty((0, self.dimensions or 0), "f4")
 
@@ -263,7 +232,7 @@ class UpstreamPool:
         pair = random.sample(choices, min(2, len(choices)))
         return min(pair, key=lambda u: (u.outstanding + 1) / max(u.config.weight, 1e-6))
 
-    async def _batch(self, texts: list[str], deadline: float) -> np.ndarray:
+    async def _batch(self, texts: list[Any], deadline: float) -> np.ndarray:
         """One batch on the best admitted upstream; on a retryable fault, the next one,
         until the deadline. With none admitted, those whose ejection ran out get one short
         shared probe (a blip heals without waiting for the health check); still none: 503
@@ -273,7 +242,7 @@ class UpstreamPool:
             if time.monotonic() >= deadline:  # the request's time is up, whoever is left
                 raise ServiceError(
                     ErrorKind.MODEL_UNAVAILABLE,
-                    "the embedding upstreams did not answer within the request's deadline",
+                    f"the {self.wire.label} upstreams did not answer within the request's deadline",
                     retry_after_s=1.0,
                 )
             upstream = self._pick()
@@ -284,7 +253,7 @@ class UpstreamPool:
             if upstream is None:
                 raise ServiceError(
                     ErrorKind.MODEL_UNAVAILABLE,
-                    "no embedding upstream is available",
+                    f"no {self.wire.label} upstream is available",
                     retry_after_s=1.0,
                 )
             try:
@@ -307,7 +276,7 @@ class UpstreamPool:
             await asyncio.wait_for(asyncio.shield(self._recovery), timeout=max(0.0, wait))
 
     async def _call(
-        self, upstream: Upstream, texts: list[str], deadline: float | None = None
+        self, upstream: Upstream, texts: list[Any], deadline: float | None = None
     ) -> np.ndarray:
         config = upstream.config
         timeout = config.timeout_s
@@ -323,33 +292,37 @@ class UpstreamPool:
             finally:
                 upstream.outstanding -= 1
                 upstream.observe(time.monotonic() - started)
-        vectors = decode_vectors(response, len(texts))
-        check_vectors(vectors, self.dimensions)
-        return vectors
+        try:
+            answer = self.wire.decode(response, len(texts))
+        except WireFault as fault:
+            raise UpstreamFault(str(fault), retryable=True) from None
+        if self.dimensions is not None and answer.shape[1] != self.dimensions:
+            raise UpstreamFault(
+                f"answers of dimension {answer.shape[1]}, expected {self.dimensions}",
+                retryable=True,
+            )
+        return answer
 
     async def _post(
-        self, upstream: Upstream, texts: list[str], headers: dict[str, str], timeout: float
-    ) -> dict[str, Any]:
+        self, upstream: Upstream, texts: list[Any], headers: dict[str, str], timeout: float
+    ) -> Any:
         config = upstream.config
-        body: dict[str, Any] = {"input": texts}
-        if config.model:
-            body["model"] = config.model
-        if upstream.base64:
-            body["encoding_format"] = "base64"
+        body = self.wire.body(texts, config.model, base64_ok=upstream.base64)
         try:
             response = await self._client.post(
-                f"{config.name}/v1/embeddings", json=body, headers=headers, timeout=timeout
+                f"{config.name}{self.wire.path}", json=body, headers=headers, timeout=timeout
             )
         except httpx.HTTPError as exc:  # refused, reset, timed out
             raise UpstreamFault(f"{type(exc).__name__}: {exc}", retryable=True) from None
         if response.status_code == 200:
             try:
-                payload: dict[str, Any] = response.json()
+                payload: Any = response.json()
             except ValueError:
                 raise UpstreamFault("a response that is not JSON", retryable=True) from None
             return payload
         text = response.text[:500]
         if response.status_code in (400, 422) and upstream.base64 and "base64" in text.lower():
+            # (only the embedding wire asks for base64)
             upstream.base64 = False  # an upstream without base64: floats from now on
             return await self._post(upstream, texts, headers, timeout)
         if response.status_code == 429:
