@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from embedgate.config import Settings
 from embedgate.engine import EmbedRequest, load_engine
 from embedgate.knowledge.analysis import script_language
-from embedgate.knowledge.base import fusion_for
+from embedgate.knowledge.search import fusion_for
 from embedgate.knowledge.vector_store import ChunkRow, FusionWeights, Hit, MilvusVectorStore
 from embedgate.services import engine_config
 

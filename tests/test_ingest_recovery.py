@@ -120,7 +120,7 @@ def test_recover_removes_partial_chunks_and_fails_jobs_without_upload(
     store.ensure_collection("c", 4)
     catalog.add_collection(CollectionInfo("c", "", "m", 4, 32, 4, "me", store_name="c"))
     runner = IngestRunner(
-        catalog, store, lambda: None, IngestSettings(tmp_path / "up", ParseLimits())
+        catalog, store, lambda model: None, IngestSettings(tmp_path / "up", ParseLimits())
     )
     for doc in ("doc_a", "doc_b"):
         catalog.add_document(

@@ -126,3 +126,30 @@ def test_a_killed_reranker_process_is_replaced(cross_encoder_dir: Path) -> None:
         assert engine.health().model_pid not in (None, pid)
     finally:
         engine.stop()
+
+
+def test_a_pair_reads_back_as_its_query_and_document_texts(
+    qwen3_reranker_dir: Path, cross_encoder_dir: Path
+) -> None:
+    """What a gateway reranker sends its upstream: the texts each sequence holds. Byte-level
+    BPE (Qwen) gives them back exactly; an uncased WordPiece vocabulary gives them back
+    lower-cased, which it tokenises to the same ids."""
+    from embedgate.engine.backends.pair_tokenizer import PairTokenizer
+    from embedgate.engine.rerank_spec import read_rerank_spec
+
+    query = "How many days of annual leave?"
+    for directory in (qwen3_reranker_dir, cross_encoder_dir):
+        spec = read_rerank_spec(directory)
+        assert spec is not None
+        tokenizer = PairTokenizer.load(directory, spec)
+        sequences = tokenizer.sequences(query, DOCUMENTS[:4])
+        for document, sequence in zip(DOCUMENTS[:4], sequences, strict=True):
+            got_query, got_document = tokenizer.pair_text(sequence)
+            if spec.kind == "qwen3":
+                assert (got_query, got_document) == (query, document)
+            else:
+                again = tokenizer.sequences(got_query, [got_document])[0]
+                assert again == list(sequence)
+    long = tokenizer.sequences(query, ["leave " * 2000])[0]
+    assert len(long) == tokenizer.max_tokens  # cut as the model card says
+    assert tokenizer.pair_text(long)[1].startswith("leave leave")

@@ -18,7 +18,6 @@ unfinished, not failed, so the next start's `recover()` runs it again.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -30,23 +29,22 @@ from pathlib import Path
 
 import numpy as np
 
-from embedgate.engine import EmbeddingEngine, Embeddings, EmbedRequest
+from embedgate.engine import EmbeddingEngine
 from embedgate.errors import ErrorKind, ServiceError
 from embedgate.knowledge.analysis import script_language
 from embedgate.knowledge.chunker import Chunk, chunk_text
 from embedgate.knowledge.coverage import CoverageWarnings, check_same_model
+from embedgate.knowledge.ingest_models import EMBED_BATCH, CollectionEmbedder, JobCancelled, Stopped
 from embedgate.knowledge.job_queue import ActiveJob, Cancellation, FairJobs, JobOutcomes
 from embedgate.knowledge.near_duplicates import find_near_duplicates
 from embedgate.knowledge.parse_worker import ParseCancelled, ParseWorker
 from embedgate.knowledge.parsers import ParseLimits
 from embedgate.knowledge.vector_store import ChunkRow, VectorStore
-from embedgate.storage.catalog import Catalog, CollectionInfo
+from embedgate.storage.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
-EMBED_BATCH = 256
 REINDEX_DOCUMENT = "-"  # the document id of a reindex job (it has no document)
-PAUSE_ON = frozenset({ErrorKind.MODEL_UNAVAILABLE, ErrorKind.NOT_READY})
 UPSERT_BATCH = 512
 
 
@@ -64,14 +62,6 @@ class Prepared:
     pages: int
     cancel: Cancellation
     model: str  # the model that embedded `vectors` (the collection's at the time)
-
-
-class Stopped(Exception):
-    """The runner is stopping: leave the current job unfinished for `recover()`."""
-
-
-class JobCancelled(Exception):
-    """The job's document, collection or the job itself was deleted: drop its work."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +83,8 @@ class IngestRunner:
     ) -> None:
         self.catalog = catalog
         self.store = store
-        self._engine = engine
+        self._stopping = threading.Event()
+        self.models = CollectionEmbedder(engine, self._stopping)
         self.settings = settings
         self.jobs = FairJobs()
         self._store_queue: queue.Queue[Prepared | None] = queue.Queue(maxsize=2)
@@ -103,7 +94,6 @@ class IngestRunner:
         self.idle = threading.Event()
         self.idle.set()
         self.parser = parser or ParseWorker()
-        self._stopping = threading.Event()
         self.coverage = CoverageWarnings()
         self.outcomes = JobOutcomes()
 
@@ -175,13 +165,6 @@ class IngestRunner:
             raise Stopped
         if job.cancel.cancelled:
             raise JobCancelled
-
-    def engine_if_ready(self, model: str) -> EmbeddingEngine | None:
-        """The engine serving `model` when it can take work now, else None."""
-        try:
-            return self._engine(model)
-        except ServiceError:
-            return None
 
     def recover(self) -> list[str]:
         """Clean up and re-queue jobs a crash left unfinished; returns their ids."""
@@ -267,48 +250,6 @@ class IngestRunner:
             finally:
                 self._finished()
 
-    def _wait_for_engine(self, collection: CollectionInfo) -> EmbeddingEngine:
-        """The engine of the collection's model, once it can take work (a model this server
-        does not serve fails the job with the way out)."""
-        while True:
-            try:
-                engine = self._engine(collection.model)
-            except ServiceError as exc:
-                if exc.kind is not ErrorKind.MODEL_NOT_FOUND:
-                    raise
-                raise ServiceError(
-                    ErrorKind.CONFLICT,
-                    f"collection {collection.name!r} was embedded with {collection.model!r}, "
-                    "which this server does not serve; serve it beside the new model or "
-                    f"reindex the collection (`embedgate kb reindex {collection.name} --model "
-                    "NAME`)",
-                    "model",
-                ) from None
-            if engine is not None:
-                return engine
-            if self._stopping.wait(0.2):
-                raise Stopped
-
-    def _embed(
-        self, request: EmbedRequest, cancel: Cancellation, collection: CollectionInfo
-    ) -> Embeddings:
-        """One batch; while the model process is being replaced the job pauses and resumes
-        (it does not fail), until the runner stops or the job is called off."""
-        while True:
-            engine = self._wait_for_engine(collection)
-            try:
-                return engine.embed_sync(request, cancel=cancel)
-            except concurrent.futures.CancelledError:
-                raise Stopped if self.stopping else JobCancelled from None
-            except ServiceError as exc:
-                if exc.kind not in PAUSE_ON:
-                    raise
-                log.warning(
-                    "ingest paused: the model is unavailable", extra={"reason": exc.message}
-                )
-            if self._stopping.wait(1.0):
-                raise Stopped
-
     def run(self, job_id: str) -> None:
         """Both stages, in this thread (tests and tools)."""
         job = self.catalog.job(job_id)
@@ -385,8 +326,8 @@ class IngestRunner:
         del data
         yield
         self._check(job)
-        engine = self._wait_for_engine(collection)
-        self._check_model(engine, collection)
+        engine = self.models.wait_for_engine(collection)
+        check_same_model(engine, collection)
         self._stage(job.job_id, "chunking", 0.05)
         room = engine.max_content_tokens
         chunks = chunk_text(
@@ -403,7 +344,7 @@ class IngestRunner:
             yield
             self._check(job)
             batch = chunks[start : start + EMBED_BATCH]
-            result = self._embed_batch(batch, collection, engine, job.cancel)
+            result = self.models.embed_batch(batch, collection, engine, job.cancel)
             vectors[start : start + len(batch)] = result.vectors
             tokens += result.prompt_tokens
             self._stage(job.job_id, "embedding", 0.05 + 0.8 * (start + len(batch)) / len(chunks))
@@ -420,35 +361,6 @@ class IngestRunner:
             model=collection.model,
         )
 
-    def _embed_batch(
-        self,
-        batch: list[Chunk],
-        collection: CollectionInfo,
-        engine: EmbeddingEngine,
-        cancel: Cancellation,
-    ) -> Embeddings:
-        native = engine.spec.native_dimensions
-        request = EmbedRequest(
-            [c.text for c in batch],
-            dimensions=None if collection.dimensions == native else collection.dimensions,
-            input_type="document",
-            truncate=True,
-            caller=f"ingest:{collection.name}",  # ingest takes turns with the API
-        )
-        return self._embed(request, cancel, collection)
-
-    def _embedded_again(self, prepared: Prepared, collection: CollectionInfo) -> Prepared:
-        """The collection moved to another model (a reindex switched) after this document
-        was embedded: its chunks are embedded again with the collection's model now, so no
-        generation ever holds vectors of two models."""
-        engine = self._wait_for_engine(collection)
-        vectors = np.empty((len(prepared.chunks), collection.dimensions), dtype=np.float32)
-        for start in range(0, len(prepared.chunks), EMBED_BATCH):
-            batch = prepared.chunks[start : start + EMBED_BATCH]
-            result = self._embed_batch(batch, collection, engine, prepared.cancel)
-            vectors[start : start + len(batch)] = result.vectors
-        return dataclasses.replace(prepared, vectors=vectors, model=collection.model)
-
     def _store(self, prepared: Prepared) -> None:
         job_id, doc_id, chunks = prepared.job_id, prepared.doc_id, prepared.chunks
         info = self.catalog.collection(prepared.collection)  # now: a reindex may have switched
@@ -457,8 +369,9 @@ class IngestRunner:
             return
         store = info.store_name
         self._stage(job_id, "storing", 0.9)
-        if prepared.model != info.model:
-            prepared = self._embedded_again(prepared, info)
+        if prepared.model != info.model:  # a reindex moved the collection to another model
+            vectors = self.models.embedded_again(prepared.chunks, info, prepared.cancel)
+            prepared = dataclasses.replace(prepared, vectors=vectors, model=info.model)
         near = find_near_duplicates(
             self.store,
             store,
@@ -512,7 +425,7 @@ class IngestRunner:
             return
         self.outcomes.count("succeeded")
         log.info("document indexed", extra={"document_id": doc_id, "chunks": len(chunks)})
-        engine = self.engine_if_ready(info.model)
+        engine = self.models.engine_if_ready(info.model)
         if engine is not None and not engine.spec.covers(prepared.language):
             self.coverage.check(info.name, engine, self.catalog.chunks_by_language(info.name))
 
@@ -530,6 +443,3 @@ class IngestRunner:
             headings=chunk.headings,
             vector=vector,
         )
-
-    def _check_model(self, engine: EmbeddingEngine, collection: CollectionInfo) -> None:
-        check_same_model(engine, collection)

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
+
+from embedgate.errors import ErrorKind, ServiceError
+
+if TYPE_CHECKING:
+    from embedgate.storage.catalog import CollectionInfo
 
 
 def legacy_store_name(name: str) -> str:
@@ -29,3 +35,19 @@ def generation_of(store_name: str | None) -> int:
         return 0
     match = re.search(r"_g(\d+)$", store_name)
     return int(match.group(1)) if match else 0
+
+
+def rebuild_needed(name: str) -> ServiceError:
+    return ServiceError(
+        ErrorKind.CONFLICT,
+        f"collection {name!r} was built by an earlier embedgate and must be rebuilt once: run "
+        f"`embedgate kb reindex {name}`",
+    )
+
+
+def store_name_of(info: CollectionInfo) -> str:
+    """The store collection that holds a collection's chunks; a collection made before 0.5
+    must be rebuilt first."""
+    if info.store_name is None:
+        raise rebuild_needed(info.name)
+    return info.store_name

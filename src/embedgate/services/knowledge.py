@@ -8,10 +8,11 @@ from sqlalchemy import Engine
 
 from embedgate.config import Settings
 from embedgate.engine import EmbeddingEngine
-from embedgate.knowledge.base import AdminAudit, Defaults, Embedders, KnowledgeBase
+from embedgate.knowledge.base import AdminAudit, Defaults, KnowledgeBase
 from embedgate.knowledge.ingest import IngestRunner, IngestSettings
 from embedgate.knowledge.parse_worker import ParseWorker
 from embedgate.knowledge.parsers import ParseLimits
+from embedgate.knowledge.search import Embedders
 from embedgate.knowledge.vector_store import MilvusVectorStore, VectorStore
 from embedgate.security.secret_files import read_secret_file
 from embedgate.storage.catalog import Catalog

@@ -55,8 +55,12 @@ class PairTokenizer:
                 raise ValueError(f"the model's limit of {limit} tokens leaves no room for a pair")
         else:
             self._separator = self._first_separator() if spec.token_types else None
+        # the template's tokens ([CLS], [SEP], <s>...), not an unknown character's [UNK]
         added = self._tokenizer.get_added_tokens_decoder()
-        self._specials = {int(i) for i, token in added.items() if token.special}
+        unknown = getattr(self._tokenizer.model, "unk_token", None)
+        self._structure = {
+            int(i) for i, token in added.items() if token.special and token.content != unknown
+        }
 
     @classmethod
     def load(cls, model_dir: Path, spec: RerankSpec) -> PairTokenizer:
@@ -113,12 +117,13 @@ class PairTokenizer:
             return match.group(1), match.group(2)
         segments: list[list[int]] = [[]]
         for token in sequence:
-            if token in self._specials:
+            if token in self._structure:
                 if segments[-1]:
                     segments.append([])
             else:
                 segments[-1].append(int(token))
-        texts = [self._tokenizer.decode(ids) for ids in segments if ids]
+        # an [UNK] stays as its text, which the upstream's tokenizer reads as [UNK] again
+        texts = [self._tokenizer.decode(ids, skip_special_tokens=False) for ids in segments if ids]
         return [*texts, ""][0], " ".join(texts[1:])
 
     @property
