@@ -178,6 +178,13 @@ class Settings(BaseSettings):
         description="GGUF models: tokens per llama.cpp decode of several inputs; empty = 512 "
         "(measured best on CPUs).",
     )
+    small_pass_runtime: Literal["auto", "onnx", "off"] = Field(
+        default="auto",
+        description="Short passes (one query, a few short texts) of an encoder model on a CPU "
+        "run on ONNX Runtime in the server, on all cores, exported once from the served weights "
+        "into <data_dir>/cache/onnx; `auto` = where onnxruntime is installed, `off` = PyTorch "
+        "for every pass.",
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,

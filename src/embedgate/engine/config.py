@@ -72,6 +72,9 @@ class EngineConfig:
     batch_wait_ms: float = 20.0
     tokenizer_threads: int = 1
     gguf_group_tokens: int | None = None  # tokens per llama.cpp decode; None = measured default
+    # short passes of encoder models on ONNX Runtime ("auto": where onnxruntime is installed)
+    small_pass_runtime: str = "auto"  # "auto" | "onnx" | "off"
+    cache_dir: str | None = None  # where exported graphs are kept (the data dir's cache/)
     # admission
     max_inputs_per_request: int = 2048
     max_request_tokens: int = 1_048_576

@@ -7,7 +7,12 @@ A new backend (an upstream gateway, llama.cpp) is a new branch here, selected by
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.util
+import logging
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +26,8 @@ from embedgate.engine.rerank_spec import read_rerank_spec
 from embedgate.engine.reranking import RerankEngine
 from embedgate.engine.scheduler import SchedulerObserver
 from embedgate.engine.submission import EngineLimits
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from embedgate.engine.backends.torch.model_process import RestartPolicy
@@ -81,7 +88,58 @@ def load_engine(
 
         plan.use_torch_threads()
         backend = TorchBackend.load(source.path, plan.weights, text)
+    backend = _with_small_passes(config, source.path, backend)
     return EmbeddingEngine(backend, source.name, source.aliases, plan.limits(config), observer)
+
+
+def _with_small_passes(config: EngineConfig, model_dir: Path, backend: Backend) -> Backend:
+    """An encoder on a CPU gets the small-pass runtime (`backends/onnx/small_pass.py`) when
+    it is on: its graph is exported from the served weights once (in a child process, ~10 s)
+    and cached in the data dir. Anything that stops it leaves the PyTorch backend serving
+    every pass, with a warning: a missing speed-up never stops the server."""
+    from embedgate.engine.backends.hf_tokenizer import TokenizedBackend
+
+    wanted = config.small_pass_runtime
+    if wanted == "off" or config.cache_dir is None or not isinstance(backend, TokenizedBackend):
+        return backend
+    if backend.spec.pooling == "last" or backend.describe().device != "cpu":
+        return backend  # decoder models (Qwen3) and GPUs: measured separately, not here
+    if importlib.util.find_spec("onnxruntime") is None:
+        if wanted == "onnx":
+            log.warning("small_pass_runtime = onnx, but onnxruntime is not installed")
+        return backend
+    from embedgate.engine.backends.onnx.small_pass import OnnxEncoder, SmallPassBackend
+
+    target = Path(config.cache_dir) / "onnx" / f"{_weights_key(model_dir, backend)}.onnx"
+    try:
+        if not target.is_file():
+            log.info("exporting the model for short passes", extra={"to": str(target)})
+            subprocess.run(  # noqa: S603 - our own module, paths we chose
+                [sys.executable, "-m", "embedgate.engine.backends.torch.onnx_export",
+                 str(model_dir), backend.spec.pooling, str(target)],
+                check=True, timeout=900, capture_output=True,
+            )  # fmt: skip
+        encoder = OnnxEncoder(target)
+    except Exception as exc:  # an export or a runtime that fails: serve without it
+        detail = getattr(exc, "stderr", b"") or b""
+        log.warning(
+            "short passes stay on PyTorch: the ONNX export or session failed",
+            extra={"reason": f"{exc} {detail.decode(errors='replace')[-500:]}"},
+        )
+        return backend
+    return SmallPassBackend(backend, encoder)
+
+
+def _weights_key(model_dir: Path, backend: Backend) -> str:
+    """Names an export: the model's config, its weight files (name, size, mtime) and the
+    pooling, so new weights in the same directory never reuse an old graph."""
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.iterdir()):
+        if path.suffix in (".json", ".safetensors", ".bin") and path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    digest.update(backend.spec.pooling.encode())
+    return f"{model_dir.name}-{digest.hexdigest()[:16]}"
 
 
 def load_reranker(

@@ -65,6 +65,7 @@ _TRANSLATED: dict[str, Callable[[Settings], Any]] = {
     "model_aliases": lambda settings: tuple(settings.model_aliases),
     "upstreams": upstream_configs,
     "task": lambda settings: None,  # the first model's task is read from its directory
+    "cache_dir": lambda settings: str(settings.data_dir / "cache"),
 }
 
 

@@ -1,0 +1,105 @@
+"""The small-pass runtime: short passes of an encoder on ONNX Runtime, exported once from the
+served weights into the cache, with the eager PyTorch forward's vectors (fp32, 1e-5), for any
+batch size and length under the limit; bigger passes and decoder models stay on PyTorch; a
+broken cache never stops the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedgate.engine import EmbeddingEngine, EmbedRequest, EngineConfig, load_engine
+
+SHORT = ["how many days of annual leave", "VPN 密码怎么重置", "a"]
+LONGER = ["Employees get fifteen days of annual leave per year, booked two weeks ahead. " * 3]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _engine(cache: Path | None, **options: object) -> EmbeddingEngine:
+    config = EngineConfig(
+        small_pass_runtime="onnx" if cache else "off",
+        cache_dir=str(cache) if cache else None,
+        **options,  # type: ignore[arg-type]
+    )
+    engine = load_engine(config)
+    engine.start()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def engines(cache: Path) -> Iterator[tuple[EmbeddingEngine, EmbeddingEngine]]:
+    fast, eager = _engine(cache), _engine(None)
+    yield fast, eager
+    fast.stop()
+    eager.stop()
+
+
+def test_short_passes_run_on_onnx_with_the_eager_vectors(
+    engines: tuple[EmbeddingEngine, EmbeddingEngine], cache: Path
+) -> None:
+    fast, eager = engines
+    assert fast.describe().runtime.endswith("+onnx-small-passes")
+    assert eager.describe().runtime == "torch-process"
+    assert len(list((cache / "onnx").glob("*.onnx"))) == 1
+    for texts in ([SHORT[0]], SHORT, LONGER, [SHORT[2]]):
+        for input_type in ("query", "document"):
+            got = fast.embed_sync(EmbedRequest(texts, input_type=input_type)).vectors
+            want = eager.embed_sync(EmbedRequest(texts, input_type=input_type)).vectors
+            assert got.shape == want.shape
+            assert np.abs(got - want).max() <= 1e-5, texts
+
+
+def test_big_passes_stay_on_pytorch(engines: tuple[EmbeddingEngine, EmbeddingEngine]) -> None:
+    fast, eager = engines
+    backend = fast.backend
+    calls: list[int] = []
+    inner_forward = backend.inner.forward  # type: ignore[attr-defined]
+
+    def counting(sequences: object) -> object:
+        calls.append(len(sequences))  # type: ignore[arg-type]
+        return inner_forward(sequences)
+
+    backend.inner.forward = counting  # type: ignore[attr-defined]
+    try:
+        texts = [f"document number {i} about leave and travel" for i in range(64)]
+        got = fast.embed_sync(EmbedRequest(texts)).vectors
+        fast.embed_sync(EmbedRequest([SHORT[0]]))
+    finally:
+        backend.inner.forward = inner_forward  # type: ignore[attr-defined]
+    assert sum(calls) == 64  # the bulk request on PyTorch, the single query not
+    want = eager.embed_sync(EmbedRequest(texts)).vectors
+    assert np.abs(got - want).max() <= 1e-5
+
+
+def test_the_export_is_cached_and_a_broken_one_is_survived(cache: Path) -> None:
+    (exported,) = (cache / "onnx").glob("*.onnx")
+    before = exported.stat().st_mtime_ns
+    again = _engine(cache, model_process=False)
+    try:
+        assert again.describe().runtime.endswith("+onnx-small-passes")
+        assert exported.stat().st_mtime_ns == before  # read, not exported again
+    finally:
+        again.stop()
+    exported.write_bytes(b"not a model")
+    survivor = _engine(cache, model_process=False)
+    try:
+        assert survivor.describe().runtime == "torch"  # warned, and serves on PyTorch
+        assert survivor.embed_sync(EmbedRequest(SHORT)).vectors.shape[0] == 3
+    finally:
+        survivor.stop()
+
+
+def test_a_decoder_model_is_not_exported(tiny_qwen3_dir: Path, tmp_path: Path) -> None:
+    engine = _engine(tmp_path, model=str(tiny_qwen3_dir), model_process=False)
+    try:
+        assert engine.describe().runtime == "torch"
+        assert not (tmp_path / "onnx").exists()
+    finally:
+        engine.stop()
