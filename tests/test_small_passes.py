@@ -5,6 +5,7 @@ broken cache never stops the engine."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +104,44 @@ def test_a_decoder_model_is_not_exported(tiny_qwen3_dir: Path, tmp_path: Path) -
         assert not (tmp_path / "onnx").exists()
     finally:
         engine.stop()
+
+
+def test_a_small_pass_that_finds_another_running_stays_on_pytorch(
+    engines: tuple[EmbeddingEngine, EmbeddingEngine],
+) -> None:
+    """Under concurrent clients passes overlap: those stay on the PyTorch backend's thread
+    plan (sending them to ONNX Runtime too cost a fifth of their throughput)."""
+    import threading
+
+    fast, _ = engines
+    backend = fast.backend
+    sequences = [[101, 2054, 102]]
+    inner_forward = backend.inner.forward  # type: ignore[attr-defined]
+    entered, release = threading.Event(), threading.Event()
+    on_inner: list[int] = []
+
+    def slow(batch: object) -> object:
+        on_inner.append(len(batch))  # type: ignore[arg-type]
+        entered.set()
+        release.wait(10)
+        return inner_forward(batch)
+
+    backend.inner.forward = slow  # type: ignore[attr-defined]
+    long_pass = [[101, *range(2000, 2300), 102]] * 2  # over the small-pass size
+    try:
+        first = threading.Thread(target=backend.forward, args=(long_pass,))
+        first.start()
+        assert entered.wait(10)
+        before = backend.small_passes  # type: ignore[attr-defined]
+        overlapping = threading.Thread(target=backend.forward, args=(sequences,))
+        overlapping.start()
+        time.sleep(0.2)
+        release.set()
+        first.join(10)
+        overlapping.join(10)
+        assert on_inner == [2, 1]  # the small pass went to PyTorch too
+        assert backend.small_passes == before  # type: ignore[attr-defined]
+        backend.forward(sequences)  # alone now: ONNX Runtime
+        assert backend.small_passes == before + 1  # type: ignore[attr-defined]
+    finally:
+        backend.inner.forward = inner_forward  # type: ignore[attr-defined]

@@ -257,7 +257,12 @@ async def search(
     request_context(request.scope).audit.model = found.model
     # the terms the lexical side searched for (jieba for Chinese), so a client can highlight
     # exactly what matched
-    terms = list(dict.fromkeys(shared_analyzer().terms(body.query)))
+    analyzer = shared_analyzer()
+    if analyzer.loaded:
+        cut = analyzer.terms(body.query)
+    else:  # never build the dictionary on the event loop: every request would wait
+        cut = await asyncio.to_thread(analyzer.terms, body.query)
+    terms = list(dict.fromkeys(cut))
     return {
         "object": "list",
         "data": found.hits,

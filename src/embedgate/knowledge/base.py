@@ -6,6 +6,7 @@ Grants are enforced here, for every call: a caller limited to other collections 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from dataclasses import dataclass
@@ -369,6 +370,6 @@ class KnowledgeBase:
     # --- search ------------------------------------------------------------------------------
     async def search(self, principal: Principal, name: str, **options: Any) -> SearchResult:
         """The best chunks of collection `name` for a query (see `CollectionSearch.search`)."""
-        info = self.get(principal, name)
+        info = await asyncio.to_thread(self.get, principal, name)  # the catalog: off the loop
         self.store_of(info)
         return await self.searcher.search(principal, info, **options)

@@ -3,9 +3,12 @@
 An eager PyTorch forward of one 10-token query costs ~5-8 ms on a CPU, almost all of it
 per-operator overhead (the math is ~0.2 GFLOP), plus the hop to the model process. ONNX
 Runtime runs the same graph, fused, in ~2 ms on all cores, in this process. So a pass of at
-most `max_tokens` padded tokens (one query, a few short texts: what a person waits for) runs
-here, at once, on every core; bigger passes (bulk work) stay on the PyTorch backend and its
-thread plan, which is faster per token for them (oneDNN, bf16 where the CPU has it).
+most `max_tokens` padded tokens (one query, a few short texts: what a person waits for) that
+finds no other pass running goes here, at once, on every core. Everything else stays on the
+PyTorch backend and its thread plan: bigger passes (faster per token there: oneDNN, bf16
+where the CPU has it), and small passes while another pass runs, which is what many
+concurrent clients make (measured: sending those here too took a fifth off their
+throughput, `benchmarks/concurrency.py`).
 
 The graph is exported from the served weights (`backends/torch/onnx_export.py`) and read
 from the data dir's cache; it returns the pooled rows `TorchModel` returns, so everything
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +44,9 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about unused initialisers are noise here
+        # idle worker threads sleep instead of spinning: spinning takes the cores the
+        # event loop and the PyTorch model process need between passes
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def forward(self, ids: IdArray, mask: IdArray) -> FloatArray:
@@ -61,15 +68,41 @@ class SmallPassBackend(Backend):
         self.spec = inner.spec
         self.template = inner.template
         self.pad_to_multiple_of = inner.pad_to_multiple_of
+        self._running = 0  # passes in progress, on either runtime
+        self._lock = threading.Lock()
+        self.small_passes = 0  # passes run here (for tests and logs)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return self.inner.tokenize(texts)
 
     def forward(self, sequences: Sequence[Sequence[int]]) -> FloatArray:
-        length = self.inner.pass_length(max(len(s) for s in sequences))
-        if len(sequences) * length > self.max_tokens:
+        longest = max(len(s) for s in sequences)
+        small = len(sequences) * self.inner.pass_length(longest) <= self.max_tokens
+        with self._lock:
+            self._running += 1
+            alone = self._running == 1
+            if small and alone:
+                self.small_passes += 1
+        try:
+            if small and alone:
+                return self.encoder.forward(*self._collate(sequences, longest))
             return self.inner.forward(sequences)
-        return self.encoder.forward(*self.inner.tokenizer.collate(sequences))
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _collate(self, sequences: Sequence[Sequence[int]], longest: int) -> tuple[IdArray, IdArray]:
+        """Padded to the longest sequence only: the graph takes any length, and a 9-token
+        query padded to 16 would cost nearly twice the work."""
+        tokenizer = self.inner.tokenizer
+        ids = np.full((len(sequences), longest), tokenizer.pad_id, dtype=np.int64)
+        mask = np.zeros((len(sequences), longest), dtype=np.int64)
+        left = self.spec.padding_side == "left"
+        for row, seq in enumerate(sequences):
+            span = slice(longest - len(seq), longest) if left else slice(0, len(seq))
+            ids[row, span] = seq
+            mask[row, span] = 1
+        return ids, mask
 
     def pass_length(self, longest: int) -> int:
         return self.inner.pass_length(longest)
