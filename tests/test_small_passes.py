@@ -145,3 +145,24 @@ def test_a_small_pass_that_finds_another_running_stays_on_pytorch(
         assert backend.small_passes == before + 1  # type: ignore[attr-defined]
     finally:
         backend.inner.forward = inner_forward  # type: ignore[attr-defined]
+
+
+def test_dtype_auto_is_bf16_only_where_the_cpu_computes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from embedgate.engine import factory
+
+    assert factory.resolve_dtype("float32", on_gpu=True) == "float32"  # told: kept
+    assert factory.resolve_dtype("auto", on_gpu=True) == "bfloat16"
+    native = factory.cpu_has_native_bf16()
+    flags = Path("/proc/cpuinfo").read_text()
+    assert native == ("amx_bf16" in flags or "avx512_bf16" in flags)
+    engine = _engine(None, dtype="auto", model_process=False)
+    try:
+        assert engine.describe().dtype == ("bfloat16" if native else "float32")
+    finally:
+        engine.stop()
+    monkeypatch.setattr(factory, "cpu_has_native_bf16", lambda: False)
+    assert factory.resolve_dtype("auto", on_gpu=False) == "float32"
+    monkeypatch.setattr(factory, "cpu_has_native_bf16", lambda: True)
+    assert factory.resolve_dtype("auto", on_gpu=False) == "bfloat16"

@@ -54,7 +54,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="State directory (default ./data).")] = None,
     config: ConfigOpt = None,
-    dtype: Annotated[DType | None, typer.Option(help="float32 or bfloat16.")] = None,
+    dtype: Annotated[
+        DType | None, typer.Option(help="float32, bfloat16 or auto (bf16 where native).")
+    ] = None,
     upstream: Annotated[
         list[str] | None,
         typer.Option(

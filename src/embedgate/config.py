@@ -24,7 +24,7 @@ from pydantic_settings import (
 
 ENV_PREFIX = "EMBEDGATE_"
 
-DType = Literal["float32", "bfloat16"]
+DType = Literal["float32", "bfloat16", "auto"]
 Device = Literal["auto", "cpu", "cuda"]
 LogFormat = Literal["json", "text"]
 
@@ -59,7 +59,7 @@ class ModelEntry(BaseModel):
     path: str  # a local model directory
     name: str | None = None  # what clients send in `model`; default: the directory's name
     task: Literal["embed", "rerank"] | None = None  # None: read from the directory
-    dtype: Literal["float32", "bfloat16"] | None = None  # None: the server's `dtype`
+    dtype: Literal["float32", "bfloat16", "auto"] | None = None  # None: the server's `dtype`
     aliases: list[str] = Field(default_factory=list)
     # gateway mode for this model (a reranker): it runs on these servers, `path` gives its
     # tokenizer and config; `upstream_api` is what they speak: `cohere` (vLLM, infinity,
@@ -169,7 +169,11 @@ class Settings(BaseSettings):
         description="Every upstream is probed this often, traffic or not (a dead one is "
         "ejected, a recovered one admitted); a probe slower than this fails.",
     )
-    dtype: DType = Field(default="float32", description="Compute dtype: float32 or bfloat16.")
+    dtype: DType = Field(
+        default="float32",
+        description="Compute dtype: float32, bfloat16, or auto (bfloat16 on a GPU or a CPU with "
+        "native bf16, AMX / AVX-512 BF16; float32 elsewhere).",
+    )
     device: Device = Field(default="auto", description="auto (GPU when present), cpu or cuda.")
     gguf_group_tokens: int | None = Field(
         default=None,

@@ -45,6 +45,7 @@ async def list_models(state: Services = Depends(service)) -> dict[str, Any]:
 
 def _embedding_entry(engine: EmbeddingEngine, *, default: bool, ready: bool) -> dict[str, Any]:
     spec = engine.spec
+    described = engine.describe()
     entry: dict[str, Any] = {
         "id": engine.name,
         "object": "model",
@@ -57,10 +58,11 @@ def _embedding_entry(engine: EmbeddingEngine, *, default: bool, ready: bool) -> 
         "pooling": spec.pooling,
         "family": spec.family,
         "task": "embed",
+        "dtype": described.dtype,  # what the passes compute in (dtype=auto resolved)
+        "runtime": described.runtime,
         "default": default,  # what a request that names no model (or an unknown one) gets
         "ready": ready,
     }
-    described = engine.describe()
     if described.quantization is not None:  # a GGUF file
         entry["quantization"] = described.quantization
     if described.fingerprint is not None:  # gateway mode: what the upstreams serve

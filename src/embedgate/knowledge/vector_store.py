@@ -15,6 +15,7 @@ on a TCP port.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import re
@@ -168,6 +169,9 @@ class MilvusVectorStore:
 
         self.uri = uri
         self.dense_index = dense_index
+        # hybrid search's lexical half runs here while the dense half runs on the caller's
+        # thread: the two round trips overlap (the client is thread-safe)
+        self._beside = concurrent.futures.ThreadPoolExecutor(1, "embedgate-store-lexical")
         if is_embedded(uri):  # the embedded server starts here; its logs stay off /tmp
             with logs_beside(uri):
                 self.client = MilvusClient(uri=uri, token=token or "")
@@ -326,9 +330,9 @@ class MilvusVectorStore:
         """Both searches, fused here (not by Milvus's ranker) so each hit keeps its dense
         and lexical scores beside the fused one."""
         depth = max(top_k * 4, 20)
-        return fuse(
-            self.dense(name, vector, depth), self.lexical(name, query, depth), top_k, weights
-        )
+        lexical = self._beside.submit(self.lexical, name, query, depth)
+        dense = self.dense(name, vector, depth)  # a failure here leaves the lexical half be
+        return fuse(dense, lexical.result(), top_k, weights)
 
     def chunks(self, name: str, batch: int = 512) -> Iterator[list[ChunkRow]]:
         """Every stored chunk with its vector, a batch at a time (reindexing reads these)."""
@@ -350,6 +354,7 @@ class MilvusVectorStore:
         """Close the client and, for a Milvus Lite file, the embedded server behind it:
         pymilvus starts one per file on first use and would otherwise keep its threads and
         sockets until the process exits."""
+        self._beside.shutdown(wait=True)
         self.client.close()
         if is_embedded(self.uri):
             from milvus_lite.server_manager import server_manager_instance
