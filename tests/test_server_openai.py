@@ -28,6 +28,14 @@ def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
+def _sample_is(metrics: str, family: str, value: float) -> bool:
+    """The served model's sample of `family` (one model here; its `model` label) is `value`."""
+    return any(
+        line.startswith(family + "{") and float(line.rsplit(" ", 1)[1]) == value
+        for line in metrics.splitlines()
+    )
+
+
 def sdk(server: Server) -> OpenAI:
     return OpenAI(base_url=server.base + "/v1", api_key=server.key, max_retries=0)
 
@@ -44,7 +52,9 @@ def test_float_and_base64_agree(minilm_server: Server, minilm_engine: EmbeddingE
     assert a.shape == (2, 384) and np.array_equal(a, b)
     assert [d.index for d in as_float.data] == [0, 1]
     expected = minilm_engine.embed_sync(EmbedRequest(texts))
-    assert np.array_equal(a, expected.vectors)
+    # the server ran this small pass on ONNX Runtime (small_pass_runtime), the reference
+    # engine on PyTorch: the same fp32 math, summed in another order
+    assert np.abs(a - expected.vectors).max() <= 1e-5
     assert as_float.usage.prompt_tokens == expected.prompt_tokens == as_float.usage.total_tokens
     assert as_float.model == "all-MiniLM-L6-v2"
 
@@ -124,7 +134,7 @@ def test_disconnected_clients_are_dropped_before_the_model() -> None:
                 + body
             )
             deadline = time.monotonic() + 10
-            while "embedgate_queue_items 1.0" not in server.get("/metrics").text:
+            while not _sample_is(server.get("/metrics").text, "embedgate_queue_items", 1.0):
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
         time.sleep(0.2)  # the server notices the closed socket
@@ -133,7 +143,7 @@ def test_disconnected_clients_are_dropped_before_the_model() -> None:
         marker = fake.word_id("abandoned")
         assert not any(marker in seq for seq in fake.seen)
         metrics = server.get("/metrics").text
-        assert "embedgate_dropped_inputs_total 1.0" in metrics
+        assert _sample_is(metrics, "embedgate_dropped_inputs_total", 1.0)
         ok = server.post("/v1/embeddings", json={"input": "after"})
         assert ok.status_code == 200
 
@@ -151,7 +161,7 @@ def test_overload_is_429_in_the_envelope() -> None:
         assert fake.entered.wait(10)
         threads[1].start()
         deadline = time.monotonic() + 10
-        while "embedgate_queue_items 1.0" not in server.get("/metrics").text:
+        while not _sample_is(server.get("/metrics").text, "embedgate_queue_items", 1.0):
             assert time.monotonic() < deadline
             time.sleep(0.02)
         response = server.post("/v1/embeddings", json={"input": "a b c d e f g h i"})

@@ -115,6 +115,8 @@ def test_engine_config_carries_every_engine_setting() -> None:
             assert value is None
         elif item.name == "model_aliases":
             assert value == ("a", "b")
+        elif item.name == "cache_dir":  # exported graphs live in the data dir
+            assert value == str(settings.data_dir / "cache")
         else:
             assert value == getattr(settings, item.name), item.name
     assert (config.dtype, config.forward_threads, config.max_queued_tokens) == (

@@ -79,7 +79,7 @@ def test_big_passes_stay_on_pytorch(engines: tuple[EmbeddingEngine, EmbeddingEng
     assert np.abs(got - want).max() <= 1e-5
 
 
-def test_the_export_is_cached_and_a_broken_one_is_survived(cache: Path) -> None:
+def test_the_export_is_cached_and_a_broken_one_is_survived(cache: Path, tmp_path: Path) -> None:
     (exported,) = (cache / "onnx").glob("*.onnx")
     before = exported.stat().st_mtime_ns
     again = _engine(cache, model_process=False)
@@ -88,8 +88,10 @@ def test_the_export_is_cached_and_a_broken_one_is_survived(cache: Path) -> None:
         assert exported.stat().st_mtime_ns == before  # read, not exported again
     finally:
         again.stop()
-    exported.write_bytes(b"not a model")
-    survivor = _engine(cache, model_process=False)
+    broken = tmp_path / "onnx" / exported.name  # a cache of its own: the others stay whole
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a model")
+    survivor = _engine(tmp_path, model_process=False)
     try:
         assert survivor.describe().runtime == "torch"  # warned, and serves on PyTorch
         assert survivor.embed_sync(EmbedRequest(SHORT)).vectors.shape[0] == 3
@@ -166,3 +168,36 @@ def test_dtype_auto_is_bf16_only_where_the_cpu_computes_it(
     assert factory.resolve_dtype("auto", on_gpu=False) == "float32"
     monkeypatch.setattr(factory, "cpu_has_native_bf16", lambda: True)
     assert factory.resolve_dtype("auto", on_gpu=False) == "bfloat16"
+
+
+def test_onnx_runtime_writes_no_telemetry(
+    engines: tuple[EmbeddingEngine, EmbeddingEngine], cache: Path, tmp_path: Path
+) -> None:
+    """No device id, event store or session file: ONNX Runtime's 1DS telemetry stays off
+    (with it on, a session writes ~/.cache/Microsoft/DeveloperTools/.onnxruntime and
+    $TMPDIR/.ses)."""
+    import os
+    import subprocess
+    import sys
+
+    (exported,) = (cache / "onnx").glob("*.onnx")
+    home, temp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    temp.mkdir()
+    script = (
+        "import numpy as np, pathlib\n"
+        "from embedgate.engine.backends.onnx.small_pass import OnnxEncoder\n"
+        f"encoder = OnnxEncoder(pathlib.Path({str(exported)!r}))\n"
+        "print(encoder.forward(np.array([[101, 102]]), np.array([[1, 1]])).shape)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**env, "HOME": str(home), "TMPDIR": str(temp)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "(1, 384)" in done.stdout
+    assert list(home.rglob("*")) == [] and list(temp.rglob("*")) == []

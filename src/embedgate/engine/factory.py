@@ -11,8 +11,10 @@ import hashlib
 import importlib.util
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,11 +116,7 @@ def _with_small_passes(config: EngineConfig, model_dir: Path, backend: Backend) 
     try:
         if not target.is_file():
             log.info("exporting the model for short passes", extra={"to": str(target)})
-            subprocess.run(  # noqa: S603 - our own module, paths we chose
-                [sys.executable, "-m", "embedgate.engine.backends.torch.onnx_export",
-                 str(model_dir), backend.spec.pooling, str(target)],
-                check=True, timeout=900, capture_output=True,
-            )  # fmt: skip
+            _export(model_dir, backend.spec.pooling, target)
         encoder = OnnxEncoder(target)
     except Exception as exc:  # an export or a runtime that fails: serve without it
         detail = getattr(exc, "stderr", b"") or b""
@@ -128,6 +126,22 @@ def _with_small_passes(config: EngineConfig, model_dir: Path, backend: Backend) 
         )
         return backend
     return SmallPassBackend(backend, encoder)
+
+
+def _export(model_dir: Path, pooling: str, target: Path) -> None:
+    """The export in a child process (torch's exporter and its compiler caches are freed
+    with it), its scratch files under the cache, never the shared temp dir."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    try:
+        subprocess.run(  # noqa: S603 - our own module, paths we chose
+            [sys.executable, "-m", "embedgate.engine.backends.torch.onnx_export",
+             str(model_dir), pooling, str(target)],
+            check=True, timeout=900, capture_output=True,
+            env={**os.environ, "TMPDIR": str(scratch)},
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _weights_key(model_dir: Path, backend: Backend) -> str:

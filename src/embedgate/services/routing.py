@@ -119,7 +119,10 @@ class ModelRouting:
         """Each served model's readiness ("ready" or why not), for /ready's body."""
         supervisors: list[ModelSupervisor[EmbeddingEngine] | ModelSupervisor[RerankEngine]]
         supervisors = [*self.embedding_models(), *self.rerankers]
-        return {s.name: s.not_ready_reason() or "ready" for s in supervisors}
+        return {
+            (s.engine.name if s.engine is not None else s.name): s.not_ready_reason() or "ready"
+            for s in supervisors
+        }
 
 
 Served = TypeVar("Served", EmbeddingEngine, RerankEngine)
