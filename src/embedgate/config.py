@@ -390,6 +390,15 @@ class Settings(BaseSettings):
         default="FLAT",
         description="Milvus index for new collections' vectors (FLAT: exact).",
     )
+    kb_dense_nprobe: int = Field(
+        default=32, ge=1, le=65536, description="IVF indexes: clusters searched per query."
+    )
+    kb_dense_ef: int = Field(
+        default=128,
+        ge=1,
+        le=32768,
+        description="HNSW / AUTOINDEX: the search's candidate list (at least the hits asked).",
+    )
     milvus_token_file: Path | None = Field(
         default=None, description="0600 file holding the Milvus token or user:password."
     )

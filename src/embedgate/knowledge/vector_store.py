@@ -152,8 +152,10 @@ def _hit(entry: dict[str, Any], *, dense: float | None = None, lexical: float | 
 
 # Exact search. Measured on Milvus Lite 2.5.1 at 120k x 384 (docs/benchmarks.md): AUTOINDEX
 # (HNSW M=18) and IVF_FLAT found 25-41% of the exact top 10 once segments were sealed, the
-# same for every ef / nprobe (the search parameters made no difference); FLAT finds all of
-# them. A Milvus cluster may set EMBEDGATE_KB_DENSE_INDEX after measuring its own recall.
+# same for every ef / nprobe; measured again with them passed in `params` (where Milvus reads
+# them: `dense_search_params`), IVF_FLAT at 120k x 64 kept 0.33 for nprobe 1 to 128: Lite
+# does not honour them. FLAT finds all of them. A Milvus server may set
+# EMBEDGATE_KB_DENSE_INDEX (and KB_DENSE_NPROBE / KB_DENSE_EF) after measuring its own recall.
 DENSE_INDEX = "FLAT"
 
 
@@ -164,11 +166,15 @@ class MilvusVectorStore:
         token: str | None = None,
         analyzer: TextAnalyzer | None = None,
         dense_index: str = DENSE_INDEX,
+        nprobe: int = 32,
+        ef: int = 128,
     ) -> None:
         from pymilvus import MilvusClient
 
         self.uri = uri
         self.dense_index = dense_index
+        self.nprobe = nprobe  # IVF: clusters searched per query
+        self.ef = ef  # HNSW / AUTOINDEX: candidate list (at least the hits asked for)
         # hybrid search's lexical half runs here while the dense half runs on the caller's
         # thread: the two round trips overlap (the client is thread-safe)
         self._beside = concurrent.futures.ThreadPoolExecutor(1, "embedgate-store-lexical")
@@ -292,9 +298,19 @@ class MilvusVectorStore:
             limit=top_k,
             filter=flt,
             output_fields=_FIELDS_WITH_HEADINGS,
-            search_params={"metric_type": "IP"},
+            search_params=self.dense_search_params(top_k),
         )
         return [[_hit(e, dense=float(e["distance"])) for e in row] for row in result]
+
+    def dense_search_params(self, top_k: int) -> dict[str, Any]:
+        """The approximate indexes' search breadth, passed where Milvus reads it (`params`):
+        FLAT is exact and takes none."""
+        params: dict[str, Any] = {}
+        if self.dense_index.startswith("IVF"):
+            params["nprobe"] = self.nprobe
+        elif self.dense_index in ("HNSW", "AUTOINDEX"):
+            params["ef"] = max(self.ef, top_k)
+        return {"metric_type": "IP", "params": params}
 
     def flush(self, name: str) -> None:
         """Seal freshly written rows into indexed segments (searches scan unsealed rows)."""

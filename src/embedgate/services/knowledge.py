@@ -33,7 +33,13 @@ def open_vector_store(settings: Settings) -> VectorStore:
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     if settings.milvus_token_file is not None:
         token = read_secret_file(settings.milvus_token_file).decode().strip()
-    return MilvusVectorStore(uri, token, dense_index=settings.kb_dense_index)
+    return MilvusVectorStore(
+        uri,
+        token,
+        dense_index=settings.kb_dense_index,
+        nprobe=settings.kb_dense_nprobe,
+        ef=settings.kb_dense_ef,
+    )
 
 
 def build_knowledge(
