@@ -84,3 +84,36 @@ def test_migrations_are_versioned_and_idempotent(store: SqlKeyStore) -> None:
     with store.database.connect() as conn:
         versions = [r[0] for r in conn.execute(select(schema_migrations.c.version))]
     assert versions == [v for v, _ in MIGRATIONS]
+
+
+def test_replicas_starting_together_migrate_one_database_once() -> None:
+    """Two gateways of one compose stack start at the same moment on an empty PostgreSQL:
+    without a lock both create `schema_migrations` and one dies on the duplicate."""
+    import threading
+
+    from sqlalchemy import create_engine
+
+    with postgres_server() as url:
+        engines = [create_engine(url) for _ in range(4)]
+        start = threading.Barrier(len(engines))
+        outcomes: list[object] = []
+
+        def one(engine: object) -> None:
+            start.wait()
+            try:
+                outcomes.append(migrate(engine))  # type: ignore[arg-type]
+            except Exception as failed:  # noqa: BLE001 - the outcome under test
+                outcomes.append(failed)
+
+        threads = [threading.Thread(target=one, args=(e,)) for e in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        latest = max(v for v, _ in MIGRATIONS)
+        assert outcomes == [latest] * len(engines)
+        with engines[0].connect() as conn:
+            versions = [r[0] for r in conn.execute(select(schema_migrations.c.version))]
+        assert versions == [v for v, _ in MIGRATIONS]
+        for engine in engines:
+            engine.dispose()

@@ -156,6 +156,7 @@ def migrate(database: Engine) -> int:
     from datetime import UTC, datetime
 
     with database.begin() as conn:
+        _one_migrator_at_a_time(conn)
         if not inspect(conn).has_table("schema_migrations"):
             schema_migrations.create(conn)
         done = {row[0] for row in conn.execute(select(schema_migrations.c.version))}
@@ -168,6 +169,19 @@ def migrate(database: Engine) -> int:
                 schema_migrations.insert().values(version=version, applied_at=datetime.now(UTC))
             )
         return max([v for v, _ in MIGRATIONS] + [0])
+
+
+# Any constant works: it names "embedgate's schema" among the advisory locks of one database.
+_MIGRATION_LOCK = 0x656D6265  # "embe"
+
+
+def _one_migrator_at_a_time(conn: Connection) -> None:
+    """Replicas that start together (compose, Kubernetes) share one database: without a lock
+    both see no `schema_migrations` and both create it, and one crashes on the duplicate.
+    PostgreSQL's transaction-scoped advisory lock makes the second wait and then find the
+    work done. SQLite is one host's file, written by one server (and its CLI after it)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
 
 
 def ping(database: Engine) -> None:
