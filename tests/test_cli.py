@@ -60,6 +60,10 @@ def proc_output_so_far(proc: subprocess.Popen[str]) -> str:
 def test_serve_runs_the_bundled_model(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "EMBEDGATE_LOG_LEVEL": "info"}
+    # a file, not a pipe: nobody reads a pipe while the test polls /ready, and a server
+    # blocked on a full pipe stops answering (its access log grows with every poll)
+    log_path = tmp_path / "stderr.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -71,8 +75,8 @@ def test_serve_runs_the_bundled_model(tmp_path: Path) -> None:
             "--data-dir",
             str(tmp_path / "d"),
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
         text=True,
         env=env,
     )
@@ -92,7 +96,9 @@ def test_serve_runs_the_bundled_model(tmp_path: Path) -> None:
         assert (tmp_path / "d").is_dir()
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        log.close()
+    err = log_path.read_text()
     # uvicorn re-raises SIGTERM after a graceful shutdown
     assert proc.returncode in (0, -signal.SIGTERM), err
     assert "Application shutdown complete" in err

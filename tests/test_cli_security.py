@@ -143,11 +143,12 @@ def test_tls_from_files(tmp_path: Path) -> None:
     refused = run("serve", "--port", str(port), env=env)
     assert refused.returncode == 2 and "chmod 600" in refused.stderr
     os.chmod(key, 0o600)
+    log = (tmp_path / "stderr.log").open("w")  # a pipe nobody reads fills and stalls the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "embedgate", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     try:
@@ -164,4 +165,5 @@ def test_tls_from_files(tmp_path: Path) -> None:
         assert response.status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        log.close()
