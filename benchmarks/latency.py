@@ -86,6 +86,55 @@ def eager_forward_ms(n: int) -> list[float]:
     return timed_ms(once, n)
 
 
+def qwen3_forward(n: int) -> None:
+    """Qwen3-Embedding-0.6B's shape (random weights, the real vocabulary): one short query's
+    forward, eager PyTorch (fp32; bf16 where native) against the same graph exported to ONNX
+    and run on ONNX Runtime: is the small-pass runtime worth it for a decoder model?"""
+    import torch
+    from transformers import AutoModel, Qwen3Model
+
+    from embedgate.engine.backends.onnx.small_pass import OnnxEncoder
+    from embedgate.engine.backends.torch.onnx_export import export_pooled_encoder
+    from embedgate.engine.factory import cpu_has_native_bf16
+    from qwen3_shapes import qwen3_06b_config
+    from support import models
+
+    with tempfile.TemporaryDirectory() as work:
+        model_dir = Path(work) / "Qwen3-Embedding-0.6B-shape"
+        torch.manual_seed(0)
+        Qwen3Model(qwen3_06b_config(32768)).save_pretrained(str(model_dir))
+        tokenizer = models.real_qwen_tokenizer()
+        models.save_tokenizer(tokenizer, model_dir)
+        text = "how many days of annual leave do I get"
+        ids = torch.tensor([tokenizer.encode(text).ids])  # type: ignore[attr-defined]
+        mask = torch.ones_like(ids)
+        print(f"\nQwen3-0.6B shape, one query of {ids.shape[1]} tokens")
+        print("| runtime | p50 ms | p99 ms |")
+        print("|---|---:|---:|")
+        for dtype in ("float32", "bfloat16") if cpu_has_native_bf16() else ("float32",):
+            model = AutoModel.from_pretrained(str(model_dir), dtype=getattr(torch, dtype)).eval()
+
+            def eager(model: object = model) -> None:
+                with torch.inference_mode():
+                    model(input_ids=ids, attention_mask=mask)  # type: ignore[operator]
+
+            timed_ms(eager, 5)
+            values = timed_ms(eager, n)
+            print(f"| eager PyTorch {dtype} | {statistics.median(values):.1f} | "
+                  f"{percentile(values, 0.99):.1f} |", flush=True)  # fmt: skip
+            del model
+        target = Path(work) / "qwen3.onnx"
+        started = time.perf_counter()
+        export_pooled_encoder(model_dir, "last", target)
+        print(f"(export: {time.perf_counter() - started:.0f} s)")
+        encoder = OnnxEncoder(target)
+        feed = (ids.numpy(), mask.numpy())
+        timed_ms(lambda: encoder.forward(*feed), 5)
+        values = timed_ms(lambda: encoder.forward(*feed), n)
+        print(f"| ONNX Runtime float32 | {statistics.median(values):.1f} | "
+              f"{percentile(values, 0.99):.1f} |")  # fmt: skip
+
+
 def row(label: str, values: list[float], baseline: float) -> None:
     p50 = statistics.median(values)
     print(
@@ -100,8 +149,14 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--qwen3", action="store_true", help="only the Qwen3-0.6B shape's one-query forward"
+    )
     args = parser.parse_args()
     print(host_line())
+    if args.qwen3:
+        qwen3_forward(args.queries)
+        return
     n = args.queries
     baseline_values = eager_forward_ms(n)
     baseline = statistics.median(baseline_values)
