@@ -102,7 +102,7 @@ def test_replicas_starting_together_migrate_one_database_once() -> None:
             start.wait()
             try:
                 outcomes.append(migrate(engine))  # type: ignore[arg-type]
-            except Exception as failed:  # noqa: BLE001 - the outcome under test
+            except Exception as failed:  # the outcome under test
                 outcomes.append(failed)
 
         threads = [threading.Thread(target=one, args=(e,)) for e in engines]
