@@ -79,7 +79,12 @@ class HFTokenizer:
 
     def collate(self, sequences: Sequence[Sequence[int]]) -> tuple[IdArray, IdArray]:
         """Pad on the model's side to `pass_length`: (input_ids, attention_mask)."""
-        longest = self.pass_length(max(len(s) for s in sequences))
+        return self.collate_to(sequences, self.pass_length(max(len(s) for s in sequences)))
+
+    def collate_to(
+        self, sequences: Sequence[Sequence[int]], longest: int
+    ) -> tuple[IdArray, IdArray]:
+        """Pad on the model's side to exactly `longest` tokens."""
         ids = np.full((len(sequences), longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(sequences), longest), dtype=np.int64)
         left = self.spec.padding_side == "left"

@@ -94,15 +94,7 @@ class SmallPassBackend(Backend):
     def _collate(self, sequences: Sequence[Sequence[int]], longest: int) -> tuple[IdArray, IdArray]:
         """Padded to the longest sequence only: the graph takes any length, and a 9-token
         query padded to 16 would cost nearly twice the work."""
-        tokenizer = self.inner.tokenizer
-        ids = np.full((len(sequences), longest), tokenizer.pad_id, dtype=np.int64)
-        mask = np.zeros((len(sequences), longest), dtype=np.int64)
-        left = self.spec.padding_side == "left"
-        for row, seq in enumerate(sequences):
-            span = slice(longest - len(seq), longest) if left else slice(0, len(seq))
-            ids[row, span] = seq
-            mask[row, span] = 1
-        return ids, mask
+        return self.inner.tokenizer.collate_to(sequences, longest)
 
     def pass_length(self, longest: int) -> int:
         return self.inner.pass_length(longest)
