@@ -139,3 +139,38 @@ def test_recover_removes_partial_chunks_and_fails_jobs_without_upload(
     assert failed is not None and failed["status"] == "failed" and "upload" in failed["error"]
     assert catalog.document("doc_b")["status"] == "failed"  # type: ignore[index]
     store.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_finished_job_and_its_ready_document_are_one_write(tmp_path: Path, database: str) -> None:
+    """A client polls the job and then reads the document: the document must be ready the
+    moment the job says succeeded (CI saw `indexing` after `succeeded` under load), and a
+    job cancelled meanwhile must not make its document ready."""
+    from support.services import postgres_server
+
+    def check(url: str) -> None:
+        catalog = Catalog(open_database(url))
+        catalog.add_collection(CollectionInfo("c", "", "m", 4, 32, 4, "me", store_name="c"))
+        for doc in ("doc_done", "doc_cancelled"):
+            catalog.add_document(
+                doc, collection="c", filename=f"{doc}.txt", digest=doc, size=1, status="indexing"
+            )
+            catalog.add_job(f"job_{doc}", document_id=doc, collection="c", status="running")
+        catalog.update_job("job_doc_cancelled", status="cancelled")
+        assert catalog.finish_document_job(
+            "job_doc_done", doc_id="doc_done", status="ready", chunks=3
+        )
+        assert not catalog.finish_document_job(
+            "job_doc_cancelled", doc_id="doc_cancelled", status="ready", chunks=3
+        )
+        done, cancelled = catalog.document("doc_done"), catalog.document("doc_cancelled")
+        assert done is not None and (done["status"], done["chunks"]) == ("ready", 3)
+        assert catalog.job("job_doc_done")["status"] == "succeeded"  # type: ignore[index]
+        assert cancelled is not None and cancelled["status"] == "indexing"
+        assert catalog.job("job_doc_cancelled")["status"] == "cancelled"  # type: ignore[index]
+
+    if database == "sqlite":
+        check(f"sqlite:///{tmp_path / 'c.db'}")
+    else:
+        with postgres_server() as url:
+            check(url)

@@ -201,3 +201,33 @@ def test_onnx_runtime_writes_no_telemetry(
     assert done.returncode == 0, done.stderr
     assert "(1, 384)" in done.stdout
     assert list(home.rglob("*")) == [] and list(temp.rglob("*")) == []
+
+
+def test_servers_starting_together_export_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers on one data dir (a restart overlapping the old process, or two replicas)
+    both miss the cache at start: the second waits for the first's graph instead of
+    exporting beside it (twice the CPU, one rename lost)."""
+    import threading
+
+    from embedgate.engine import factory
+
+    exports: list[str] = []
+
+    def slow_export(model_dir: Path, pooling: str, target: Path) -> None:
+        exports.append(threading.current_thread().name)
+        time.sleep(0.5)
+        target.write_bytes(b"graph")
+
+    monkeypatch.setattr(factory, "_export_now", slow_export)
+    target = tmp_path / "onnx" / "model-0123.onnx"
+    threads = [
+        threading.Thread(target=factory._export, args=(tmp_path, "mean", target), name=f"s{i}")
+        for i in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(exports) == 1 and target.read_bytes() == b"graph"

@@ -130,8 +130,18 @@ def _with_small_passes(config: EngineConfig, model_dir: Path, backend: Backend) 
 
 def _export(model_dir: Path, pooling: str, target: Path) -> None:
     """The export in a child process (torch's exporter and its compiler caches are freed
-    with it), its scratch files under the cache, never the shared temp dir."""
+    with it), its scratch files under the cache, never the shared temp dir. Servers that
+    start together on one data dir take turns: the second finds the first one's graph."""
+    import fcntl
+
     target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_suffix(".lock"), "w") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX)
+        if not target.is_file():
+            _export_now(model_dir, pooling, target)
+
+
+def _export_now(model_dir: Path, pooling: str, target: Path) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
         subprocess.run(  # noqa: S603 - our own module, paths we chose

@@ -403,14 +403,11 @@ class IngestRunner:
                 ErrorKind.BACKEND_FAILURE,
                 f"stored {stored} of {len(chunks)} chunks; retry the upload",
             )
-        # the job first: a job cancelled meanwhile (here or on another replica) must not
-        # leave a ready document behind
-        if not self.catalog.advance_job(job_id, status="succeeded", stage="done", progress=1.0):
-            self.store.delete_document(store, doc_id)
-            self.outcomes.count("cancelled")
-            return
-        self.catalog.update_document(
-            doc_id,
+        # a job cancelled meanwhile (here or on another replica) must not leave a ready
+        # document behind; one that was not ends with its document ready, atomically
+        finished = self.catalog.finish_document_job(
+            job_id,
+            doc_id=doc_id,
             status="ready",
             chunks=len(chunks),
             tokens=prepared.tokens,
@@ -419,6 +416,10 @@ class IngestRunner:
             language=prepared.language,
             pages=prepared.pages,
         )
+        if not finished:
+            self.store.delete_document(store, doc_id)
+            self.outcomes.count("cancelled")
+            return
         if self.catalog.document(doc_id) is None:  # deleted while it was being written
             self.store.delete_document(store, doc_id)
             self.outcomes.count("cancelled")

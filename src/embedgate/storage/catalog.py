@@ -256,6 +256,27 @@ class Catalog:
             )
         return bool(result.rowcount)
 
+    def finish_document_job(
+        self, job_id: str, *, doc_id: str, **changes: Unpack[DocumentChanges]
+    ) -> bool:
+        """The job succeeded and its document changed, in one transaction: a client that
+        sees the job done always reads the document done. False (and nothing changed) when
+        the job was cancelled or failed meanwhile."""
+        with self.database.begin() as conn:
+            advanced = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status.in_(UNFINISHED))
+                .values(status="succeeded", stage="done", progress=1.0, updated_at=_now())
+            )
+            if not advanced.rowcount:
+                return False
+            conn.execute(
+                documents.update()
+                .where(documents.c.id == doc_id)
+                .values(**changes, updated_at=_now())
+            )
+        return True
+
     def job(self, job_id: str) -> JobRow | None:
         with self.database.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()

@@ -11,6 +11,7 @@ and renamed, so a crash never leaves half a model in the cache.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, cast
@@ -45,7 +46,7 @@ def export_pooled_encoder(model_dir: Path, pooling: Pooling, target: Path) -> No
     mask = torch.ones((2, 8), dtype=torch.int64)
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=4096)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
+    partial = target.with_name(f"{target.stem}.{os.getpid()}.partial")
     with torch.inference_mode(False), torch.no_grad():
         program = cast(Any, torch.onnx).export(
             wrapped,
